@@ -1,0 +1,3 @@
+"""cmfnet: joint MRI reconstruction and super-resolution guided by a second contrast."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,135 @@
+"""ISLES 2015 SISS pairs (T1 auxiliary, T2 target) from NIfTI volumes.
+
+Each subject folder holds one NIfTI file per modality, found by a glob pattern on its name
+(``*MR_T1*`` and ``*MR_T2*`` in the challenge's layout). Volumes are co-registered, about
+230 x 230 in plane; axial slices (last axis) in ``slice_range`` are centre-cropped to
+``hr_size`` (the CMF-Net protocol: 224 x 224, slices 20-119). Magnitude images have no raw
+k-space, so the HR k-space is the FFT of the real image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import nibabel as nib
+import numpy as np
+
+from cmfnet.data.errors import DataError
+from cmfnet.data.paired import PairedSliceDataset
+from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
+from cmfnet.kspace import center_crop
+
+
+@dataclass(frozen=True)
+class NiftiVolume:
+    """One modality of one subject: its file and in-plane/slice sizes from the header."""
+
+    path: Path
+    shape: tuple[int, int, int]
+
+
+def find_modality(subject_dir: Path, pattern: str) -> Path:
+    """The single NIfTI file under ``subject_dir`` whose name matches ``pattern``."""
+    matches = sorted(
+        p for p in subject_dir.rglob(pattern) if p.is_file() and p.name.endswith((".nii", ".nii.gz"))
+    )
+    if len(matches) != 1:
+        raise DataError(f"{subject_dir}: expected one NIfTI file matching '{pattern}', found {len(matches)}")
+    return matches[0]
+
+
+def read_nifti_info(path: Path) -> NiftiVolume:
+    """Header-only read of a 3-D NIfTI volume."""
+    try:
+        image = nib.load(str(path))
+    except Exception as err:  # nibabel raises several unrelated types for broken files
+        raise DataError(f"{path}: not a readable NIfTI file ({err})") from err
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3 or min(shape) == 0:
+        raise DataError(f"{path}: expected a 3-D volume, header says shape {image.shape}")
+    return NiftiVolume(path=path, shape=shape)  # type: ignore[arg-type]
+
+
+def read_nifti_slice(volume: NiftiVolume, slice_idx: int, hr_size: tuple[int, int]) -> np.ndarray:
+    """Axial slice ``slice_idx`` centre-cropped to ``hr_size``, float32, checked finite."""
+    try:
+        data = np.asarray(nib.load(str(volume.path)).dataobj[..., slice_idx], dtype=np.float32)
+    except Exception as err:
+        raise DataError(f"{volume.path}: cannot read slice {slice_idx} ({err})") from err
+    data = data.reshape(volume.shape[:2])
+    if not np.isfinite(data).all():
+        raise DataError(f"{volume.path}: slice {slice_idx} contains NaN or inf")
+    return np.ascontiguousarray(center_crop(data, hr_size))
+
+
+class ISLESPairDataset(PairedSliceDataset):
+    """Slices of T1/T2 subject pairs: item i -> transform(LowResPair, T2 file name, slice index).
+
+    Args:
+        root: folder of subject folders.
+        subjects: subject folder names to use (a split); ``None`` uses every folder in ``root``.
+        scale: super-resolution factor; must divide ``hr_size``.
+        transform: callable ``(LowResPair, fname, slice_idx) -> sample``.
+        hr_size: in-plane centre crop (H, W); must fit inside the volumes.
+        slice_range: [first, last) axial slices, clipped to the volume.
+        aux_pattern, target_pattern: glob patterns of the auxiliary and target files.
+        cache_lowres: keep each slice's deterministic degradation in memory after first use.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        subjects: Optional[Sequence[str]],
+        scale: int,
+        transform: Callable,
+        hr_size: Sequence[int] = (224, 224),
+        slice_range: Sequence[int] = (20, 120),
+        aux_pattern: str = "*MR_T1*",
+        target_pattern: str = "*MR_T2*",
+        cache_lowres: bool = True,
+    ):
+        super().__init__(transform, cache_lowres)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found")
+        self.hr_size = (int(hr_size[0]), int(hr_size[1]))
+        try:
+            lowres_shape(self.hr_size, scale)
+        except ValueError as err:
+            raise DataError(f"data.hr_size: {err}") from err
+        self.scale = scale
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if subjects is None else list(subjects)
+        if not names:
+            raise DataError(f"{self.root}: no subject folders")
+        self.pairs: list[tuple[NiftiVolume, NiftiVolume]] = []
+        for name in names:
+            subject_dir = self.root / name
+            if not subject_dir.is_dir():
+                raise DataError(f"{subject_dir}: subject folder not found")
+            aux = read_nifti_info(find_modality(subject_dir, aux_pattern))
+            target = read_nifti_info(find_modality(subject_dir, target_pattern))
+            if aux.shape != target.shape:
+                raise DataError(f"{target.path}: shape {target.shape} differs from its pair {aux.path.name} {aux.shape}")
+            if self.hr_size[0] > target.shape[0] or self.hr_size[1] > target.shape[1]:
+                raise DataError(f"{target.path}: data.hr_size {self.hr_size} exceeds the in-plane size {target.shape[:2]}")
+            first, last = max(0, slice_range[0]), min(target.shape[2], slice_range[1])
+            if first >= last:
+                raise DataError(f"{target.path}: data.slice_range {tuple(slice_range)} selects no slice of {target.shape[2]}")
+            pair_idx = len(self.pairs)
+            self.pairs.append((aux, target))
+            self.slices += [(pair_idx, s) for s in range(first, last)]
+
+    def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
+        aux, target = self.pairs[pair_idx]
+        target_hr = read_nifti_slice(target, slice_idx, self.hr_size)
+        aux_hr = read_nifti_slice(aux, slice_idx, self.hr_size)
+        return degrade_slice(
+            target_hr.astype(np.complex64), aux_hr.astype(np.complex64), self.scale, target_hr=target_hr
+        )
+
+    def target_name(self, pair_idx: int) -> str:
+        return self.pairs[pair_idx][1].path.name

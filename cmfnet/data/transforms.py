@@ -1,0 +1,99 @@
+"""Per-sample transform: draw a mask, undersample, normalise, and build the batch item."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+
+from cmfnet.degrade import LowResPair, undersample
+from cmfnet.masks import seed_from_name
+
+
+class JointSample(NamedTuple):
+    """One training item for joint reconstruction + super-resolution.
+
+    Image tensors are normalised with the statistics of ``target_input`` (``mean``, ``std``);
+    the auxiliary input is normalised with its own. Undo with ``x * std + mean``.
+
+    Attributes:
+        target_input: (1, h, w) undersampled LR target, normalised and clamped (model input).
+        aux_input: (1, h, w) fully sampled LR auxiliary, normalised and clamped (model input).
+        rec_target: (1, h, w) fully sampled LR target, normalised (reconstruction target).
+        sr_target: (1, H, W) HR target, normalised (super-resolution target).
+        mask: (w,) the column mask applied to the LR k-space.
+        mean: () mean of the zero-filled target input before normalisation.
+        std: () std of the zero-filled target input before normalisation.
+        fname: file name of the target volume.
+        slice_idx: slice index within the volume.
+    """
+
+    target_input: torch.Tensor
+    aux_input: torch.Tensor
+    rec_target: torch.Tensor
+    sr_target: torch.Tensor
+    mask: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    fname: str
+    slice_idx: int
+
+
+def normalize_instance(data: np.ndarray, eps: float = 1e-11) -> tuple[np.ndarray, float, float]:
+    """(data - mean) / (std + eps) with the data's own statistics -> (normalised, mean, std)."""
+    mean = float(data.mean())
+    std = float(data.std())
+    return (data - mean) / (std + eps), mean, std
+
+
+class JointRecSRTransform:
+    """Callable turning a :class:`LowResPair` into a :class:`JointSample`.
+
+    Args:
+        mask_func: a mask function from :mod:`cmfnet.masks`.
+        seed_masks_by_name: seed each mask by the volume's file name (validation and test), so
+            every machine sees the same masks; otherwise draw a fresh mask per sample (training).
+        clamp: inputs are clamped to [-clamp, clamp] after normalisation (fastMRI uses 6).
+        eps: added to the std when normalising.
+    """
+
+    def __init__(self, mask_func, seed_masks_by_name: bool, clamp: float = 6.0, eps: float = 1e-11):
+        if clamp <= 0:
+            raise ValueError(f"data.clamp must be > 0, got {clamp}")
+        self.mask_func = mask_func
+        self.seed_masks_by_name = seed_masks_by_name
+        self.clamp = clamp
+        self.eps = eps
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the mask generator (each DataLoader worker calls this with its own seed)."""
+        rng: Optional[np.random.RandomState] = getattr(self.mask_func, "rng", None)
+        if rng is not None:
+            rng.seed(seed % 2**32)
+
+    def __call__(self, pair: LowResPair, fname: str, slice_idx: int) -> JointSample:
+        kspace = pair.target_kspace_lr
+        seed = seed_from_name(fname) if self.seed_masks_by_name else None
+        mask, _ = self.mask_func((1,) + kspace.shape + (2,), seed=seed)
+        columns = mask.reshape(-1).numpy()
+        zero_filled = undersample(kspace, columns)
+        target_input, mean, std = normalize_instance(zero_filled, self.eps)
+        aux_input, _, _ = normalize_instance(pair.aux_lr, self.eps)
+        scale = std + self.eps
+
+        def as_tensor(image: np.ndarray, clamp: bool) -> torch.Tensor:
+            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+            return tensor.clamp(-self.clamp, self.clamp) if clamp else tensor
+
+        return JointSample(
+            target_input=as_tensor(target_input, clamp=True),
+            aux_input=as_tensor(aux_input, clamp=True),
+            rec_target=as_tensor((pair.target_lr - mean) / scale, clamp=False),
+            sr_target=as_tensor((pair.target_hr - mean) / scale, clamp=False),
+            mask=torch.from_numpy(columns.astype(np.float32)),
+            mean=torch.tensor(mean, dtype=torch.float32),
+            std=torch.tensor(scale, dtype=torch.float32),
+            fname=fname,
+            slice_idx=int(slice_idx),
+        )

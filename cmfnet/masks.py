@@ -1,0 +1,198 @@
+"""Column undersampling masks with fastMRI 0.3.0 semantics, bit for bit.
+
+A mask function owns a ``np.random.RandomState``. Calling it with a k-space ``shape`` (the
+columns to undersample sit at axis -2, as in fastMRI's real-view tensors ``(..., rows, cols, 2)``)
+returns ``(mask, num_low_frequencies)``: a float32 tensor of shape ``[1, ..., cols, 1]`` and the
+number of fully sampled centre columns. Passing ``seed`` draws from a temporarily reseeded
+generator and restores its state afterwards, so validation masks seeded by a volume's file name
+are identical on every machine while training masks stay random.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+Seed = Optional[Union[int, Sequence[int]]]
+
+
+@contextlib.contextmanager
+def temp_seed(rng: np.random.RandomState, seed: Seed) -> Iterator[None]:
+    """Reseed ``rng`` for the duration of the block and restore its state afterwards."""
+    if seed is None:
+        yield
+        return
+    state = rng.get_state()
+    rng.seed(seed)
+    try:
+        yield
+    finally:
+        rng.set_state(state)
+
+
+def center_fraction_for(acceleration: float) -> float:
+    """fastMRI's centre fraction for an acceleration: 4 -> 0.08, 8 -> 0.04 (0.32 / acceleration)."""
+    if acceleration <= 1:
+        raise ValueError(f"accel must be > 1, got {acceleration}")
+    return round(0.32 / acceleration, 6)
+
+
+def seed_from_name(name: str) -> tuple[int, ...]:
+    """Mask seed of a volume: the character codes of its file name (fastMRI's convention)."""
+    return tuple(map(ord, Path(name).name))
+
+
+class MaskFunc:
+    """Base class: picks a (centre fraction, acceleration) pair, then a centre and an outer mask.
+
+    Args:
+        center_fractions: fraction of columns kept at the k-space centre, one per acceleration.
+        accelerations: undersampling factors (> 1), paired with ``center_fractions``.
+        allow_any_combination: draw fraction and acceleration independently instead of in pairs.
+        seed: seed of the owned random generator.
+    """
+
+    def __init__(
+        self,
+        center_fractions: Sequence[float],
+        accelerations: Sequence[float],
+        allow_any_combination: bool = False,
+        seed: Seed = None,
+    ):
+        center_fractions = list(center_fractions)
+        accelerations = list(accelerations)
+        if not center_fractions or not accelerations:
+            raise ValueError("mask: center_fractions and accelerations must not be empty")
+        if len(center_fractions) != len(accelerations) and not allow_any_combination:
+            raise ValueError(
+                f"mask: {len(center_fractions)} center_fractions for {len(accelerations)} "
+                "accelerations; give one per acceleration or set allow_any_combination"
+            )
+        for cf in center_fractions:
+            if not 0 < cf < 1:
+                raise ValueError(f"mask: center fraction must be in (0, 1), got {cf}")
+        for acc in accelerations:
+            if acc <= 1:
+                raise ValueError(f"mask: acceleration must be > 1, got {acc}")
+        self.center_fractions = center_fractions
+        self.accelerations = accelerations
+        self.allow_any_combination = allow_any_combination
+        self.rng = np.random.RandomState(seed)
+
+    def __call__(
+        self, shape: Sequence[int], offset: Optional[int] = None, seed: Seed = None
+    ) -> tuple[torch.Tensor, int]:
+        """Draw a mask for k-space of ``shape`` (columns at axis -2): -> (mask, num_low_frequencies)."""
+        if len(shape) < 3:
+            raise ValueError(f"mask: shape needs 3 or more dimensions, got {tuple(shape)}")
+        with temp_seed(self.rng, seed):
+            num_cols = shape[-2]
+            center_fraction, acceleration = self._choose_acceleration()
+            num_low = round(num_cols * center_fraction)
+            center = self._center_mask(num_cols, num_low)
+            outer = self._acceleration_mask(num_cols, acceleration, offset, num_low)
+        mask = np.maximum(center, outer.astype(np.float32))
+        mask_shape = [1] * len(shape)
+        mask_shape[-2] = num_cols
+        return torch.from_numpy(mask.reshape(mask_shape).astype(np.float32)), num_low
+
+    def _choose_acceleration(self) -> tuple[float, float]:
+        if self.allow_any_combination:
+            return self.rng.choice(self.center_fractions), self.rng.choice(self.accelerations)
+        choice = self.rng.randint(len(self.center_fractions))
+        return self.center_fractions[choice], self.accelerations[choice]
+
+    @staticmethod
+    def _center_mask(num_cols: int, num_low: int) -> np.ndarray:
+        mask = np.zeros(num_cols, dtype=np.float32)
+        pad = (num_cols - num_low + 1) // 2
+        mask[pad : pad + num_low] = 1
+        return mask
+
+    def _acceleration_mask(
+        self, num_cols: int, acceleration: float, offset: Optional[int], num_low: int
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandomMaskFunc(MaskFunc):
+    """Centre block plus columns kept independently with the probability that gives
+    ``num_cols / acceleration`` columns on average."""
+
+    def _acceleration_mask(self, num_cols, acceleration, offset, num_low):
+        prob = (num_cols / acceleration - num_low) / (num_cols - num_low)
+        return self.rng.uniform(size=num_cols) < prob
+
+
+class EquispacedMaskFunc(MaskFunc):
+    """Centre block plus every ``acceleration``-th column from a random offset."""
+
+    def _acceleration_mask(self, num_cols, acceleration, offset, num_low):
+        if offset is None:
+            offset = self.rng.randint(0, high=round(acceleration))
+        mask = np.zeros(num_cols, dtype=np.float32)
+        mask[offset :: int(acceleration)] = 1
+        return mask
+
+
+class EquispacedMaskFractionFunc(MaskFunc):
+    """Centre block plus equispaced columns whose spacing is adjusted so that the overall
+    fraction of kept columns is ``1 / acceleration``."""
+
+    def _acceleration_mask(self, num_cols, acceleration, offset, num_low):
+        adjusted = (acceleration * (num_low - num_cols)) / (num_low * acceleration - num_cols)
+        if offset is None:
+            offset = self.rng.randint(0, high=round(adjusted))
+        mask = np.zeros(num_cols, dtype=np.float32)
+        samples = np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.uint)
+        mask[samples] = 1.0
+        return mask
+
+
+class FixedMaskFunc:
+    """A frozen column mask read from a ``.npy`` file of 0/1 values, one per column.
+
+    The same mask is returned for every call (the ISLES protocol uses one frozen mask);
+    ``num_low_frequencies`` is the length of the run of ones through the centre column.
+    """
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"mask.path: no mask file at {self.path}")
+        try:
+            columns = np.load(self.path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"mask.path: {self.path} is not a readable .npy array ({err})") from err
+        columns = np.asarray(columns).squeeze()
+        if columns.ndim != 1 or columns.size < 2:
+            raise ValueError(f"mask.path: {self.path} must hold a 1-D column mask, got shape {columns.shape}")
+        if not np.isin(columns, (0, 1)).all():
+            raise ValueError(f"mask.path: {self.path} must hold only 0 and 1 values")
+        self.columns = columns.astype(np.float32)
+        center = columns.size // 2
+        if not self.columns[center]:
+            raise ValueError(f"mask.path: {self.path} does not sample the centre column {center}")
+        left, right = center, center
+        while left > 0 and self.columns[left - 1]:
+            left -= 1
+        while right < columns.size - 1 and self.columns[right + 1]:
+            right += 1
+        self.num_low_frequencies = right - left + 1
+
+    def __call__(
+        self, shape: Sequence[int], offset: Optional[int] = None, seed: Seed = None
+    ) -> tuple[torch.Tensor, int]:
+        """Return the frozen mask shaped for ``shape`` (columns at axis -2)."""
+        num_cols = shape[-2]
+        if num_cols != self.columns.size:
+            raise ValueError(
+                f"mask.path: {self.path} has {self.columns.size} columns but the k-space has {num_cols}"
+            )
+        mask_shape = [1] * len(shape)
+        mask_shape[-2] = num_cols
+        return torch.from_numpy(self.columns.reshape(mask_shape).copy()), self.num_low_frequencies

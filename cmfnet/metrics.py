@@ -1,0 +1,92 @@
+"""Image-quality metrics with fastMRI's definitions (``fastmri/evaluate.py``).
+
+Every metric takes a ground-truth and a prediction volume of shape ``(slices, H, W)`` and
+returns a float. ``maxval=None`` means the ground-truth volume's maximum, the data range that
+fastMRI uses for PSNR and SSIM. Results are aggregated per volume, then averaged over volumes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Dict, Mapping, Optional
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+
+def _check_volumes(gt: np.ndarray, pred: np.ndarray) -> None:
+    if gt.shape != pred.shape:
+        raise ValueError(f"metrics: ground truth {gt.shape} and prediction {pred.shape} differ in shape")
+    if gt.ndim != 3:
+        raise ValueError(f"metrics: expected volumes (slices, H, W), got {gt.ndim} dimensions")
+
+
+def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Normalised mean squared error ||gt - pred||^2 / ||gt||^2 over the whole volume."""
+    _check_volumes(gt, pred)
+    return float(np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2)
+
+
+def psnr(gt: np.ndarray, pred: np.ndarray, maxval: Optional[float] = None) -> float:
+    """Peak signal-to-noise ratio in dB with data range ``maxval`` (default: the volume max)."""
+    _check_volumes(gt, pred)
+    maxval = gt.max() if maxval is None else maxval
+    return float(peak_signal_noise_ratio(gt, pred, data_range=maxval))
+
+
+def ssim(gt: np.ndarray, pred: np.ndarray, maxval: Optional[float] = None) -> float:
+    """Structural similarity averaged over slices (7x7 uniform window), data range ``maxval``."""
+    _check_volumes(gt, pred)
+    maxval = gt.max() if maxval is None else maxval
+    total = sum(
+        structural_similarity(gt[i], pred[i], data_range=maxval) for i in range(gt.shape[0])
+    )
+    return float(total / gt.shape[0])
+
+
+METRIC_FUNCS: Dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "nmse": nmse,
+    "psnr": psnr,
+    "ssim": ssim,
+}
+
+
+class VolumeMetrics:
+    """Collects per-slice outputs, groups them back into volumes, and scores each volume.
+
+    ``add(fname, slice_idx, gt, pred)`` takes one slice (H, W); ``compute()`` stacks each
+    volume's slices in slice order and returns ``{metric: {"mean", "std"}}`` over volumes
+    (population std, ``ddof=0``) and the per-volume values under ``per_volume``.
+    """
+
+    def __init__(self) -> None:
+        self._slices: Dict[str, Dict[int, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+
+    def add(self, fname: str, slice_idx: int, gt: np.ndarray, pred: np.ndarray) -> None:
+        """Record one slice; a slice seen twice (e.g. from a distributed sampler) is kept once."""
+        self._slices[fname][int(slice_idx)] = (np.asarray(gt), np.asarray(pred))
+
+    def __len__(self) -> int:
+        return len(self._slices)
+
+    def per_volume(self) -> Dict[str, Dict[str, float]]:
+        """``{fname: {metric: value}}`` for every collected volume."""
+        scores = {}
+        for fname, slices in sorted(self._slices.items()):
+            order = sorted(slices)
+            gt = np.stack([slices[i][0] for i in order])
+            pred = np.stack([slices[i][1] for i in order])
+            scores[fname] = {name: func(gt, pred) for name, func in METRIC_FUNCS.items()}
+        return scores
+
+    def compute(self) -> Dict[str, Mapping]:
+        """Mean and std over volumes of each metric, plus the per-volume scores."""
+        per_volume = self.per_volume()
+        if not per_volume:
+            raise ValueError("metrics: no slices were collected")
+        summary: Dict[str, Mapping] = {}
+        for name in METRIC_FUNCS:
+            values = np.array([v[name] for v in per_volume.values()])
+            summary[name] = {"mean": float(values.mean()), "std": float(values.std())}
+        summary["per_volume"] = per_volume
+        return summary
