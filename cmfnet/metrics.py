@@ -66,6 +66,11 @@ class VolumeMetrics:
         """Record one slice; a slice seen twice (e.g. from a distributed sampler) is kept once."""
         self._slices[fname][int(slice_idx)] = (np.asarray(gt), np.asarray(pred))
 
+    def merge(self, other: "VolumeMetrics") -> None:
+        """Add every slice another collector holds (e.g. from another distributed rank)."""
+        for fname, slices in other._slices.items():
+            self._slices[fname].update(slices)
+
     def __len__(self) -> int:
         return len(self._slices)
 

@@ -66,11 +66,12 @@ class JointRecSRTransform:
         self.clamp = clamp
         self.eps = eps
 
-    def reseed(self, seed: int) -> None:
-        """Reseed the mask generator (each DataLoader worker calls this with its own seed)."""
+    def set_stream(self, seed: int, epoch: int, worker: int) -> None:
+        """Restart the training mask stream at (seed, epoch, worker): reproducible across
+        resumes and distinct per DataLoader worker. Frozen masks have no stream."""
         rng: Optional[np.random.RandomState] = getattr(self.mask_func, "rng", None)
         if rng is not None:
-            rng.seed(seed % 2**32)
+            rng.seed([seed % 2**32, epoch, worker])
 
     def __call__(self, pair: LowResPair, fname: str, slice_idx: int) -> JointSample:
         kspace = pair.target_kspace_lr

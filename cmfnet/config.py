@@ -1,0 +1,67 @@
+"""OmegaConf resolvers used by the configs, and scrubbing of secrets before logging."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cmfnet.masks import center_fraction_for
+
+SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+REDACTED = "<redacted>"
+TINY_GROUPS = ("model", "data")
+
+
+def register_resolvers() -> None:
+    """Register the resolvers the configs use.
+
+    ``${fastmri_center_fraction:accel}``: fastMRI's centre fraction (4 -> 0.08, 8 -> 0.04).
+    ``${process_id:}``: this process's id, cached in the config, so that two sweeps started in
+    the same second get different folders.
+    """
+    if not OmegaConf.has_resolver("fastmri_center_fraction"):
+        OmegaConf.register_new_resolver("fastmri_center_fraction", center_fraction_for)
+    if not OmegaConf.has_resolver("process_id"):
+        OmegaConf.register_new_resolver("process_id", lambda: str(os.getpid()), use_cache=True)
+
+
+def shrink_config(cfg: DictConfig) -> DictConfig:
+    """Apply each group's ``tiny`` preset when ``cfg.tiny`` is set, then drop the presets.
+
+    A group config (model, data) may carry a ``tiny:`` mapping of overrides that make it small
+    enough for smoke tests; ``experiment=smoke`` sets ``tiny: true``.
+    """
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for group in TINY_GROUPS:
+            node = cfg.get(group)
+            if not isinstance(node, DictConfig) or "tiny" not in node:
+                continue
+            preset = node.pop("tiny")
+            if cfg.tiny and preset:
+                cfg[group] = OmegaConf.merge(node, preset)
+    return cfg
+
+
+def _secret_values() -> set[str]:
+    """Values of environment variables whose names look like secrets (e.g. WANDB_API_KEY)."""
+    return {v for k, v in os.environ.items() if SECRET_KEY_PATTERN.search(k) and len(v) >= 8}
+
+
+def sanitize_config(data: Any, _secrets: set[str] | None = None) -> Any:
+    """Copy of a plain config with secret-looking keys and any secret environment value redacted."""
+    secrets = _secret_values() if _secrets is None else _secrets
+    if isinstance(data, dict):
+        return {
+            k: REDACTED if SECRET_KEY_PATTERN.search(str(k)) else sanitize_config(v, secrets)
+            for k, v in data.items()
+        }
+    if isinstance(data, (list, tuple)):
+        return type(data)(sanitize_config(v, secrets) for v in data)
+    if isinstance(data, str) and any(s in data for s in secrets):
+        return REDACTED
+    return data

@@ -1,0 +1,1 @@
+"""Data sets, degradations and the synthetic data generator."""

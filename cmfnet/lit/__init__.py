@@ -1,0 +1,1 @@
+"""Lightning glue: the joint rec + SR module and the data module."""

@@ -1,0 +1,154 @@
+"""LightningDataModule over the paired-contrast slice datasets."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cmfnet.data.errors import DataError
+from cmfnet.data.synth_cache import ensure_dataset
+from cmfnet.data.transforms import JointRecSRTransform
+
+SPLITS = ("train", "val", "test")
+
+
+def collate_samples(samples):
+    """Stack :class:`JointSample` items; names and slice indices stay Python lists."""
+    first = samples[0]
+    fields = {}
+    for name in first._fields:
+        values = [getattr(s, name) for s in samples]
+        fields[name] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return type(first)(**fields)
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch) and restarts the training masks'
+    stream for that epoch, so a run resumed from an epoch-end checkpoint sees exactly the
+    batches and masks of an uninterrupted one. Lightning calls :meth:`set_epoch`.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.transform.set_stream(self.seed, epoch, worker=0)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
+
+
+def _seed_worker_masks(worker_id: int, sampler: EpochSeededSampler) -> None:
+    """Give each DataLoader worker its own mask stream for the current epoch."""
+    sampler.dataset.transform.set_stream(sampler.seed, sampler.epoch, worker=worker_id)
+
+
+class JointDataModule(L.LightningDataModule):
+    """Train/val/test loaders of joint rec + SR samples.
+
+    Args:
+        root: the data folder (checked before the splits are built; the synthetic set is made here).
+        splits: ``{split: dataset factory}``; each factory takes ``scale`` and ``transform``
+            (Hydra ``_partial_`` dataset configs).
+        mask_func: the mask function (``mask`` config group).
+        scale: super-resolution factor.
+        seed: seeds the training shuffle and mask stream per epoch.
+        batch_size, num_workers, pin_memory: DataLoader settings (validation and test use
+            ``eval_batch_size``).
+        clamp: input clamp after instance normalisation.
+        synthesize: generator settings; if given, the synthetic data set is generated into
+            ``root`` on first use (once, under a lock) before the loaders are built.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        splits: Mapping[str, Callable[..., Dataset]],
+        mask_func,
+        scale: int,
+        seed: int = 0,
+        batch_size: int = 8,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        clamp: float = 6.0,
+        synthesize: Optional[Mapping] = None,
+    ):
+        super().__init__()
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"data.splits: unknown split(s) {sorted(unknown)}; use {SPLITS}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.root = Path(root)
+        self.splits = dict(splits)
+        self.mask_func = mask_func
+        self.scale = scale
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.clamp = clamp
+        self.synthesize = dict(synthesize) if synthesize else None
+        self.datasets: dict[str, Dataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.synthesize is not None:
+            ensure_dataset(self.root, **self.synthesize)
+        elif not self.root.is_dir():
+            raise DataError(f"data.root={self.root}: folder not found")
+
+    def build_dataset(self, split: str) -> Dataset:
+        """Instantiate one split with its transform (random masks for train, seeded otherwise)."""
+        if split not in self.splits:
+            raise DataError(f"data.splits has no '{split}' split")
+        transform = JointRecSRTransform(self.mask_func, seed_masks_by_name=split != "train", clamp=self.clamp)
+        return self.splits[split](scale=self.scale, transform=transform)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, SPLITS) if stage else SPLITS:
+            if split not in self.datasets and split in self.splits:
+                self.datasets[split] = self.build_dataset(split)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochSeededSampler(self.datasets["train"], self.seed)
+        return DataLoader(
+            self.datasets["train"],
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=collate_samples,
+            worker_init_fn=functools.partial(_seed_worker_masks, sampler=sampler) if self.num_workers else None,
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=collate_samples,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

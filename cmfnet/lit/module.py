@@ -1,0 +1,180 @@
+"""One LightningModule for joint reconstruction + super-resolution."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cmfnet.data.transforms import JointSample
+from cmfnet.metrics import VolumeMetrics
+
+OUTPUTS = ("sr", "rec")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss or gradient became NaN or inf."""
+
+
+class JointRecSRModule(L.LightningModule):
+    """Trains ``model(target_input, aux_input) -> (rec, sr)`` with a joint loss.
+
+    Validation and test de-normalise both outputs (``x * std + mean``) and score them per
+    volume with fastMRI's metrics against the untouched targets; the SR scores are the
+    headline. A few fixed validation slices are kept in :attr:`example_images` for logging.
+
+    Args:
+        model: any network with the ``(target_lr, aux_lr) -> (rec, sr)`` contract.
+        loss: callable ``(rec, sr, rec_target, sr_target) -> JointLoss(total, rec, sr)``.
+        optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
+        scheduler: factory ``optimizer -> LRScheduler`` or None.
+        num_example_images: how many validation slices (the first of the validation set) to keep.
+        skip_nonfinite: skip a batch whose loss is NaN/inf instead of stopping the run.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Callable,
+        optimizer: Optional[Callable] = None,
+        scheduler: Optional[Callable] = None,
+        num_example_images: int = 4,
+        skip_nonfinite: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_example_images = num_example_images
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_batches = 0
+        self._metrics = {}
+        self.example_images: list[dict] = []
+        self.results: dict[str, dict] = {}
+
+    def forward(self, target_input: torch.Tensor, aux_input: torch.Tensor):
+        return self.model(target_input, aux_input)
+
+    def _losses(self, batch: JointSample):
+        rec, sr = self.model(batch.target_input, batch.aux_input)
+        return rec, sr, self.loss(rec, sr, batch.rec_target, batch.sr_target)
+
+    def training_step(self, batch: JointSample, batch_idx: int):
+        _, _, losses = self._losses(batch)
+        if not torch.isfinite(losses.total):
+            where = ", ".join(f"{f} slice {s}" for f, s in zip(batch.fname, batch.slice_idx))
+            message = f"non-finite training loss at step {self.global_step} (batch {batch_idx}: {where})"
+            if not self.skip_nonfinite:
+                raise NonFiniteLossError(message + "; set train.skip_nonfinite=true to skip such batches")
+            self.skipped_batches += 1
+            self.print(f"skipping batch: {message}")
+            return None
+        batch_size = batch.target_input.shape[0]
+        self.log("train/loss", losses.total, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss_rec", losses.rec, batch_size=batch_size)
+        self.log("train/loss_sr", losses.sr, batch_size=batch_size)
+        return losses.total
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for name, param in self.model.named_parameters():
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                raise NonFiniteLossError(f"non-finite gradient in {name} at step {self.global_step}")
+
+    def _start_eval(self) -> None:
+        self._metrics = {out: VolumeMetrics() for out in OUTPUTS}
+
+    def _eval_step(self, batch: JointSample, stage: str) -> None:
+        rec, sr, losses = self._losses(batch)
+        self.log(f"{stage}/loss", losses.total, batch_size=batch.target_input.shape[0], sync_dist=True)
+        mean = batch.mean.view(-1, 1, 1, 1)
+        std = batch.std.view(-1, 1, 1, 1)
+        denorm = {
+            "sr": (sr * std + mean, batch.sr_target * std + mean),
+            "rec": (rec * std + mean, batch.rec_target * std + mean),
+        }
+        for out, (pred, target) in denorm.items():
+            pred_np = pred.float().squeeze(1).cpu().numpy()
+            target_np = target.float().squeeze(1).cpu().numpy()
+            for i, (fname, slice_idx) in enumerate(zip(batch.fname, batch.slice_idx)):
+                self._metrics[out].add(fname, slice_idx, target_np[i], pred_np[i])
+        if stage == "val":
+            self._keep_examples(batch, denorm)
+
+    def _keep_examples(self, batch: JointSample, denorm: dict) -> None:
+        for i in range(batch.target_input.shape[0]):
+            if len(self.example_images) >= self.num_example_images:
+                return
+            self.example_images.append(
+                {
+                    "fname": batch.fname[i],
+                    "slice_idx": batch.slice_idx[i],
+                    "input": batch.target_input[i, 0].float().cpu(),
+                    "aux": batch.aux_input[i, 0].float().cpu(),
+                    "sr": denorm["sr"][0][i, 0].float().cpu(),
+                    "sr_target": denorm["sr"][1][i, 0].float().cpu(),
+                    "rec": denorm["rec"][0][i, 0].float().cpu(),
+                    "rec_target": denorm["rec"][1][i, 0].float().cpu(),
+                }
+            )
+
+    def _finish_eval(self, stage: str) -> None:
+        summary = {}
+        for out, collected in self._metrics.items():
+            merged = _gather_metrics(collected)
+            if not len(merged):
+                continue
+            scores = merged.compute()
+            for metric in ("psnr", "ssim", "nmse"):
+                summary[f"{out}_{metric}"] = scores[metric]["mean"]
+                summary[f"{out}_{metric}_std"] = scores[metric]["std"]
+            summary[f"{out}_num_volumes"] = len(scores["per_volume"])
+        self.results[stage] = summary
+        self.log_dict(
+            {f"{stage}/{k}": float(v) for k, v in summary.items() if not k.endswith("num_volumes")},
+            sync_dist=False,
+            rank_zero_only=True,
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+        self.example_images = []
+
+    def validation_step(self, batch: JointSample, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch: JointSample, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("optimizer: no optimizer configured for a trainable model")
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+
+def _gather_metrics(local: VolumeMetrics) -> VolumeMetrics:
+    """Merge the slices every rank collected (volumes may be split across ranks)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    merged = VolumeMetrics()
+    for part in gathered:
+        merged.merge(part)
+    return merged
+

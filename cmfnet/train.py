@@ -1,0 +1,167 @@
+"""The training task: compose objects from the config, fit, test, and write metrics.json.
+
+``run.py`` is a thin Hydra entry point over :func:`run_task`. Every object is built with
+``hydra.utils.instantiate`` from its config group; nothing a researcher would sweep is a
+constant here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from cmfnet.config import register_resolvers, sanitize_config, shrink_config
+from cmfnet.io import write_json_atomic
+from cmfnet.lit.module import JointRecSRModule
+from cmfnet.models import build_model
+from cmfnet.models.summary import format_summary, model_summary
+
+log = logging.getLogger(__name__)
+
+register_resolvers()
+
+METRIC_KEYS = [f"{out}_{m}{suffix}" for out in ("sr", "rec") for m in ("psnr", "ssim", "nmse") for suffix in ("", "_std")]
+
+
+def output_dir() -> Path:
+    """This job's output folder (Hydra's run or sweep sub-folder)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """What identifies a run in tables and W&B: model, scale, accel, mask, seed."""
+    choices = HydraConfig.get().runtime.choices
+    return {
+        "model": choices.get("model", "model"),
+        "scale": int(cfg.scale),
+        "accel": cfg.accel,
+        "mask": choices.get("mask", "mask"),
+        "data": choices.get("data", "data"),
+        "seed": int(cfg.seed),
+    }
+
+
+def build_loggers(cfg: DictConfig, identity: dict, out: Path) -> list:
+    """Instantiate the ``logger`` group with a run name, tags and a sweep-wide group."""
+    if not cfg.get("logger"):
+        return []
+    loggers = []
+    for name, logger_cfg in cfg.logger.items():
+        extra: dict[str, Any] = {}
+        if "wandb" in str(logger_cfg.get("_target_", "")).lower():
+            os.environ.setdefault("WANDB_DIR", str(out))
+            os.environ.setdefault("WANDB_CACHE_DIR", str(out / "wandb" / "cache"))
+            os.environ.setdefault("WANDB_CONFIG_DIR", str(out / "wandb" / "config"))
+            os.environ.setdefault("WANDB_DATA_DIR", str(out / "wandb" / "data"))
+            os.environ.setdefault("WANDB_SILENT", "true")
+            run_name = f"{identity['model']}-x{identity['scale']}-r{identity['accel']}-{identity['mask']}-s{identity['seed']}"
+            sweep_dir = Path(HydraConfig.get().sweep.dir)
+            extra = {
+                "name": logger_cfg.get("name") or run_name,
+                "group": logger_cfg.get("group") or (f"{sweep_dir.parent.name}/{sweep_dir.name}" if is_multirun() else None),
+                "tags": list(logger_cfg.get("tags") or []) + [f"{k}={v}" for k, v in identity.items()],
+            }
+        loggers.append(hydra.utils.instantiate(logger_cfg, **extra))
+    return loggers
+
+
+def resolve_ckpt_path(ckpt_path: Optional[str], out: Path) -> Optional[str]:
+    """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist."""
+    if ckpt_path in (None, ""):
+        return None
+    path = out / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit (unless the model has no parameters to train), test, and return the metrics."""
+    out = output_dir()
+    cfg = shrink_config(cfg)
+    identity = run_identity(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+
+    mask_func = hydra.utils.instantiate(cfg.mask)
+    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed, _recursive_=True)
+    model = build_model(cfg.model)
+    summary = model_summary(model, input_hw=tuple(cfg.summary_input_hw), scale=cfg.scale)
+    log.info("model summary\n%s", format_summary(summary))
+    loss = hydra.utils.instantiate(cfg.loss)
+    module = hydra.utils.instantiate(cfg.module, model=model, loss=loss)
+
+    loggers = build_loggers(cfg, identity, out)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out))
+    for logger in loggers:
+        logger.log_hyperparams(sanitize_config(OmegaConf.to_container(cfg, resolve=True)))
+        logger.log_hyperparams({"model_summary/params": summary.total_params, "model_summary/macs": summary.macs})
+
+    trainable = getattr(model, "trainable", True)
+    if trainable:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, out))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    else:
+        trainer.validate(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule)
+    metrics = {**identity, **{k: module.results.get("test", {}).get(k) for k in METRIC_KEYS}}
+    metrics["params"] = summary.total_params
+    metrics["wandb_run_id"] = next((lg.experiment.id for lg in loggers if hasattr(lg.experiment, "id")), None)
+    metrics["skipped_batches"] = module.skipped_batches
+    return metrics
+
+
+def finish_wandb() -> None:
+    """Close the W&B run so the next job of a multirun opens its own."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def run_task(cfg: DictConfig) -> Optional[float]:
+    """Hydra task: train, write ``metrics.json`` atomically with a status, and close W&B.
+
+    A failing job records ``status: failed`` with the error and, inside a multirun, lets the
+    other jobs go on; a single run prints the one-line error and exits with status 1.
+    Returns the test SR PSNR (for sweepers that optimise).
+    """
+    out = output_dir()
+    try:
+        metrics = {**train(cfg), "status": "completed"}
+    except (Exception, KeyboardInterrupt) as err:
+        metrics = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        try:
+            metrics.update(run_identity(cfg))
+        except Exception:
+            pass
+        (out / "error.log").write_text(traceback.format_exc())
+        log.error("job failed: %s (traceback in %s)", metrics["error"], out / "error.log")
+        if isinstance(err, KeyboardInterrupt) or not is_multirun():
+            write_json_atomic(out / "metrics.json", metrics)
+            finish_wandb()
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1)
+    finally:
+        finish_wandb()
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics.get("sr_psnr")
