@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny fastMRI-layout files written directly with h5py (not by our generator),
+tiny NIfTI volumes, and the repository paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+HEADER_TEMPLATE = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+  <encoding>
+    <encodedSpace><matrixSize><x>{enc_x}</x><y>{enc_y}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></encodedSpace>
+    <reconSpace><matrixSize><x>{rec}</x><y>{rec}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>140</x><y>140</y><z>3</z></fieldOfView_mm></reconSpace>
+    <encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{maximum}</maximum>
+      <center>{center}</center></kspace_encoding_step_1></encodingLimits>
+  </encoding>
+</ismrmrdHeader>"""
+
+
+def write_fastmri_file(path: Path, image: np.ndarray, cols: int, acquisition: str = "CORPD_FBK") -> None:
+    """Write complex HR images (slices, H, H) in fastMRI single-coil layout: readout
+    oversampled 2x, ``cols`` phase-encode columns, reconstruction_esc from the stored k-space."""
+    from cmfnet.kspace import center_crop, fft2c, ifft2c
+
+    slices, rec, _ = image.shape
+    field = np.zeros((slices, 2 * rec, cols), dtype=np.complex64)
+    top, left = rec // 2, (cols - rec) // 2
+    field[:, top : top + rec, left : left + rec] = image
+    kspace = fft2c(field).astype(np.complex64)
+    esc = np.abs(center_crop(ifft2c(kspace), (rec, rec))).astype(np.float32)
+    header = HEADER_TEMPLATE.format(enc_x=2 * rec, enc_y=cols, rec=rec, maximum=cols - 1, center=cols // 2)
+    with h5py.File(path, "w") as hf:
+        hf.create_dataset("kspace", data=kspace)
+        hf.create_dataset("reconstruction_esc", data=esc)
+        hf.create_dataset("ismrmrd_header", data=header.encode())
+        hf.attrs["acquisition"] = acquisition
+        hf.attrs["max"] = float(esc.max())
+
+
+def smooth_images(rng: np.random.Generator, slices: int, size: int) -> np.ndarray:
+    """Complex smooth blobs: (slices, size, size) complex64."""
+    y, x = np.mgrid[:size, :size] / size - 0.5
+    images = []
+    for _ in range(slices):
+        cy, cx, r = rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15), rng.uniform(0.2, 0.35)
+        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r**2)) * (np.hypot(y, x) < 0.45)
+        images.append(blob * np.exp(1j * rng.uniform(-0.5, 0.5) * x))
+    return np.stack(images).astype(np.complex64)
+
+
+@pytest.fixture
+def fastmri_pairs(tmp_path: Path) -> Path:
+    """A folder with two PD/PD-FS pairs (16x16 HR, 20 columns) and a pairing CSV beside it."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "singlecoil_val"
+    folder.mkdir()
+    rows = []
+    for i, n_slices in enumerate((3, 4)):
+        pd_name, pdfs_name = f"file{i}_pd.h5", f"file{i}_pdfs.h5"
+        write_fastmri_file(folder / pd_name, smooth_images(rng, n_slices, 16), cols=20)
+        write_fastmri_file(folder / pdfs_name, smooth_images(rng, n_slices + i, 16), cols=20, acquisition="CORPDFS_FBK")
+        rows.append(f"{pd_name},{pdfs_name},0.9")
+    (folder / "notes.txt").write_text("not an HDF5 file; must be ignored")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+@pytest.fixture
+def isles_root(tmp_path: Path) -> Path:
+    """Two ISLES-style subjects with 24x24x10 T1/T2 NIfTI volumes."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "isles"
+    for subject in ("1", "2"):
+        for modality in ("MR_T1", "MR_T2", "MR_Flair"):
+            folder = root / subject / f"VSD.Brain.XX.O.{modality}.{subject}00"
+            folder.mkdir(parents=True)
+            volume = rng.random((24, 24, 10)).astype(np.float32)
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"VSD.Brain.XX.O.{modality}.{subject}00.nii")
+    return root
