@@ -1,0 +1,1 @@
+"""cmfnet's Hydra launcher plugins (discovered through the ``hydra_plugins`` namespace)."""

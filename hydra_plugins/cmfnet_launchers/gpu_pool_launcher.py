@@ -1,0 +1,126 @@
+"""``launcher=gpus``: run a sweep's jobs in parallel on one machine, one job per GPU.
+
+A pool of worker processes (spawned, so CUDA is initialised only inside them) claims one
+device each and sets ``CUDA_VISIBLE_DEVICES`` to it before anything imports CUDA; jobs are
+handed to whichever worker is free, so as many jobs run at once as there are devices. With no
+GPU (or ``devices: cpu``), ``cpu_workers`` jobs run side by side on the CPU.
+"""
+
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import cloudpickle
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GPUPoolLauncherConf:
+    _target_: str = "hydra_plugins.cmfnet_launchers.gpu_pool_launcher.GPUPoolLauncher"
+    # GPU ids to use, e.g. [0, 1, 2, 3]; null = every GPU torch sees; "cpu" = run on the CPU.
+    devices: Any = None
+    # Parallel jobs when running on the CPU.
+    cpu_workers: int = 2
+    # Environment variables set in every worker (e.g. OMP_NUM_THREADS).
+    env: dict = field(default_factory=dict)
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="cmfnet_gpus", node=GPUPoolLauncherConf, provider="cmfnet")
+
+_DEVICE: Optional[str] = None
+
+
+def resolve_devices(devices: Any, cpu_workers: int) -> list[str]:
+    """Device slots: GPU ids as strings, or ``cpu_workers`` copies of ``"cpu"``."""
+    if devices is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        devices = list(range(count)) if count else "cpu"
+    if devices == "cpu":
+        if cpu_workers < 1:
+            raise ValueError(f"hydra.launcher.cpu_workers must be >= 1, got {cpu_workers}")
+        return ["cpu"] * cpu_workers
+    slots = [str(d) for d in devices]
+    if not slots:
+        raise ValueError("hydra.launcher.devices is empty")
+    return slots
+
+
+def _claim_device(queue, env: dict) -> None:
+    global _DEVICE
+    _DEVICE = queue.get()
+    os.environ.update({k: str(v) for k, v in env.items()})
+    os.environ["CUDA_VISIBLE_DEVICES"] = "" if _DEVICE == "cpu" else _DEVICE
+    if "OMP_NUM_THREADS" in env:  # torch may already be imported by the spawned main module
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+
+
+def _run_in_worker(payload: bytes, overrides: list[str], job_num: int) -> JobReturn:
+    hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    Singleton.set_state(singleton_state)
+    setup_globals()
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    with open_dict(sweep_config.hydra.job) as job:
+        job.id = f"{job.name}_{job_num}"
+        job.num = job_num
+    log.info("job #%d on device %s: %s", job_num, _DEVICE, " ".join(filter_overrides(overrides)))
+    result = run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    result.hydra_cfg = None  # keep the returned object small and picklable
+    return result
+
+
+class GPUPoolLauncher(Launcher):
+    def __init__(self, devices: Any = None, cpu_workers: int = 2, env: Optional[dict] = None) -> None:
+        self.devices = devices
+        self.cpu_workers = cpu_workers
+        self.env = dict(env or {})
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        slots = resolve_devices(self.devices, self.cpu_workers)
+        log.info("GPU pool launcher: %d jobs on %d slot(s) %s", len(job_overrides), len(slots), slots)
+        payload = cloudpickle.dumps((self.hydra_context, self.config, self.task_function, Singleton.get_state()))
+        context = multiprocessing.get_context("spawn")
+        queue = context.Manager().Queue()
+        for slot in slots:
+            queue.put(slot)
+        with ProcessPoolExecutor(
+            max_workers=len(slots), mp_context=context, initializer=_claim_device, initargs=(queue, self.env)
+        ) as pool:
+            futures = [
+                pool.submit(_run_in_worker, payload, list(overrides), initial_job_idx + i)
+                for i, overrides in enumerate(job_overrides)
+            ]
+            return [future.result() for future in futures]

@@ -1,0 +1,90 @@
+"""Configs compose through Hydra's compose API and every model x data x mask instantiates."""
+
+import itertools
+
+import hydra
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from cmfnet.config import register_resolvers, sanitize_config, shrink_config
+from cmfnet.models import build_model
+
+from conftest import CONF_DIR
+
+register_resolvers()
+
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+DATA = ["synthetic", "fastmri_knee", "isles"]
+MASKS = ["random", "equispaced", "equispaced_fraction"]
+
+
+def _compose(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/cmfnet-test-out"
+        cfg.paths.cache_dir = "/tmp/cmfnet-test-cache"
+        cfg.hydra.runtime.output_dir = "/tmp/cmfnet-test-out"
+    return cfg
+
+
+def test_every_model_is_offered():
+    assert {"cmfnet", "cmfnet_no_mfa", "cmfnet_no_mmf", "cmfnet_no_mfa_mmf", "cmfnet_single", "zero_filled",
+            "edsr", "unet_edsr", "unet_edsr_mc", "t2net"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("model, data, mask", list(itertools.product(MODELS, DATA, MASKS)))
+def test_every_combination_instantiates(model, data, mask, tmp_path):
+    overrides = [f"model={model}", f"data={data}", f"mask={mask}", "experiment=smoke", "scale=2", "accel=8"]
+    if data != "synthetic":
+        overrides.append(f"data.root={tmp_path}")
+    cfg = shrink_config(_compose(*overrides))
+    mask_func = hydra.utils.instantiate(cfg.mask)
+    assert mask_func.accelerations == [8] and mask_func.center_fractions == [0.04]
+    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed)
+    assert set(datamodule.splits) == {"train", "val", "test"}
+    net = build_model(cfg.model)
+    assert getattr(net, "scale", 2) == 2
+    hydra.utils.instantiate(cfg.module, model=net, loss=hydra.utils.instantiate(cfg.loss))
+    hydra.utils.instantiate(cfg.trainer, logger=False)
+
+
+def test_center_fraction_follows_acceleration_unless_set():
+    assert _compose("accel=4").center_fraction == 0.08
+    assert _compose("accel=8").center_fraction == 0.04
+    assert _compose("accel=8", "center_fraction=0.1").mask.center_fractions == [0.1]
+
+
+def test_smoke_shrinks_model_and_data_only_when_tiny():
+    full = shrink_config(_compose())
+    tiny = shrink_config(_compose("experiment=smoke"))
+    assert full.model.width == 64 and tiny.model.width < 64
+    assert full.data.synthesize.hr_size == 320 and tiny.data.synthesize.hr_size < 320
+    assert "tiny" not in tiny.model and "tiny" not in full.data
+    assert str(tiny.data.synthesize.hr_size) in tiny.data.root  # the cache folder follows the settings
+
+
+def test_named_sweeps_are_multiruns_with_parameters():
+    for name in ("grid", "ablation", "baselines", "loss_weights", "paper"):
+        cfg = _compose(f"sweeps={name}")
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN", name
+        assert cfg.hydra.sweeper.params, name
+        assert cfg.sweep_name == name
+
+
+def test_launchers_select_hydra_launchers():
+    assert "BasicLauncher" in _compose("launcher=local").hydra.launcher._target_
+    assert "submitit" in _compose("launcher=slurm").hydra.launcher._target_.lower()
+    assert "GPUPoolLauncher" in _compose("launcher=gpus").hydra.launcher._target_
+
+
+def test_secrets_never_survive_sanitising(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "fake-key-0123456789abcdef")
+    config = {"logger": {"api_key": "x", "note": "uses fake-key-0123456789abcdef"}, "lr": 1e-5, "items": ["a"]}
+    clean = sanitize_config(config)
+    assert clean["logger"]["api_key"] == "<redacted>"
+    assert "fake-key" not in str(clean)
+    assert clean["lr"] == 1e-5 and clean["items"] == ["a"]
