@@ -345,6 +345,23 @@ def test_hard_attention_matches_reference(chunk):
     torch.testing.assert_close(transferred, expected_transferred)
 
 
+def test_t2net_data_flow():
+    torch.manual_seed(0)
+    model = T2Net(scale=2, width=8, n_resblocks=2).eval()
+    target, aux = images(2, 7, 8)
+    sr_head, rec_head = model.sr_head(target), model.rec_head(target)
+    sr, rec = sr_head, rec_head
+    for i in range(2):
+        sr, rec = model.sr_blocks[i](sr), model.rec_blocks[i](rec)
+        soft, transferred = reference_hard_attention(sr, rec, rec)
+        sr = sr + model.transfer_convs[i](torch.cat([sr, transferred], 1)) * soft
+    expected_rec = model.rec_tail(model.rec_body_end(rec) + rec_head) + target
+    expected_sr = model.sr_tail(model.sr_body_end(sr) + sr_head)
+    rec_out, sr_out = model(target, aux)
+    torch.testing.assert_close(rec_out, expected_rec)
+    torch.testing.assert_close(sr_out, expected_sr)
+
+
 def test_t2net_chunked_attention_equals_unchunked():
     torch.manual_seed(0)
     unchunked = T2Net(scale=2, width=8, n_resblocks=2)

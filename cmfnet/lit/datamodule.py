@@ -135,6 +135,7 @@ class JointDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             collate_fn=collate_samples,
             worker_init_fn=functools.partial(_seed_worker_masks, sampler=sampler) if self.num_workers else None,
+            drop_last=len(self.datasets["train"]) > self.batch_size,  # no trailing batch of 1 for BatchNorm
         )
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -1,0 +1,54 @@
+"""Networks of cmfnet: CMF-Net, its ablations and the baselines, plus ``build_model``.
+
+Every model follows the :class:`~cmfnet.models.blocks.JointModel` contract
+``forward(target_lr, aux_lr) -> (rec, sr)``. Hydra configs live in ``conf/model/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cmfnet.models.baselines import EDSR, UNetEDSR, ZeroFilled
+from cmfnet.models.blocks import JointModel
+from cmfnet.models.cmfnet import CMFNet, MultiContrastAggregation, MutualFusion
+from cmfnet.models.summary import ModelSummary, format_summary, model_summary
+from cmfnet.models.t2net import T2Net
+
+__all__ = [
+    "JointModel",
+    "CMFNet",
+    "MultiContrastAggregation",
+    "MutualFusion",
+    "ZeroFilled",
+    "EDSR",
+    "UNetEDSR",
+    "T2Net",
+    "build_model",
+    "ModelSummary",
+    "model_summary",
+    "format_summary",
+]
+
+
+def build_model(model_cfg: DictConfig | Mapping[str, Any], tiny: bool = False) -> nn.Module:
+    """Instantiate a composed ``model`` config node (``_target_`` plus keyword arguments).
+
+    The node's ``tiny`` sub-dict is removed; with ``tiny=True`` its values override the
+    full-size ones (small widths for smoke tests). Interpolations such as
+    ``scale: ${scale}`` are resolved against the node's root config.
+    """
+    if isinstance(model_cfg, DictConfig):
+        cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    else:
+        cfg = dict(model_cfg)
+    if "defaults" in cfg:
+        raise ValueError("model config still has a 'defaults' list: compose it with Hydra before building")
+    tiny_overrides = cfg.pop("tiny", None) or {}
+    if tiny:
+        cfg.update(tiny_overrides)
+    return hydra.utils.instantiate(cfg)

@@ -1,0 +1,123 @@
+"""End-to-end: smoke runs, a 2x2 multirun in a subprocess, kill-and-resume, failing jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run_py(tmp_path: Path, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CMFNET_CACHE_DIR": str(tmp_path.parent / "shared-cache"), "WANDB_MODE": "offline",
+           "WANDB_API_KEY": "fake-secret-key-0123456789", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_smoke_run_writes_metrics_checkpoints_images_and_offline_wandb(tmp_path):
+    run_py(tmp_path, "experiment=smoke", "hydra.run.dir=run")
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    for key in ("sr_psnr", "sr_ssim", "sr_nmse", "rec_psnr", "rec_ssim", "rec_nmse", "sr_psnr_std"):
+        assert isinstance(metrics[key], float), key
+    assert (metrics["model"], metrics["scale"], metrics["accel"], metrics["mask"]) == ("cmfnet", 4, 4, "random")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert (run / "images" / "val_examples.png").stat().st_size > 1000
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith(metrics["wandb_run_id"])
+    logged = (run / "wandb").rglob("*")
+    assert not any("fake-secret-key" in p.read_text(errors="ignore") for p in logged if p.is_file() and p.stat().st_size < 5e6)
+    assert "fake-secret-key" not in (run / "config.yaml").read_text()
+
+
+def test_two_by_two_multirun_writes_job_folders_and_results(tmp_path):
+    run_py(tmp_path, "-m", "scale=2,4", "accel=4,8", "experiment=smoke", "model=cmfnet_no_mmf", timeout=600)
+    sweeps = list((tmp_path / "multirun" / "adhoc").iterdir())
+    assert len(sweeps) == 1
+    sweep = sweeps[0]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 4
+    run_ids = set()
+    cells = set()
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["status"] == "completed"
+        cells.add((metrics["scale"], metrics["accel"]))
+        run_ids.add(metrics["wandb_run_id"])
+        assert (job / "config.yaml").is_file()
+        offline = list((job / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1 and offline[0].name.endswith(metrics["wandb_run_id"])  # no job logs into another's run
+    assert cells == {(2, 4), (2, 8), (4, 4), (4, 8)}
+    assert len(run_ids) == 4
+    table = (sweep / "results.md").read_text()
+    assert table.count("| completed |") == 4
+    assert (sweep / "results.csv").read_text().count("\n") == 5
+
+
+def test_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
+    # scale=3 is impossible: that job fails, the other completes
+    proc = run_py(tmp_path, "-m", "scale=3,2", "experiment=smoke", "logger=csv", check=False, timeout=600)
+    sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
+    statuses = {json.loads((job / "metrics.json").read_text())["status"] for job in sweep.iterdir() if (job / "metrics.json").is_file()}
+    assert statuses == {"completed", "failed"}
+    table = (sweep / "results.md").read_text()
+    assert "| failed |" in table and "got 3" in table
+    assert "1 of 2 jobs failed" in proc.stderr + proc.stdout
+
+
+def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
+    proc = run_py(tmp_path, "experiment=smoke", "accel=1", "logger=none", check=False)
+    assert proc.returncode != 0
+    assert "accel must be > 1" in proc.stderr.strip().splitlines()[-1]
+    proc = run_py(tmp_path, "experiment=smoke", "data=fastmri_knee", f"data.root={tmp_path}/nope", "logger=none", check=False)
+    assert proc.returncode != 0
+    assert "data folder not found" in proc.stderr.strip().splitlines()[-1]
+    proc = run_py(tmp_path, "model=no_such_model", check=False)
+    assert proc.returncode != 0 and "Could not find 'model/no_such_model'" in proc.stderr
+
+
+def test_help_lists_the_groups(tmp_path):
+    out = run_py(tmp_path, "--help").stdout
+    for group in ("model:", "data:", "mask:", "loss:", "trainer:", "logger:", "launcher:", "experiment:", "sweeps:"):
+        assert group in out
+
+
+def test_killed_run_resumes_from_last_checkpoint_to_the_same_metrics(tmp_path):
+    common = ["experiment=smoke", "logger=csv", "trainer.max_epochs=4", "trainer.limit_train_batches=null"]
+    run_py(tmp_path, *common, "hydra.run.dir=full")
+    reference = json.loads((tmp_path / "full" / "metrics.json").read_text())
+
+    env = {**os.environ, "CMFNET_CACHE_DIR": str(tmp_path.parent / "shared-cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *common, "hydra.run.dir=killed"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and torch.load(last, map_location="cpu", weights_only=True)["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists(), "the run finished before it could be killed"
+    run_py(tmp_path, *common, "hydra.run.dir=killed", "ckpt_path=last")
+    resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    for key in ("sr_psnr", "sr_ssim", "sr_nmse", "rec_psnr", "rec_ssim", "rec_nmse"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
