@@ -138,6 +138,16 @@ def finish_wandb() -> None:
             wandb.finish()
 
 
+def one_line_error(err: BaseException) -> str:
+    """The error as one line: the root cause's message, prefixed by the config key if known."""
+    cause = err
+    while (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    key = getattr(err, "full_key", None)
+    return f"{key}: {lines[0]}" if key else lines[0]
+
+
 def run_task(cfg: DictConfig) -> Optional[float]:
     """Hydra task: train, write ``metrics.json`` atomically with a status, and close W&B.
 
@@ -149,7 +159,7 @@ def run_task(cfg: DictConfig) -> Optional[float]:
     try:
         metrics = {**train(cfg), "status": "completed"}
     except (Exception, KeyboardInterrupt) as err:
-        metrics = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        metrics = {"status": "failed", "error": one_line_error(err)}
         try:
             metrics.update(run_identity(cfg))
         except Exception:
@@ -159,7 +169,7 @@ def run_task(cfg: DictConfig) -> Optional[float]:
         if isinstance(err, KeyboardInterrupt) or not is_multirun():
             write_json_atomic(out / "metrics.json", metrics)
             finish_wandb()
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {metrics['error']}", file=sys.stderr)
             raise SystemExit(1)
     finally:
         finish_wandb()
