@@ -85,6 +85,26 @@ register("synth", "write a synthetic paired PD/T2 data set in fastMRI single-coi
          _synth_arguments, _synth_run)
 
 
+def register_module(name: str, help: str, module: str) -> None:
+    """Add a subcommand whose ``add_arguments(parser)`` and ``run(args)`` live in ``module``
+    (imported when the parser is built: keep that module's top-level imports light)."""
+    import importlib
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).add_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
+
+    register(name, help, add_arguments, run)
+
+
+register_module("report", "build paper-style tables and figures from a sweep folder", "cmfnet.report")
+register_module("bench", "measure training/inference throughput, memory and the data path", "cmfnet.bench")
+register_module("predict", "write reconstructions of a data split as fastMRI-style HDF5", "cmfnet.predict")
+register_module("evaluate", "fastMRI metrics of predictions against targets, per acquisition", "cmfnet.evaluate")
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------

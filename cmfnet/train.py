@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -107,11 +108,12 @@ def train(cfg: DictConfig) -> dict:
     loss = hydra.utils.instantiate(cfg.loss)
     module = hydra.utils.instantiate(cfg.module, model=model, loss=loss)
 
+    module.run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, identity, out)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out))
     for logger in loggers:
-        logger.log_hyperparams(sanitize_config(OmegaConf.to_container(cfg, resolve=True)))
+        logger.log_hyperparams(module.run_config)
         logger.log_hyperparams({"model_summary/params": summary.total_params, "model_summary/macs": summary.macs})
 
     trainable = getattr(model, "trainable", True)
@@ -122,11 +124,22 @@ def train(cfg: DictConfig) -> dict:
     else:
         trainer.validate(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule)
+    save_examples(module.example_images, out / "examples.npz")
     metrics = {**identity, **{k: module.results.get("test", {}).get(k) for k in METRIC_KEYS}}
     metrics["params"] = summary.total_params
     metrics["wandb_run_id"] = next((lg.experiment.id for lg in loggers if hasattr(lg.experiment, "id")), None)
     metrics["skipped_batches"] = module.skipped_batches
     return metrics
+
+
+def save_examples(examples: list[dict], path: Path) -> None:
+    """Save the kept test slices (de-normalised outputs and targets, normalised inputs) for
+    figures across runs: arrays ``{key}_{i}`` plus ``fname_{i}`` and ``slice_idx_{i}``."""
+    arrays = {}
+    for i, example in enumerate(examples):
+        for key, value in example.items():
+            arrays[f"{key}_{i}"] = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    np.savez_compressed(path, count=len(examples), **arrays)
 
 
 def finish_wandb() -> None:

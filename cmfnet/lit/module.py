@@ -24,14 +24,16 @@ class JointRecSRModule(L.LightningModule):
 
     Validation and test de-normalise both outputs (``x * std + mean``) and score them per
     volume with fastMRI's metrics against the untouched targets; the SR scores are the
-    headline. A few fixed validation slices are kept in :attr:`example_images` for logging.
+    headline. The first validation (and test) slices are kept in :attr:`example_images` for
+    figures; ``run_config`` (the resolved, secret-free run config) is stored in every checkpoint
+    under ``"cmfnet_config"`` so that ``cmfnet predict`` can rebuild the model from it.
 
     Args:
         model: any network with the ``(target_lr, aux_lr) -> (rec, sr)`` contract.
         loss: callable ``(rec, sr, rec_target, sr_target) -> JointLoss(total, rec, sr)``.
         optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
         scheduler: factory ``optimizer -> LRScheduler`` or None.
-        num_example_images: how many validation slices (the first of the validation set) to keep.
+        num_example_images: how many slices (the first of the validation or test set) to keep.
         skip_nonfinite: skip a batch whose loss is NaN/inf instead of stopping the run.
     """
 
@@ -55,6 +57,11 @@ class JointRecSRModule(L.LightningModule):
         self._metrics = {}
         self.example_images: list[dict] = []
         self.results: dict[str, dict] = {}
+        self.run_config: Optional[dict] = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint["cmfnet_config"] = self.run_config
 
     def forward(self, target_input: torch.Tensor, aux_input: torch.Tensor):
         return self.model(target_input, aux_input)
@@ -101,8 +108,7 @@ class JointRecSRModule(L.LightningModule):
             target_np = target.float().squeeze(1).cpu().numpy()
             for i, (fname, slice_idx) in enumerate(zip(batch.fname, batch.slice_idx)):
                 self._metrics[out].add(fname, slice_idx, target_np[i], pred_np[i])
-        if stage == "val":
-            self._keep_examples(batch, denorm)
+        self._keep_examples(batch, denorm)
 
     def _keep_examples(self, batch: JointSample, denorm: dict) -> None:
         for i in range(batch.target_input.shape[0]):
@@ -151,6 +157,7 @@ class JointRecSRModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._start_eval()
+        self.example_images = []
 
     def test_step(self, batch: JointSample, batch_idx: int) -> None:
         self._eval_step(batch, "test")
