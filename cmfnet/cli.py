@@ -110,7 +110,9 @@ register_module("evaluate", "fastMRI metrics of predictions against targets, per
 # --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``selected`` subcommand's options are declared (and its module
+    imported), so one subcommand's imports never slow or break another."""
     parser = argparse.ArgumentParser(
         prog="cmfnet",
         description="Joint MRI reconstruction and super-resolution guided by a second contrast.",
@@ -118,14 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         child = sub.add_parser(name, help=command.help, description=command.help)
-        command.add_arguments(child)
+        if name == selected:
+            command.add_arguments(child)
         child.set_defaults(_command=name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    args = parser.parse_args(argv)
     name = args._command
     try:
         status = COMMANDS[name].run(args)

@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +29,7 @@ from cmfnet.io import write_json_atomic
 from cmfnet.lit.module import JointRecSRModule
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
+from cmfnet.performance import apply_performance
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +107,15 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(cfg.model)
     summary = model_summary(model, input_hw=tuple(cfg.summary_input_hw), scale=cfg.scale)
     log.info("model summary\n%s", format_summary(summary))
+    model = apply_performance(model, **cfg.performance)
     loss = hydra.utils.instantiate(cfg.loss)
     module = hydra.utils.instantiate(cfg.module, model=model, loss=loss)
 
     module.run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, identity, out)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # Lightning refuses a learning-rate monitor without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out))
     for logger in loggers:
         logger.log_hyperparams(module.run_config)
@@ -129,6 +134,7 @@ def train(cfg: DictConfig) -> dict:
     metrics["params"] = summary.total_params
     metrics["wandb_run_id"] = next((lg.experiment.id for lg in loggers if hasattr(lg.experiment, "id")), None)
     metrics["skipped_batches"] = module.skipped_batches
+    metrics["time_to_first_step_s"] = module.time_to_first_step
     return metrics
 
 

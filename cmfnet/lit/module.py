@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import time
+
 import lightning as L
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from cmfnet import STARTED_AT
 from cmfnet.data.transforms import JointSample
 from cmfnet.metrics import VolumeMetrics
 
@@ -58,6 +61,7 @@ class JointRecSRModule(L.LightningModule):
         self.example_images: list[dict] = []
         self.results: dict[str, dict] = {}
         self.run_config: Optional[dict] = None
+        self.time_to_first_step: Optional[float] = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
@@ -85,6 +89,10 @@ class JointRecSRModule(L.LightningModule):
         self.log("train/loss_rec", losses.rec, batch_size=batch_size)
         self.log("train/loss_sr", losses.sr, batch_size=batch_size)
         return losses.total
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.time_to_first_step is None:
+            self.time_to_first_step = time.time() - STARTED_AT
 
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, param in self.model.named_parameters():

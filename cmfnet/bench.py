@@ -1,0 +1,261 @@
+"""``cmfnet bench [overrides]``: training/inference throughput, peak memory, data-path speed and
+launch-to-first-step time; every speed option is reported as a ratio to the plain fp32 eager
+path measured in the same run (``conf/bench.yaml``).
+
+Model steps run on random tensors of the configured sizes (LR = data HR size / scale), so the
+numbers isolate the network; the data path is timed separately on the configured data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets.
+BF16_PEAK_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=cmfnet scale=4 batch=8")
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread; ``peak`` is the maximum in bytes."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def compose_bench_config(overrides: list[str]):
+    """The bench config (``conf/bench.yaml`` over ``conf/train.yaml``) with ``tiny`` presets applied."""
+    from hydra import compose, initialize_config_dir
+
+    from cmfnet.config import register_resolvers, shrink_config
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("bench", overrides=overrides)
+    return shrink_config(cfg)
+
+
+def lowres_size(cfg) -> tuple[int, int]:
+    """LR input size of the configured data: HR size / scale."""
+    hr = cfg.data.get("synthesize", {}).get("hr_size") or cfg.data.splits.train.get("hr_size", [320])[0]
+    if hr % cfg.scale:
+        raise ValueError(f"scale={cfg.scale} does not divide the HR size {hr}")
+    return hr // cfg.scale, hr // cfg.scale
+
+
+def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
+    """Train and inference samples/s and peak memory of one speed option."""
+    import hydra
+    import torch
+
+    from cmfnet.models import build_model
+    from cmfnet.performance import apply_performance
+
+    torch.manual_seed(0)
+    h, w = lowres_size(cfg)
+    batch = int(cfg.batch)
+    switches = {"channels_last": option == "channels_last", "compile": option == "compile",
+                "activation_checkpointing": option == "activation_checkpointing"}
+    model = apply_performance(build_model(cfg.model).to(device), **{**cfg.performance, **switches})
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = option == "cudnn_benchmark"
+        torch.cuda.reset_peak_memory_stats()
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16) if option == "bf16" else nullcontext()
+    loss_fn = hydra.utils.instantiate(cfg.loss)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(model.parameters()) if getattr(model, "trainable", True) else None
+    inputs = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h, w, device=device)
+    targets = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h * cfg.scale, w * cfg.scale, device=device)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step() -> None:
+        with autocast:
+            rec, sr = model(*inputs)
+            loss = loss_fn(rec.float(), sr.float(), *targets).total
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    result: dict[str, Any] = {"option": option}
+    with PeakRSS() as rss:
+        base_rss = rss.current()
+        model.train()
+        start = time.perf_counter()
+        for _ in range(cfg.warmup_steps):
+            train_step()
+        sync()
+        result["warmup_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(cfg.timed_steps):
+            train_step()
+        sync()
+        result["train_samples_per_s"] = batch * cfg.timed_steps / (time.perf_counter() - start)
+        model.eval()
+        with torch.no_grad(), autocast:
+            for _ in range(cfg.warmup_steps):
+                model(*inputs)
+            sync()
+            start = time.perf_counter()
+            for _ in range(cfg.timed_steps):
+                model(*inputs)
+            sync()
+        result["infer_samples_per_s"] = batch * cfg.timed_steps / (time.perf_counter() - start)
+    if device == "cuda":
+        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result["peak_memory_mb"] = (rss.peak - base_rss) / 2**20
+    return result
+
+
+def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
+    """Samples/s of the training set in one process (cold: first read and degradation;
+    warm: cached LR k-space, only masks drawn) and through DataLoaders with each worker count."""
+    import hydra
+    from torch.utils.data import DataLoader
+
+    from cmfnet.lit.datamodule import collate_samples
+
+    mask_func = hydra.utils.instantiate(cfg.mask)
+    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed)
+    datamodule.prepare_data()
+    dataset = datamodule.build_dataset("train")
+    count = min(int(cfg.data_samples), len(dataset))
+    result: dict[str, Any] = {"samples": count}
+    for label in ("cold", "warm"):
+        start = time.perf_counter()
+        for i in range(count):
+            dataset[i]
+        result[f"{label}_samples_per_s"] = count / (time.perf_counter() - start)
+    for workers in worker_counts:
+        loader = DataLoader(dataset, batch_size=int(cfg.batch), num_workers=int(workers), collate_fn=collate_samples)
+        start = time.perf_counter()
+        seen = sum(batch.target_input.shape[0] for batch in loader)
+        result[f"loader_{workers}_workers_samples_per_s"] = seen / (time.perf_counter() - start)
+    return result
+
+
+def measure_launch(overrides: list[str]) -> dict[str, Any]:
+    """Wall time of ``python run.py ... trainer.max_steps=1`` and its in-process time to the first step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, str(REPO / "run.py"), *overrides, "trainer.max_steps=1", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1", "logger=none", f"hydra.run.dir={tmp}/run"]
+        env = {**os.environ, "CMFNET_CACHE_DIR": os.environ.get("CMFNET_CACHE_DIR", str(Path.cwd() / ".cache" / "cmfnet"))}
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+        metrics_path = Path(tmp) / "run" / "metrics.json"
+        if proc.returncode != 0 or not metrics_path.is_file():
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")] or ["launch failed"]
+            return {"error": errors[-1]}
+        metrics = json.loads(metrics_path.read_text())
+    return {"time_to_first_step_s": metrics.get("time_to_first_step_s"), "run_wall_s": wall}
+
+
+def print_results(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cmfnet bench: {results['model']} x{results['scale']} batch {results['batch']} on {results['device']}")
+    for column in ("option", "train samples/s", "ratio", "infer samples/s", "ratio", "peak MB", "warm-up s"):
+        table.add_column(column, justify="right")
+    for row in results["model_options"]:
+        if "error" in row:
+            table.add_row(row["option"], "error: " + row["error"], "", "", "", "", "")
+            continue
+        table.add_row(row["option"], f"{row['train_samples_per_s']:.2f}", f"{row['train_ratio']:.2f}x",
+                      f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x",
+                      f"{row['peak_memory_mb']:.0f}", f"{row['warmup_s']:.1f}")
+    console = Console(width=110)
+    console.print(table)
+    data = results.get("data_path", {})
+    if data:
+        lines = [f"data path ({data['samples']} slices): cold {data['cold_samples_per_s']:.1f}/s, warm (cached, 1 worker) {data['warm_samples_per_s']:.1f}/s"]
+        lines += [f"  {k.replace('_', ' ')}: {v:.1f}" for k, v in data.items() if k.startswith("loader_")]
+        lines.append(f"  loader (default workers) / model training consumption: {results['data_to_model_ratio']:.1f}x")
+        console.print("\n".join(lines))
+    if results.get("launch"):
+        console.print(f"launch: {json.dumps(results['launch'])}")
+    if results.get("macs_per_sample"):
+        console.print(f"model: {results['macs_per_sample'] / 1e9:.2f} GMACs per sample forward")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from cmfnet.models import build_model
+    from cmfnet.models.summary import model_summary
+
+    cfg = compose_bench_config(list(args.overrides))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    choices = [o for o in cfg.options if device == "cuda" or o != "cudnn_benchmark"]
+    h, w = lowres_size(cfg)
+    macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs
+    results: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "scale": cfg.scale, "batch": cfg.batch,
+                               "lr_size": [h, w], "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+                               "macs_per_sample": macs, "model_options": []}
+    reference = measure_model(cfg, "eager_fp32", device)
+    for option in ["eager_fp32", *choices]:
+        try:
+            row = reference if option == "eager_fp32" else measure_model(cfg, option, device)
+        except Exception as err:  # an option unsupported on this machine is reported, not fatal
+            results["model_options"].append({"option": option, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+            continue
+        row["train_ratio"] = row["train_samples_per_s"] / reference["train_samples_per_s"]
+        row["infer_ratio"] = row["infer_samples_per_s"] / reference["infer_samples_per_s"]
+        if device == "cuda":
+            peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in results["device"]), None)
+            if peak:
+                row["train_fraction_of_bf16_peak"] = 3 * 2 * macs * row["train_samples_per_s"] / peak
+        results["model_options"].append(row)
+    default_workers = int(cfg.data.num_workers)
+    results["data_path"] = measure_data_path(cfg, sorted({*map(int, cfg.data_workers), default_workers}))
+    loader_rate = results["data_path"][f"loader_{default_workers}_workers_samples_per_s"]
+    results["data_to_model_ratio"] = loader_rate / reference["train_samples_per_s"]
+    if cfg.launch:
+        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "launch=", "json=", "device=")
+        results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
+    print_results(results)
+    if cfg.json:
+        from cmfnet.io import write_json_atomic
+
+        write_json_atomic(Path(cfg.json), results)
+    return 0

@@ -1,0 +1,168 @@
+"""Report figures (matplotlib, Agg backend): a metric against acceleration, and qualitative
+comparisons of one test slice across methods.
+
+Used by ``cmfnet report``; both functions take plain numbers and arrays, not sweep folders.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+#: one point of a curve: (acceleration, mean, error-bar half-length)
+CurvePoint = tuple[int, float, float]
+
+#: figure resolution of every saved PNG
+DPI = 120
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
+    """A fixed colour per method, in the given order (tab10, then tab20 for more methods)."""
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {method: cmap(i % cmap.N) for i, method in enumerate(methods)}
+
+
+def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]], path: Path,
+                         ylabel: str = "SR PSNR (dB)", title: str = "") -> Path:
+    """Save one panel per entry of ``panels`` (title -> {method -> points}), one line per
+    method with error bars, accelerations on a log2 axis.
+
+    Methods keep their colour and marker across panels; lines are nudged sideways a little so
+    that error bars of different methods do not hide each other.
+    """
+    methods = list(dict.fromkeys(m for curves in panels.values() for m in curves))
+    colors = method_colors(methods)
+    markers = "osD^vP*Xh<>p"
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.8),
+                             squeeze=False, sharey=True)
+    for ax, (panel_title, curves) in zip(axes[0], panels.items()):
+        accels = sorted({p[0] for points in curves.values() for p in points})
+        for i, (method, points) in enumerate(curves.items()):
+            points = sorted(points)
+            nudge = 2.0 ** (0.03 * (i - (len(curves) - 1) / 2))
+            ax.errorbar([p[0] * nudge for p in points], [p[1] for p in points],
+                        yerr=[p[2] for p in points], label=method, color=colors[method],
+                        marker=markers[methods.index(method) % len(markers)], markersize=5,
+                        capsize=3, linewidth=1.4)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(accels, [f"R{a}" for a in accels])
+        ax.minorticks_off()
+        ax.set_xlabel("acceleration")
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def slice_scores(target: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB) and SSIM of one (H, W) slice against its target, data range = the target
+    slice's max (fastMRI's definitions applied to a one-slice volume)."""
+    from cmfnet.metrics import psnr, ssim
+
+    return psnr(target[None], output[None]), ssim(target[None], output[None])
+
+
+def upsample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of a (h, w) image to ``shape`` (for showing an LR input at HR size)."""
+    from skimage.transform import resize
+
+    return resize(image.astype(np.float64), shape, order=3, mode="edge", anti_aliasing=False)
+
+
+def _show(ax: plt.Axes, image: np.ndarray, title: str, **imshow_kwargs) -> matplotlib.image.AxesImage:
+    shown = ax.imshow(image, **imshow_kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return shown
+
+
+def _display_range(image: np.ndarray, percentile: float = 99.5) -> tuple[float, float]:
+    """Grey-level window of a normalised image: its low and high percentiles."""
+    return float(np.percentile(image, 100 - percentile)), float(np.percentile(image, percentile))
+
+
+def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray]], path: Path,
+                     title: str = "", lr_input: Optional[np.ndarray] = None,
+                     aux_input: Optional[np.ndarray] = None, error_percentile: float = 99.5) -> Path:
+    """Save a 2-row comparison of one test slice.
+
+    Columns: the LR input (if given), one per method, the HR target. Top row: ``target``
+    (H, W) and each method's output (H, W) on the target's grey scale [0, target max], each
+    with its per-slice PSNR/SSIM (:func:`slice_scores`). Bottom row: absolute error maps, one
+    colour scale for all methods (0 to the largest ``error_percentile``-th percentile over the
+    methods' errors), its colour bar under the target; under the LR input, the auxiliary LR
+    input (the guide) if given. ``lr_input``/``aux_input`` are normalised (h, w) images, shown
+    bicubic-upsampled to (H, W) with their own grey window.
+    """
+    columns = len(outputs) + 1 + (lr_input is not None)
+    fig, axes = plt.subplots(2, columns, figsize=(2.3 * columns, 5.0), squeeze=False)
+    vmax = float(target.max()) or 1.0
+    errors = [np.abs(output - target) for _, output in outputs]
+    error_max = max((float(np.percentile(e, error_percentile)) for e in errors), default=0.0) or vmax
+    col = 0
+    if lr_input is not None:
+        shown = upsample(lr_input, target.shape)
+        low, high = _display_range(shown)
+        _show(axes[0, col], shown, "LR input (bicubic,\nnormalised)", cmap="gray", vmin=low, vmax=high)
+        if aux_input is not None:
+            shown = upsample(aux_input, target.shape)
+            low, high = _display_range(shown)
+            _show(axes[1, col], shown, "auxiliary LR (guide)", cmap="gray", vmin=low, vmax=high)
+        else:
+            axes[1, col].axis("off")
+        col += 1
+    error_image = None
+    for (label, output), error in zip(outputs, errors):
+        _show(axes[0, col], output, label, cmap="gray", vmin=0, vmax=vmax)
+        psnr_db, ssim_value = slice_scores(target, output)
+        axes[0, col].text(0.03, 0.03, f"{psnr_db:.2f} dB\nSSIM {ssim_value:.4f}", transform=axes[0, col].transAxes,
+                          fontsize=8, color="white", va="bottom", ha="left",
+                          bbox=dict(facecolor="black", alpha=0.6, pad=2, linewidth=0))
+        error_image = _show(axes[1, col], error, f"|{label} - HR|", cmap="inferno", vmin=0, vmax=error_max)
+        col += 1
+    _show(axes[0, col], target, "HR target", cmap="gray", vmin=0, vmax=vmax)
+    axes[1, col].axis("off")
+    if error_image is not None:
+        bar = fig.colorbar(error_image, ax=axes[1, col], orientation="horizontal", fraction=0.5, aspect=12)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("absolute error", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Write the PNG atomically (temporary file in the same folder, then rename) and close."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,513 @@
+"""``cmfnet predict``: reconstructions of a data split as fastMRI-style HDF5 files.
+
+``cmfnet predict CHECKPOINT --data DIR [--csv PAIRS.csv] --out OUT`` (or ``--split test`` for the
+files the checkpoint's own data config names) writes ``OUT/<target file name>`` per target
+volume of the pairing CSV, with
+
+- ``reconstruction``: float32 (slices, H, W), the de-normalised super-resolved output (headline);
+- ``reconstruction_lr``: float32 (slices, H/scale, W/scale), the de-normalised rec output;
+- every attribute of the target file, plus ``model``, ``model_config`` (JSON), ``scale``,
+  ``accel``, ``center_fraction``, ``mask``, ``undersampling`` and ``checkpoint``.
+
+The degradation is the training one, rebuilt from the checkpoint's run config: scale, mask
+class, acceleration and centre fraction, clamp, :func:`cmfnet.degrade.degrade_slice` and
+:class:`~cmfnet.data.transforms.JointRecSRTransform` with masks seeded by the target's file name.
+Predictions of the val/test split therefore equal the outputs ``trainer.test`` scored (up to
+float rounding of the batch size; a run tested in bf16 or with ``performance`` switches differs
+by that precision, predict runs the plain float32 network).
+
+**Files that carry their own undersampling** (the fastMRI test layout: ``kspace`` already zero at
+the unsampled phase-encode columns and a ``mask`` dataset of shape (cols,), usually no
+reconstruction target) are degraded differently, ``undersampling = "file"``:
+
+1. the k-space is multiplied by the file's mask (a no-op for such files) and the HR image is
+   the zero-filled ``centre_crop(ifft2c(kspace), recon size)``;
+2. the LR input is ``|ifft2c(centre_crop(fft2c(HR), (H/scale, W/scale)) / scale)|`` and *no new
+   mask is drawn*: the undersampling is already in the data.
+
+Why not carry the file's mask over to the LR k-space: the image-domain crop from the encoded
+field of view (2x oversampled readout, ``cols`` phase-encode columns) to the recon size
+multiplies the image by a box, i.e. convolves k-space with a sinc and resamples it on the
+coarser recon grid; when ``cols != W`` an acquired column does not land on one recon-grid
+column, so the column pattern has no 1:1 image on the LR grid, and a second mask would
+undersample twice. The approximation to keep in mind: the LR crop keeps only the central
+~``cols/scale`` encoded columns, where the fully sampled centre block is a larger share, so the
+LR input is *less* undersampled than in training (fastMRI knee at 4x, 368 columns, scale 4: about
+29 centre + 1/4 of the other ~63 of ~92 columns, an effective ~2x) and its aliasing is
+distributed differently. Scores on such inputs are not comparable with the simulated protocol.
+The auxiliary contrast must be fully sampled (it is processed as usual; a ``mask`` in it is an
+error). Without a target dataset the HR "target" is only a placeholder and nothing is scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_TARGET_KEY = "reconstruction_esc"
+FASTMRI_DATASET = "cmfnet.data.fastmri.FastMRIPairDataset"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by run.py")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="folder of fastMRI-layout .h5 volumes")
+    source.add_argument("--split", metavar="NAME",
+                        help="the checkpoint's own data split (train, val, test): the folder, "
+                             "pairing CSV and target key its data config names")
+    parser.add_argument("--csv", metavar="PAIRS.csv",
+                        help="pd_file,pdfs_file rows (with --data; default "
+                             "DIR/../<DIR name>_split_less.csv)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--target-key", metavar="KEY",
+                        help=f"HR target dataset, used when present (default: the split's, or {DEFAULT_TARGET_KEY})")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="slices per forward pass (default: the checkpoint's data.eval_batch_size)")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="where the network runs (default: cuda if available, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+# --------------------------------------------------------------------------------------------
+# settings from the checkpoint and the command line
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictionInputs:
+    """Where the volumes come from: the .h5 folder, the pairing CSV and the HR target key."""
+
+    data_dir: Path
+    pairs_csv: Path
+    target_key: str
+
+
+def default_pairs_csv(data_dir: Path) -> Path:
+    """``DIR/../<DIR name>_split_less.csv``, the layout of the fastMRI data config."""
+    data_dir = data_dir.resolve()
+    return data_dir.parent / f"{data_dir.name}_split_less.csv"
+
+
+def resolve_inputs(args: argparse.Namespace, config: dict, checkpoint: Path) -> PredictionInputs:
+    """The data folder, CSV and target key from ``--data``/``--csv`` or from ``--split``."""
+    if args.split is not None:
+        if args.csv is not None:
+            raise ValueError("--csv goes with --data; --split takes the CSV from the checkpoint's data config")
+        splits = (config.get("data") or {}).get("splits") or {}
+        if args.split not in splits:
+            raise ValueError(f"--split {args.split}: {checkpoint} has no such data split (it has {sorted(splits)})")
+        split = splits[args.split]
+        if split.get("_target_") != FASTMRI_DATASET:
+            raise ValueError(
+                f"--split {args.split}: the checkpoint's split is a {split.get('_target_')}, not a "
+                "fastMRI-layout split; pass --data DIR --csv PAIRS.csv"
+            )
+        target_key = args.target_key or split.get("target_key", DEFAULT_TARGET_KEY)
+        return PredictionInputs(Path(split["root"]), Path(split["pairs_csv"]), target_key)
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        raise ValueError(f"--data {data_dir}: folder not found")
+    pairs_csv = Path(args.csv) if args.csv is not None else default_pairs_csv(data_dir)
+    if not pairs_csv.is_file():
+        hint = "" if args.csv is not None else " (no --csv given; pass one)"
+        raise ValueError(f"{pairs_csv}: pairing CSV not found{hint}")
+    return PredictionInputs(data_dir, pairs_csv, args.target_key or DEFAULT_TARGET_KEY)
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """The training degradation of a checkpoint's run config."""
+
+    scale: int
+    accel: float
+    center_fraction: Optional[float]
+    mask_cfg: dict
+    clamp: float
+
+
+def degradation_from_config(config: dict, checkpoint: Path) -> Degradation:
+    """Scale, acceleration, mask config and clamp of a run config (CheckpointError if absent)."""
+    from cmfnet.checkpoint import CheckpointError, config_value
+
+    mask_cfg = config_value(config, "mask", checkpoint)
+    if not isinstance(mask_cfg, dict) or "_target_" not in mask_cfg:
+        raise CheckpointError(f"{checkpoint}: cmfnet_config['mask'] is not a mask config with a '_target_'")
+    return Degradation(
+        scale=int(config_value(config, "scale", checkpoint)),
+        accel=config_value(config, "accel", checkpoint),
+        center_fraction=config.get("center_fraction"),
+        mask_cfg=mask_cfg,
+        clamp=float((config.get("data") or {}).get("clamp", 6.0)),
+    )
+
+
+def build_mask_func(degradation: Degradation, checkpoint: Path):
+    """Instantiate the checkpoint's mask function; a one-line error naming the file if it fails."""
+    import hydra.utils
+
+    from cmfnet.checkpoint import CheckpointError, root_message
+
+    try:
+        return hydra.utils.instantiate(degradation.mask_cfg)
+    except Exception as err:
+        raise CheckpointError(
+            f"{checkpoint}: cannot build the mask {degradation.mask_cfg['_target_']}: {root_message(err)}"
+        ) from err
+
+
+def pick_device(requested: Optional[str]) -> str:
+    """``cuda`` if requested (and present) or available, else ``cpu``."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+# --------------------------------------------------------------------------------------------
+# volumes and the prediction dataset
+# --------------------------------------------------------------------------------------------
+
+
+class KeepAllColumns:
+    """Mask function keeping every column, for k-space that is already undersampled.
+
+    Same call contract as :mod:`cmfnet.masks`: ``(shape, offset, seed) -> (mask, num_low)``
+    with ``mask`` of shape ``[1, ..., cols, 1]`` (columns at axis -2).
+    """
+
+    def __call__(self, shape, offset=None, seed=None):
+        import torch
+
+        mask_shape = [1] * len(shape)
+        mask_shape[-2] = shape[-2]
+        return torch.ones(mask_shape, dtype=torch.float32), shape[-2]
+
+
+@dataclass(frozen=True)
+class PredictionVolume:
+    """One volume to read: its metadata, whether it has the HR target, and its own mask.
+
+    Attributes:
+        info: shapes, recon size and acquisition (:class:`cmfnet.data.fastmri.VolumeInfo`).
+        has_target: the file holds the HR target dataset.
+        column_mask: float32 (cols,) 0/1 mask stored in the file (undersampled k-space), or None.
+    """
+
+    info: object
+    has_target: bool
+    column_mask: Optional[object]
+
+
+def _read_column_mask(dataset, path: Path, cols: int):
+    """The file's ``mask`` dataset as a float32 (cols,) 0/1 array, checked."""
+    import numpy as np
+
+    from cmfnet.data.errors import DataError
+
+    mask = np.asarray(dataset[()]).astype(np.float32)
+    if mask.shape != (cols,):
+        raise DataError(f"{path}: 'mask' has shape {mask.shape}, expected ({cols},) for the k-space columns")
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise DataError(f"{path}: 'mask' must hold only 0 and 1 values")
+    if not mask.any():
+        raise DataError(f"{path}: 'mask' samples no column")
+    return mask
+
+
+def _volume_info_without_target(hf, path: Path):
+    """:class:`VolumeInfo` of a file without the HR target (checks kspace and header only)."""
+    import numpy as np
+
+    from cmfnet.data.errors import DataError
+    from cmfnet.data.fastmri import VolumeInfo, parse_ismrmrd_header
+
+    for key in ("kspace", "ismrmrd_header"):
+        if key not in hf:
+            raise DataError(f"{path}: missing dataset '{key}'")
+    kspace = hf["kspace"]
+    if kspace.ndim != 3 or not np.issubdtype(kspace.dtype, np.complexfloating) or kspace.shape[0] == 0:
+        raise DataError(f"{path}: 'kspace' must be complex (slices, rows, cols), got {kspace.dtype} {kspace.shape}")
+    header = parse_ismrmrd_header(hf["ismrmrd_header"][()], path)
+    recon_size = header["recon_size"]
+    if recon_size[0] > kspace.shape[1] or recon_size[1] > kspace.shape[2]:
+        raise DataError(f"{path}: recon size {recon_size} exceeds the k-space size {kspace.shape[1:]}")
+    return VolumeInfo(
+        path=path,
+        num_slices=kspace.shape[0],
+        kspace_shape=tuple(kspace.shape[1:]),
+        recon_size=recon_size,
+        padding_left=header["padding_left"],
+        padding_right=header["padding_right"],
+        acquisition=str(hf.attrs.get("acquisition", "")),
+    )
+
+
+def inspect_volume(path: Path, target_key: str) -> PredictionVolume:
+    """Check one volume and return its metadata; files with the target get the training checks."""
+    import h5py
+
+    from cmfnet.data.errors import DataError
+    from cmfnet.data.fastmri import read_volume_info
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as hf:
+            has_target = target_key in hf
+            info = None if has_target else _volume_info_without_target(hf, path)
+            cols = hf["kspace"].shape[-1] if "kspace" in hf else 0
+            column_mask = _read_column_mask(hf["mask"], path, cols) if "mask" in hf else None
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
+    if has_target:
+        info = read_volume_info(path, target_key)
+    return PredictionVolume(info=info, has_target=has_target, column_mask=column_mask)
+
+
+def read_hr_slice(volume: PredictionVolume, slice_idx: int, target_key: str):
+    """Complex HR image (H, W) and HR target (H, W) float32 or None of one slice.
+
+    A fully sampled file with a target goes through the training reader
+    (:func:`cmfnet.data.fastmri.read_slice`); otherwise the k-space (times the file's mask, if
+    any) is read and cropped the same way: ``centre_crop(ifft2c(kspace), recon size)``.
+    """
+    import h5py
+    import numpy as np
+
+    from cmfnet.data.errors import DataError
+    from cmfnet.data.fastmri import read_slice
+    from cmfnet.kspace import center_crop, ifft2c
+
+    info = volume.info
+    if volume.has_target and volume.column_mask is None:
+        return read_slice(info, slice_idx, target_key)
+    try:
+        with h5py.File(info.path, "r") as hf:
+            kspace = hf["kspace"][slice_idx]
+            target = hf[target_key][slice_idx].astype(np.float32) if volume.has_target else None
+    except (OSError, KeyError) as err:
+        raise DataError(f"{info.path}: cannot read slice {slice_idx} ({err})") from err
+    if not np.isfinite(kspace).all():
+        raise DataError(f"{info.path}: slice {slice_idx} k-space contains NaN or inf")
+    if target is not None and not np.isfinite(target).all():
+        raise DataError(f"{info.path}: slice {slice_idx} '{target_key}' contains NaN or inf")
+    if volume.column_mask is not None:
+        kspace = kspace * volume.column_mask[None, :]
+    return center_crop(ifft2c(kspace), info.recon_size), target
+
+
+def _make_prediction_dataset_class():
+    """Build the dataset class lazily (it subclasses a torch Dataset; keep the CLI import light)."""
+    from cmfnet.data.errors import DataError
+    from cmfnet.data.fastmri import read_pairs_csv
+    from cmfnet.data.paired import PairedSliceDataset
+    from cmfnet.degrade import degrade_slice, lowres_shape
+
+    class PredictionDataset(PairedSliceDataset):
+        """Slices of the (auxiliary, target) pairs of a CSV, degraded as in training.
+
+        Item i is ``simulated(LowResPair, target name, slice)`` for fully sampled targets and
+        ``file_masked(...)`` for targets with their own ``mask`` (see the module docstring).
+
+        Args:
+            root: folder of the .h5 volumes.
+            pairs_csv: ``pd_file,pdfs_file[,score]`` rows, names relative to ``root``.
+            scale: super-resolution factor (must divide the recon size).
+            target_key: HR target dataset (used where present).
+            simulated: transform drawing the checkpoint's mask, seeded by file name.
+            file_masked: transform keeping every column (the data are already undersampled).
+        """
+
+        def __init__(self, root: Path, pairs_csv: Path, scale: int, target_key: str, simulated, file_masked):
+            super().__init__(simulated, cache_lowres=False)
+            self.file_masked = file_masked
+            self.scale = scale
+            self.target_key = target_key
+            self.pairs: list[tuple[PredictionVolume, PredictionVolume]] = []
+            for aux_name, target_name in read_pairs_csv(pairs_csv):
+                aux = inspect_volume(root / aux_name, target_key)
+                target = inspect_volume(root / target_name, target_key)
+                self._check_pair(aux, target)
+                pair_idx = len(self.pairs)
+                self.pairs.append((aux, target))
+                num_slices = min(aux.info.num_slices, target.info.num_slices)
+                self.slices += [(pair_idx, s) for s in range(num_slices)]
+
+        def _check_pair(self, aux: PredictionVolume, target: PredictionVolume) -> None:
+            if aux.column_mask is not None:
+                raise DataError(
+                    f"{aux.info.path}: the auxiliary file carries a 'mask' (undersampled k-space); "
+                    "the guide contrast must be fully sampled"
+                )
+            if aux.info.recon_size != target.info.recon_size:
+                raise DataError(
+                    f"{target.info.path}: recon size {target.info.recon_size} differs from its pair "
+                    f"{aux.info.path.name} {aux.info.recon_size}"
+                )
+            try:
+                lowres_shape(target.info.recon_size, self.scale)
+            except ValueError as err:
+                raise DataError(f"{target.info.path}: {err}") from err
+
+        def build_lowres(self, pair_idx: int, slice_idx: int):
+            aux, target = self.pairs[pair_idx]
+            target_image, target_hr = read_hr_slice(target, slice_idx, self.target_key)
+            aux_image, _ = read_hr_slice(aux, slice_idx, self.target_key)
+            return degrade_slice(target_image, aux_image, self.scale, target_hr=target_hr)
+
+        def target_name(self, pair_idx: int) -> str:
+            return self.pairs[pair_idx][1].info.path.name
+
+        def slice_counts(self) -> dict[str, int]:
+            """``{target file name: number of predicted slices}``."""
+            counts: dict[str, int] = {}
+            for pair_idx, _ in self.slices:
+                name = self.target_name(pair_idx)
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
+        def target_volume(self, name: str) -> PredictionVolume:
+            """The target volume whose file is called ``name``."""
+            return next(target for _, target in self.pairs if target.info.path.name == name)
+
+        def __getitem__(self, index: int):
+            pair_idx, slice_idx = self.slices[index]
+            transform = self.transform if self.pairs[pair_idx][1].column_mask is None else self.file_masked
+            return transform(self.lowres_pair(index), self.target_name(pair_idx), slice_idx)
+
+    return PredictionDataset
+
+
+def build_dataset(inputs: PredictionInputs, degradation: Degradation, mask_func):
+    """The prediction dataset over ``inputs`` with the checkpoint's degradation."""
+    from cmfnet.data.transforms import JointRecSRTransform
+
+    dataset_class = _make_prediction_dataset_class()
+    return dataset_class(
+        inputs.data_dir,
+        inputs.pairs_csv,
+        degradation.scale,
+        inputs.target_key,
+        simulated=JointRecSRTransform(mask_func, seed_masks_by_name=True, clamp=degradation.clamp),
+        file_masked=JointRecSRTransform(KeepAllColumns(), seed_masks_by_name=True, clamp=degradation.clamp),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# inference and output files
+# --------------------------------------------------------------------------------------------
+
+
+def write_prediction(path: Path, source: Path, sr, rec, attrs: dict) -> None:
+    """Atomically write one output volume: ``reconstruction`` (slices, H, W) = ``sr``,
+    ``reconstruction_lr`` (slices, h, w) = ``rec``, the source file's attrs plus ``attrs``."""
+    import h5py
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(source, "r") as src, h5py.File(tmp, "w") as out:
+            for key, value in src.attrs.items():
+                out.attrs[key] = value
+            for key, value in attrs.items():
+                out.attrs[key] = value
+            out.create_dataset("reconstruction", data=sr)
+            out.create_dataset("reconstruction_lr", data=rec)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_attrs(config: dict, degradation: Degradation, checkpoint: Path) -> dict:
+    """Attributes that say how a prediction was made."""
+    return {
+        "model": config["model"]["_target_"],
+        "model_config": json.dumps(config["model"], sort_keys=True),
+        "scale": degradation.scale,
+        "accel": degradation.accel,
+        "center_fraction": degradation.center_fraction if degradation.center_fraction is not None else "",
+        "mask": degradation.mask_cfg["_target_"],
+        "checkpoint": str(checkpoint.resolve()),
+    }
+
+
+def predict_dataset(model, dataset, out_dir: Path, attrs: dict, batch_size: int, device: str,
+                    progress: bool = True) -> list[Path]:
+    """Run ``model`` over every slice of ``dataset`` and write one file per target volume.
+
+    Outputs are de-normalised like the LightningModule's test step (``x * std + mean``).
+    A volume's file is written as soon as all its slices are done. Returns the written paths.
+    """
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from cmfnet.lit.datamodule import collate_samples
+
+    expected = dataset.slice_counts()
+    pending: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    written = []
+    model = model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
+    with torch.inference_mode(), tqdm(total=len(dataset), desc="predict", unit="slice", disable=not progress) as bar:
+        for batch in loader:
+            rec, sr = model(batch.target_input.to(device), batch.aux_input.to(device))
+            mean = batch.mean.view(-1, 1, 1, 1).to(device)
+            std = batch.std.view(-1, 1, 1, 1).to(device)
+            sr = (sr * std + mean).float().squeeze(1).cpu().numpy()
+            rec = (rec * std + mean).float().squeeze(1).cpu().numpy()
+            for i, (name, slice_idx) in enumerate(zip(batch.fname, batch.slice_idx)):
+                slices = pending.setdefault(name, {})
+                slices[slice_idx] = (sr[i], rec[i])
+                if len(slices) == expected[name]:
+                    order = sorted(slices)
+                    volume = dataset.target_volume(name)
+                    undersampling = "simulated" if volume.column_mask is None else "file"
+                    path = out_dir / name
+                    write_prediction(
+                        path,
+                        volume.info.path,
+                        np.stack([slices[s][0] for s in order]).astype(np.float32),
+                        np.stack([slices[s][1] for s in order]).astype(np.float32),
+                        {**attrs, "undersampling": undersampling},
+                    )
+                    written.append(path)
+                    del pending[name]
+            bar.update(len(batch.fname))
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from cmfnet.checkpoint import build_model_from_checkpoint
+
+    checkpoint = Path(args.checkpoint)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = pick_device(args.device)
+    model, config = build_model_from_checkpoint(checkpoint)
+    degradation = degradation_from_config(config, checkpoint)
+    inputs = resolve_inputs(args, config, checkpoint)
+    out_dir = Path(args.out)
+    if out_dir.resolve() == inputs.data_dir.resolve():
+        raise ValueError(f"--out {out_dir}: is the data folder; predictions would overwrite the inputs")
+    dataset = build_dataset(inputs, degradation, build_mask_func(degradation, checkpoint))
+    data_cfg = config.get("data") or {}
+    batch_size = args.batch_size or int(data_cfg.get("eval_batch_size") or data_cfg.get("batch_size") or 8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = predict_dataset(
+        model, dataset, out_dir, output_attrs(config, degradation, checkpoint), batch_size, device,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"wrote {len(written)} volumes ({len(dataset)} slices) to {out_dir}")
+    return 0

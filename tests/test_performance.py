@@ -1,0 +1,73 @@
+"""Speed switches keep the numbers and parameter names; the bench command reports ratios."""
+
+import json
+
+import pytest
+import torch
+
+from cmfnet.cli import main
+from cmfnet.models import CMFNet
+from cmfnet.performance import apply_performance, enable_activation_checkpointing
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return CMFNet(scale=2, width=8, unet_width=8, n_branch_steps=2)
+
+
+def _outputs_and_grads(model):
+    torch.manual_seed(1)
+    x, aux = torch.randn(2, 1, 12, 12), torch.randn(2, 1, 12, 12)
+    rec, sr = model(x, aux)
+    (rec.square().mean() + sr.abs().mean()).backward()
+    return rec.detach(), sr.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("switch", ["channels_last", "activation_checkpointing"])
+def test_switches_keep_outputs_gradients_and_parameter_names(switch):
+    reference = _outputs_and_grads(_tiny())
+    model = apply_performance(_tiny(), **{switch: True})
+    changed = _outputs_and_grads(model)
+    assert set(changed[2]) == set(reference[2])  # checkpoints stay interchangeable
+    torch.testing.assert_close(changed[0], reference[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(changed[1], reference[1], rtol=1e-4, atol=1e-5)
+    for name, grad in reference[2].items():
+        torch.testing.assert_close(changed[2][name], grad, rtol=1e-2, atol=1e-4)
+
+
+def test_activation_checkpointing_wraps_the_unet_blocks_and_stores_fewer_activations():
+    model = _tiny()
+    assert enable_activation_checkpointing(model, ["UNet"]) == 2  # two RecBlocks
+    with pytest.raises(ValueError, match="no submodule of type"):
+        enable_activation_checkpointing(_tiny(), ["NoSuchBlock"])
+
+    def saved_bytes(net):
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            rec, sr = net(torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32))
+        return total[0]
+
+    assert saved_bytes(model) < 0.7 * saved_bytes(_tiny())
+
+
+def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
+                   "options=[channels_last,activation_checkpointing]", "data_samples=4", "data_workers=[0]",
+                   "launch=false", f"json={out}"])
+    assert status == 0
+    results = json.loads(out.read_text())
+    rows = {row["option"]: row for row in results["model_options"]}
+    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing"]
+    assert rows["eager_fp32"]["train_ratio"] == 1.0
+    for row in rows.values():
+        assert row["train_samples_per_s"] > 0 and row["infer_samples_per_s"] > 0
+        assert row["train_ratio"] == pytest.approx(row["train_samples_per_s"] / rows["eager_fp32"]["train_samples_per_s"])
+    assert results["data_path"]["warm_samples_per_s"] > 0 and results["data_to_model_ratio"] > 0
+    assert "eager_fp32" in capsys.readouterr().out
