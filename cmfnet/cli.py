@@ -6,7 +6,7 @@ the exit status. Heavy imports belong inside ``run`` so that ``cmfnet --help`` s
 To add a subcommand, define the two functions and call :func:`register` (or add an entry to
 ``COMMANDS``) below.
 
-A ``ValueError`` raised by ``run`` (a bad setting) is printed as a one-line
+A ``ValueError`` or ``FileNotFoundError`` raised by ``run`` (a bad setting or path) is printed as a one-line
 ``cmfnet <subcommand>: error: ...`` and gives exit status 2, like argparse's own errors.
 """
 
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args._command
     try:
         status = COMMANDS[name].run(args)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"cmfnet {name}: error: {err}", file=sys.stderr)
         return 2
     return int(status or 0)

@@ -14,6 +14,7 @@ from cmfnet.masks import center_fraction_for
 SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 REDACTED = "<redacted>"
 TINY_GROUPS = ("model", "data")
+WIDTH_FLOOR = 4
 
 
 def register_resolvers() -> None:
@@ -30,13 +31,23 @@ def register_resolvers() -> None:
 
 
 def shrink_config(cfg: DictConfig) -> DictConfig:
-    """Apply each group's ``tiny`` preset when ``cfg.tiny`` is set, then drop the presets.
+    """Scale the model's channel widths by ``cfg.width_factor``, apply each group's ``tiny``
+    preset when ``cfg.tiny`` is set, then drop the presets.
+
+    ``width_factor`` multiplies every model key ending in ``width`` (feature channels, U-Net
+    base channels) and keeps depths: the one shrinking rule of the small-scale protocol.
 
     A group config (model, data) may carry a ``tiny:`` mapping of overrides that make it small
     enough for smoke tests; ``experiment=smoke`` sets ``tiny: true``.
     """
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
+        factor = cfg.get("width_factor", 1.0)
+        if factor != 1.0:
+            if not factor > 0:
+                raise ValueError(f"width_factor must be > 0, got {factor}")
+            for key in [k for k in cfg.model if str(k).endswith("width")]:
+                cfg.model[key] = max(WIDTH_FLOOR, round(cfg.model[key] * factor))
         for group in TINY_GROUPS:
             node = cfg.get(group)
             if not isinstance(node, DictConfig) or "tiny" not in node:

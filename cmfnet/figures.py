@@ -107,17 +107,18 @@ def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray
 
     Columns: the LR input (if given), one per method, the HR target. Top row: ``target``
     (H, W) and each method's output (H, W) on the target's grey scale [0, target max], each
-    with its per-slice PSNR/SSIM (:func:`slice_scores`). Bottom row: absolute error maps, one
-    colour scale for all methods (0 to the largest ``error_percentile``-th percentile over the
-    methods' errors), its colour bar under the target; under the LR input, the auxiliary LR
+    with its per-slice PSNR/SSIM (:func:`slice_scores`). Bottom row: absolute error maps in
+    units of the target's max, one colour scale for all methods (0 to the largest
+    ``error_percentile``-th percentile over the methods' errors), its colour bar under the
+    target; under the LR input, the auxiliary LR
     input (the guide) if given. ``lr_input``/``aux_input`` are normalised (h, w) images, shown
     bicubic-upsampled to (H, W) with their own grey window.
     """
     columns = len(outputs) + 1 + (lr_input is not None)
-    fig, axes = plt.subplots(2, columns, figsize=(2.3 * columns, 5.0), squeeze=False)
+    fig, axes = plt.subplots(2, columns, figsize=(2.3 * columns, 5.2), squeeze=False, layout="constrained")
     vmax = float(target.max()) or 1.0
-    errors = [np.abs(output - target) for _, output in outputs]
-    error_max = max((float(np.percentile(e, error_percentile)) for e in errors), default=0.0) or vmax
+    errors = [np.abs(output - target) / vmax for _, output in outputs]
+    error_max = max((float(np.percentile(e, error_percentile)) for e in errors), default=0.0) or 1.0
     col = 0
     if lr_input is not None:
         shown = upsample(lr_input, target.shape)
@@ -142,12 +143,11 @@ def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray
     _show(axes[0, col], target, "HR target", cmap="gray", vmin=0, vmax=vmax)
     axes[1, col].axis("off")
     if error_image is not None:
-        bar = fig.colorbar(error_image, ax=axes[1, col], orientation="horizontal", fraction=0.5, aspect=12)
+        bar = fig.colorbar(error_image, cax=axes[1, col].inset_axes([0.05, 0.5, 0.9, 0.08]), orientation="horizontal")
         bar.ax.tick_params(labelsize=7)
-        bar.set_label("absolute error", fontsize=8)
+        bar.set_label("|output - HR| / HR max", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return _save(fig, path)
 
 

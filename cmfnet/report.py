@@ -208,8 +208,26 @@ def job_overrides(job_dir: Path) -> set[str]:
     return kept
 
 
+def identity_from_hydra(job_dir: Path) -> dict[str, Any]:
+    """``model, data, mask, scale, accel, seed`` of a job from its ``.hydra`` record (for jobs
+    killed before writing metrics.json); the keys that cannot be read are left out."""
+    import yaml
+
+    found: dict[str, Any] = {}
+    try:
+        config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}
+        choices = (yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text()) or {})["hydra"]["runtime"]["choices"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return found
+    found.update({k: choices[k] for k in ("model", "data", "mask") if isinstance(choices.get(k), str)})
+    found.update({k: config[k] for k in ("scale", "accel", "seed") if isinstance(config.get(k), int)})
+    return found
+
+
 def _describe(row: dict) -> str:
-    parts = [str(row.get("model", "?"))]
+    if "model" not in row:
+        return "unknown setting"
+    parts = [str(row["model"])]
     if "scale" in row and "accel" in row:
         parts.append(f"x{row['scale']} R{row['accel']}")
     if "seed" in row:
@@ -235,6 +253,8 @@ def load_report(sweep_dirs: Sequence[Path]) -> Report:
                              "(expected a multirun/<sweep>/<timestamp> folder)")
         for row in sorted(rows, key=lambda r: _job_order(sweep_dir / r["job"])):
             job_dir = sweep_dir / row["job"]
+            if "model" not in row:
+                row = {**identity_from_hydra(job_dir), **row}
             jobs.append((job_dir, row, job_overrides(job_dir)))
     common = set.intersection(*(extra for _, _, extra in jobs))
 
@@ -246,7 +266,7 @@ def load_report(sweep_dirs: Sequence[Path]) -> Report:
         varying = sorted(extra - common)
         model = str(row.get("model", "?"))
         method = f"{model} [{', '.join(varying)}]" if varying else model
-        known = all(k in row for k in ("scale", "accel", "seed"))
+        known = all(k in row for k in ("model", "scale", "accel", "seed"))
         column = Column(str(row.get("data", "?")), str(row.get("mask", "?")),
                         int(row.get("scale", 0)), int(row.get("accel", 0)))
         key = (method, column, int(row["seed"])) if known else None

@@ -53,7 +53,7 @@ def run_identity(cfg: DictConfig) -> dict:
     return {
         "model": choices.get("model", "model"),
         "scale": int(cfg.scale),
-        "accel": cfg.accel,
+        "accel": int(cfg.accel),
         "mask": choices.get("mask", "mask"),
         "data": choices.get("data", "data"),
         "seed": int(cfg.seed),
@@ -155,6 +155,7 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+            wandb.teardown()  # flush the run's files before the next job or the process exit
 
 
 def one_line_error(err: BaseException) -> str:

@@ -1,0 +1,229 @@
+"""`cmfnet report`: tables (cells, bold, seeds, failures), CSV, idempotency, figures, CLI errors,
+the offline W&B run, built on fake sweep folders (no training); one slow end-to-end test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmfnet.cli import main
+from cmfnet.report import build_report, format_cell, CellStats, load_report
+from conftest import REPO
+
+HR, LR = 32, 16
+
+
+def metrics(model: str, scale: int, accel: int, seed: int = 42, sr_psnr: float = 30.0, **extra) -> dict:
+    """A completed metrics.json: SR PSNR as given, the other metrics derived from it."""
+    values = {
+        "model": model, "data": "synthetic", "mask": "random", "scale": scale, "accel": accel, "seed": seed,
+        "status": "completed", "wandb_run_id": f"id{seed}",
+        "sr_psnr": sr_psnr, "sr_psnr_std": 1.5, "sr_ssim": sr_psnr / 40, "sr_ssim_std": 0.01,
+        "sr_nmse": 1 / sr_psnr, "sr_nmse_std": 0.002,
+        "rec_psnr": sr_psnr + 2, "rec_psnr_std": 1.0, "rec_ssim": sr_psnr / 45, "rec_ssim_std": 0.02,
+        "rec_nmse": 0.5 / sr_psnr, "rec_nmse_std": 0.001,
+    }
+    return {**values, **extra}
+
+
+def write_job(sweep: Path, name: str, record: dict, overrides: list[str] | None = None,
+              examples_seed: int | None = None) -> Path:
+    """A job folder: metrics.json, optional .hydra/overrides.yaml and a tiny examples.npz."""
+    job = sweep / name
+    job.mkdir(parents=True)
+    (job / "metrics.json").write_text(json.dumps(record))
+    if overrides is not None:
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if examples_seed is not None:
+        rng = np.random.default_rng(examples_seed)
+        target = np.random.default_rng(0).random((HR, HR), dtype=np.float32)
+        arrays = {"fname_0": np.asarray("file1.h5"), "slice_idx_0": np.asarray(3),
+                  "input_0": rng.standard_normal((LR, LR)).astype(np.float32),
+                  "aux_0": rng.standard_normal((LR, LR)).astype(np.float32),
+                  "sr_0": target + 0.1 * rng.standard_normal((HR, HR)).astype(np.float32),
+                  "sr_target_0": target,
+                  "rec_0": rng.random((LR, LR), dtype=np.float32), "rec_target_0": rng.random((LR, LR), dtype=np.float32)}
+        np.savez_compressed(job / "examples.npz", count=1, **arrays)
+    return job
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """2 scales x 1 accel; cmfnet beats edsr at x2 but not x4; zero_filled is worst; two seeds
+    for cmfnet at x2; one failed t2net job."""
+    root = tmp_path / "multirun" / "paper" / "2026-01-01_00-00-00_1"
+    write_job(root, "0_model=cmfnet,scale=2", metrics("cmfnet", 2, 4, sr_psnr=33.0), examples_seed=1)
+    write_job(root, "1_model=cmfnet,scale=2,seed=7", metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0))
+    write_job(root, "2_model=edsr,scale=2", metrics("edsr", 2, 4, sr_psnr=32.0), examples_seed=2)
+    write_job(root, "3_model=zero_filled,scale=2", metrics("zero_filled", 2, 4, sr_psnr=25.0), examples_seed=3)
+    write_job(root, "4_model=cmfnet,scale=4", metrics("cmfnet", 4, 4, sr_psnr=28.0), examples_seed=4)
+    write_job(root, "5_model=edsr,scale=4", metrics("edsr", 4, 4, sr_psnr=29.5), examples_seed=5)
+    write_job(root, "6_model=t2net,scale=4", {"status": "failed", "error": "CUDA out of memory", "model": "t2net",
+                                               "data": "synthetic", "mask": "random", "scale": 4, "accel": 4, "seed": 42})
+    return root
+
+
+def table_lines(markdown: str, title: str) -> list[str]:
+    """The rows of the Markdown table under the heading ``## title``."""
+    section = markdown.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ")]
+
+
+def cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
+    """``{method: {column header: cell}}`` of one table."""
+    header, *rows = table_lines(markdown, title)
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return {r[0]: dict(zip(names, r)) for r in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
+    out = tmp_path / "out"
+    build_report([sweep], out)
+    markdown = (out / "report.md").read_text()
+    sr = cells(markdown, "Super-resolution")
+    assert list(sr) == ["zero_filled", "edsr", "t2net", "cmfnet"]  # paper order
+    # x2: cmfnet is the mean over seeds 33 and 34 -> 33.50, sd over seeds 0.71; best -> bold
+    assert sr["cmfnet"]["x2 / R4 PSNR ↑"] == f"**33.50** ± 1.50 (seeds: 2, sd {statistics.stdev([33.0, 34.0]):.2f})"
+    assert sr["edsr"]["x2 / R4 PSNR ↑"] == "32.00 ± 1.50"
+    # x4: edsr wins PSNR and SSIM; NMSE bold is the minimum (edsr's 1/29.5)
+    assert sr["edsr"]["x4 / R4 PSNR ↑"].startswith("**29.50**")
+    assert not sr["cmfnet"]["x4 / R4 PSNR ↑"].startswith("**")
+    assert sr["edsr"]["x4 / R4 NMSE ↓"].startswith(f"**{1 / 29.5:.4f}**")
+    assert sr["zero_filled"]["x4 / R4 PSNR ↑"] == "-"  # never run there
+    assert sr["t2net"]["x4 / R4 PSNR ↑"] == "failed"
+    assert sr["t2net"]["x2 / R4 PSNR ↑"] == "-"
+    bold = [cell for row in sr.values() for key, cell in row.items() if "PSNR" in key and cell.startswith("**")]
+    assert len(bold) == 2  # one per column
+    rec = cells(markdown, "Reconstruction")
+    assert rec["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**35.50** ± 1.00")
+    failures = markdown.split("## Failed jobs", 1)[1]
+    assert "6_model=t2net,scale=4" in failures and "CUDA out of memory" in failures
+
+
+def test_csv_is_tidy_long_format_with_seed_columns(sweep, tmp_path):
+    build_report([sweep], tmp_path / "out")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
+    assert list(rows[0]) == ["method", "model", "scale", "accel", "data", "mask", "output", "metric",
+                             "mean", "std", "n_seeds", "seed_sd"]
+    assert len(rows) == 5 * 2 * 3  # 5 filled (method, cell) pairs x 2 outputs x 3 metrics
+    seeds = next(r for r in rows if (r["method"], r["scale"], r["output"], r["metric"]) == ("cmfnet", "2", "sr", "psnr"))
+    assert float(seeds["mean"]) == 33.5 and seeds["n_seeds"] == "2"
+    assert float(seeds["seed_sd"]) == pytest.approx(statistics.stdev([33.0, 34.0]))
+    single = next(r for r in rows if (r["method"], r["scale"], r["output"], r["metric"]) == ("edsr", "4", "rec", "nmse"))
+    assert float(single["mean"]) == pytest.approx(0.5 / 29.5) and single["seed_sd"] == ""
+
+
+def test_report_is_idempotent(sweep, tmp_path):
+    build_report([sweep], tmp_path / "out")
+    first = {name: (tmp_path / "out" / name).read_bytes() for name in ("report.md", "report.csv")}
+    build_report([sweep], tmp_path / "out")
+    assert {name: (tmp_path / "out" / name).read_bytes() for name in first} == first
+
+
+def test_rerun_folder_completes_a_failed_job_and_supersedes_duplicates(sweep, tmp_path):
+    rerun = tmp_path / "multirun" / "paper" / "2026-01-02_00-00-00_2"
+    write_job(rerun, "0_model=t2net,scale=4", metrics("t2net", 4, 4, sr_psnr=31.0))
+    write_job(rerun, "1_model=edsr,scale=2", metrics("edsr", 2, 4, sr_psnr=30.0))
+    build_report([sweep, rerun], tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    sr = cells(markdown, "Super-resolution")
+    assert sr["t2net"]["x4 / R4 PSNR ↑"].startswith("**31.00**")
+    assert sr["edsr"]["x2 / R4 PSNR ↑"] == "30.00 ± 1.50"  # the later folder wins, not a second seed
+    assert "re-run completed" in markdown.split("## Failed jobs", 1)[1]
+    assert "replaced by" in markdown.split("## Superseded", 1)[1]
+
+
+def test_killed_job_is_placed_from_its_hydra_record(sweep, tmp_path):
+    job = sweep / "7_model=unet_edsr,scale=2"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("scale: 2\naccel: 4\nseed: 42\n")
+    (job / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices:\n      model: unet_edsr\n      data: synthetic\n      mask: random\n")
+    build_report([sweep], tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert cells(markdown, "Super-resolution")["unet_edsr"]["x2 / R4 PSNR ↑"] == "failed"
+    assert "(unet_edsr, x2 R4, seed 42): no metrics.json" in markdown
+
+
+def test_overrides_beyond_the_cell_name_separate_methods(tmp_path):
+    root = tmp_path / "multirun" / "loss_weights" / "ts"
+    for i, w in enumerate((0.2, 1.0)):
+        write_job(root, f"{i}_loss.w_rec={w}", metrics("cmfnet", 4, 4, sr_psnr=30 + i),
+                  overrides=["sweeps=loss_weights", f"loss.w_rec={w}", "loss.w_sr=1.0", "launcher=gpus"])
+    report = load_report([root])
+    assert report.methods == ["cmfnet [loss.w_rec=0.2]", "cmfnet [loss.w_rec=1.0]"]
+
+
+def test_cell_format_without_std_and_with_seeds():
+    assert format_cell(CellStats(0.123456, float("nan"), 1, None), "nmse") == "0.1235"
+    assert format_cell(CellStats(30.0, 1.0, 3, 0.25), "psnr", bold=True) == "**30.00** ± 1.00 (seeds: 3, sd 0.25)"
+
+
+def test_cli_writes_tables_and_figures(sweep, capsys):
+    assert main(["report", str(sweep), "--no-wandb"]) == 0
+    for name in ("report.md", "report.csv"):
+        assert (sweep / name).stat().st_size > 200
+    pngs = {p.name: p.stat().st_size for p in sweep.glob("*.png")}
+    assert set(pngs) == {"psnr_vs_accel.png", "qualitative_x2_r4.png", "qualitative_x4_r4.png"}
+    assert all(size > 10_000 for size in pngs.values())
+    assert not (sweep / "wandb").exists()
+    assert "report.md" in capsys.readouterr().out
+    markdown = (sweep / "report.md").read_text()
+    assert "`qualitative_x2_r4.png`" in markdown and "psnr_vs_accel.png" in markdown
+
+
+def test_qualitative_figure_notes_methods_without_examples(sweep, tmp_path):
+    (sweep / "2_model=edsr,scale=2" / "examples.npz").unlink()
+    build_report([sweep], tmp_path / "out")
+    assert "qualitative_x2_r4.png: edsr: no examples.npz" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_missing_or_empty_sweep_is_a_one_line_error(tmp_path, capsys, make):
+    folder = tmp_path / "sweep"
+    if make == "empty":
+        folder.mkdir()
+    assert main(["report", str(folder), "--no-wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(folder) in err
+    assert ("not found" if make == "missing" else "no job folders") in err
+
+
+def test_wandb_offline_run_holds_the_tables(sweep, tmp_path, monkeypatch):
+    for var, sub in (("WANDB_DIR", "w"), ("WANDB_CACHE_DIR", "c"), ("WANDB_CONFIG_DIR", "g"), ("WANDB_DATA_DIR", "d")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    written = build_report([sweep], tmp_path / "out", use_wandb=True)
+    run_dir = written["wandb_run"]
+    assert run_dir.parent == tmp_path / "out" / "wandb" and run_dir.name.startswith("offline-run-")
+    records = b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))
+    for expected in (b"paper/2026-01-01_00-00-00_1", b"report/sr_table", b"report/rec_table"):
+        assert expected in records
+    table = json.loads(next((run_dir / "files" / "media" / "table" / "report").glob("sr_table_*.json")).read_text())
+    assert table["columns"][:2] == ["method", "x2 / R4 PSNR ↑"]
+    assert ["zero_filled", "edsr", "t2net", "cmfnet"] == [row[0] for row in table["data"]]
+    assert table["data"][3][1] == "33.50 ± 1.50 (seeds: 2, sd 0.71)"  # no Markdown bold inside W&B
+
+
+@pytest.mark.slow
+def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
+    env = {**os.environ, "CMFNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "model=zero_filled,cmfnet", "experiment=smoke",
+                    "logger=csv"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
+    assert main(["report", str(sweep), "--no-wandb"]) == 0
+    sr = cells((sweep / "report.md").read_text(), "Super-resolution")
+    assert list(sr) == ["zero_filled", "cmfnet"]
+    assert all(cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:])
+    assert (sweep / "qualitative_x4_r4.png").stat().st_size > 10_000
