@@ -92,6 +92,7 @@ class VolumeMetrics:
         summary: Dict[str, Mapping] = {}
         for name in METRIC_FUNCS:
             values = np.array([v[name] for v in per_volume.values()])
-            summary[name] = {"mean": float(values.mean()), "std": float(values.std())}
+            std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            summary[name] = {"mean": float(values.mean()), "std": std}
         summary["per_volume"] = per_volume
         return summary

@@ -47,7 +47,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cmfnet.data.fastmri import VolumeInfo
 
 DEFAULT_TARGET_KEY = "reconstruction_esc"
 FASTMRI_DATASET = "cmfnet.data.fastmri.FastMRIPairDataset"
@@ -201,9 +206,9 @@ class PredictionVolume:
         column_mask: float32 (cols,) 0/1 mask stored in the file (undersampled k-space), or None.
     """
 
-    info: object
+    info: VolumeInfo
     has_target: bool
-    column_mask: Optional[object]
+    column_mask: Optional[np.ndarray]
 
 
 def _read_column_mask(dataset, path: Path, cols: int):
@@ -263,8 +268,8 @@ def inspect_volume(path: Path, target_key: str) -> PredictionVolume:
         with h5py.File(path, "r") as hf:
             has_target = target_key in hf
             info = None if has_target else _volume_info_without_target(hf, path)
-            cols = hf["kspace"].shape[-1] if "kspace" in hf else 0
-            column_mask = _read_column_mask(hf["mask"], path, cols) if "mask" in hf else None
+            has_mask = "mask" in hf and "kspace" in hf
+            column_mask = _read_column_mask(hf["mask"], path, hf["kspace"].shape[-1]) if has_mask else None
     except OSError as err:
         raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
     if has_target:
@@ -304,94 +309,92 @@ def read_hr_slice(volume: PredictionVolume, slice_idx: int, target_key: str):
     return center_crop(ifft2c(kspace), info.recon_size), target
 
 
-def _make_prediction_dataset_class():
-    """Build the dataset class lazily (it subclasses a torch Dataset; keep the CLI import light)."""
-    from cmfnet.data.errors import DataError
-    from cmfnet.data.fastmri import read_pairs_csv
-    from cmfnet.data.paired import PairedSliceDataset
-    from cmfnet.degrade import degrade_slice, lowres_shape
+class PredictionDataset:
+    """Slices of the (auxiliary, target) pairs of a CSV, degraded as in training.
 
-    class PredictionDataset(PairedSliceDataset):
-        """Slices of the (auxiliary, target) pairs of a CSV, degraded as in training.
+    A map-style dataset for ``torch.utils.data.DataLoader``: item i is
+    ``simulated(LowResPair, target name, slice)`` for fully sampled targets and
+    ``file_masked(...)`` for targets with their own ``mask`` (see the module docstring).
+    Slice s of a target is paired with slice s of its auxiliary over the smaller slice count.
 
-        Item i is ``simulated(LowResPair, target name, slice)`` for fully sampled targets and
-        ``file_masked(...)`` for targets with their own ``mask`` (see the module docstring).
+    Args:
+        root: folder of the .h5 volumes.
+        pairs_csv: ``pd_file,pdfs_file[,score]`` rows, names relative to ``root``.
+        scale: super-resolution factor (must divide the recon size).
+        target_key: HR target dataset (used where present).
+        simulated: transform drawing the checkpoint's mask, seeded by file name.
+        file_masked: transform keeping every column (the data are already undersampled).
+    """
 
-        Args:
-            root: folder of the .h5 volumes.
-            pairs_csv: ``pd_file,pdfs_file[,score]`` rows, names relative to ``root``.
-            scale: super-resolution factor (must divide the recon size).
-            target_key: HR target dataset (used where present).
-            simulated: transform drawing the checkpoint's mask, seeded by file name.
-            file_masked: transform keeping every column (the data are already undersampled).
-        """
+    def __init__(self, root: Path, pairs_csv: Path, scale: int, target_key: str, simulated, file_masked):
+        from cmfnet.data.fastmri import read_pairs_csv
 
-        def __init__(self, root: Path, pairs_csv: Path, scale: int, target_key: str, simulated, file_masked):
-            super().__init__(simulated, cache_lowres=False)
-            self.file_masked = file_masked
-            self.scale = scale
-            self.target_key = target_key
-            self.pairs: list[tuple[PredictionVolume, PredictionVolume]] = []
-            for aux_name, target_name in read_pairs_csv(pairs_csv):
-                aux = inspect_volume(root / aux_name, target_key)
-                target = inspect_volume(root / target_name, target_key)
-                self._check_pair(aux, target)
-                pair_idx = len(self.pairs)
-                self.pairs.append((aux, target))
-                num_slices = min(aux.info.num_slices, target.info.num_slices)
-                self.slices += [(pair_idx, s) for s in range(num_slices)]
+        self.simulated = simulated
+        self.file_masked = file_masked
+        self.scale = scale
+        self.target_key = target_key
+        self.pairs: list[tuple[PredictionVolume, PredictionVolume]] = []
+        self.slices: list[tuple[int, int]] = []
+        for aux_name, target_name in read_pairs_csv(pairs_csv):
+            aux = inspect_volume(root / aux_name, target_key)
+            target = inspect_volume(root / target_name, target_key)
+            self._check_pair(aux, target)
+            pair_idx = len(self.pairs)
+            self.pairs.append((aux, target))
+            num_slices = min(aux.info.num_slices, target.info.num_slices)
+            self.slices += [(pair_idx, s) for s in range(num_slices)]
 
-        def _check_pair(self, aux: PredictionVolume, target: PredictionVolume) -> None:
-            if aux.column_mask is not None:
-                raise DataError(
-                    f"{aux.info.path}: the auxiliary file carries a 'mask' (undersampled k-space); "
-                    "the guide contrast must be fully sampled"
-                )
-            if aux.info.recon_size != target.info.recon_size:
-                raise DataError(
-                    f"{target.info.path}: recon size {target.info.recon_size} differs from its pair "
-                    f"{aux.info.path.name} {aux.info.recon_size}"
-                )
-            try:
-                lowres_shape(target.info.recon_size, self.scale)
-            except ValueError as err:
-                raise DataError(f"{target.info.path}: {err}") from err
+    def _check_pair(self, aux: PredictionVolume, target: PredictionVolume) -> None:
+        from cmfnet.data.errors import DataError
+        from cmfnet.degrade import lowres_shape
 
-        def build_lowres(self, pair_idx: int, slice_idx: int):
-            aux, target = self.pairs[pair_idx]
-            target_image, target_hr = read_hr_slice(target, slice_idx, self.target_key)
-            aux_image, _ = read_hr_slice(aux, slice_idx, self.target_key)
-            return degrade_slice(target_image, aux_image, self.scale, target_hr=target_hr)
+        if aux.column_mask is not None:
+            raise DataError(
+                f"{aux.info.path}: the auxiliary file carries a 'mask' (undersampled k-space); "
+                "the guide contrast must be fully sampled"
+            )
+        if aux.info.recon_size != target.info.recon_size:
+            raise DataError(
+                f"{target.info.path}: recon size {target.info.recon_size} differs from its pair "
+                f"{aux.info.path.name} {aux.info.recon_size}"
+            )
+        try:
+            lowres_shape(target.info.recon_size, self.scale)
+        except ValueError as err:
+            raise DataError(f"{target.info.path}: {err}") from err
 
-        def target_name(self, pair_idx: int) -> str:
-            return self.pairs[pair_idx][1].info.path.name
+    def __len__(self) -> int:
+        return len(self.slices)
 
-        def slice_counts(self) -> dict[str, int]:
-            """``{target file name: number of predicted slices}``."""
-            counts: dict[str, int] = {}
-            for pair_idx, _ in self.slices:
-                name = self.target_name(pair_idx)
-                counts[name] = counts.get(name, 0) + 1
-            return counts
+    def __getitem__(self, index: int):
+        from cmfnet.degrade import degrade_slice
 
-        def target_volume(self, name: str) -> PredictionVolume:
-            """The target volume whose file is called ``name``."""
-            return next(target for _, target in self.pairs if target.info.path.name == name)
+        pair_idx, slice_idx = self.slices[index]
+        aux, target = self.pairs[pair_idx]
+        target_image, target_hr = read_hr_slice(target, slice_idx, self.target_key)
+        aux_image, _ = read_hr_slice(aux, slice_idx, self.target_key)
+        lowres = degrade_slice(target_image, aux_image, self.scale, target_hr=target_hr)
+        transform = self.simulated if target.column_mask is None else self.file_masked
+        return transform(lowres, target.info.path.name, slice_idx)
 
-        def __getitem__(self, index: int):
-            pair_idx, slice_idx = self.slices[index]
-            transform = self.transform if self.pairs[pair_idx][1].column_mask is None else self.file_masked
-            return transform(self.lowres_pair(index), self.target_name(pair_idx), slice_idx)
+    def slice_counts(self) -> dict[str, int]:
+        """``{target file name: number of predicted slices}``."""
+        counts: dict[str, int] = {}
+        for pair_idx, _ in self.slices:
+            name = self.pairs[pair_idx][1].info.path.name
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
-    return PredictionDataset
+    def target_volume(self, name: str) -> PredictionVolume:
+        """The target volume whose file is called ``name``."""
+        return next(target for _, target in self.pairs if target.info.path.name == name)
 
 
 def build_dataset(inputs: PredictionInputs, degradation: Degradation, mask_func):
     """The prediction dataset over ``inputs`` with the checkpoint's degradation."""
     from cmfnet.data.transforms import JointRecSRTransform
 
-    dataset_class = _make_prediction_dataset_class()
-    return dataset_class(
+    return PredictionDataset(
         inputs.data_dir,
         inputs.pairs_csv,
         degradation.scale,
