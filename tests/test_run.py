@@ -121,3 +121,19 @@ def test_killed_run_resumes_from_last_checkpoint_to_the_same_metrics(tmp_path):
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     for key in ("sr_psnr", "sr_ssim", "sr_nmse", "rec_psnr", "rec_ssim", "rec_nmse"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
+
+
+@pytest.mark.parametrize("launcher", ["gpus", "submitit_local"])
+def test_parallel_and_submitit_launchers_run_every_job(tmp_path, launcher):
+    # launcher=gpus without GPUs runs two jobs side by side on the CPU; submitit_local is the
+    # SLURM launcher's code path with submitit's local executor.
+    start = time.time()
+    run_py(tmp_path, "-m", f"launcher={launcher}", "scale=2,4", "experiment=smoke", "logger=csv", timeout=600)
+    sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [json.loads((job / "metrics.json").read_text())["scale"] for job in jobs] == [2, 4]
+    assert (sweep / "results.md").read_text().count("| completed |") == 2
+    if launcher == "gpus":
+        stamps = [json.loads((job / "metrics.json").read_text())["time_to_first_step_s"] for job in jobs]
+        assert all(s is not None for s in stamps)
+    assert time.time() - start < 600
