@@ -28,6 +28,7 @@ BF16_PEAK_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=cmfnet scale=4 batch=8")
+    parser.add_argument("--only-option", metavar="NAME", help=argparse.SUPPRESS)
 
 
 class PeakRSS:
@@ -88,6 +89,7 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     from cmfnet.performance import apply_performance
 
     torch.manual_seed(0)
+    base_rss = PeakRSS.current()
     h, w = lowres_size(cfg)
     batch = int(cfg.batch)
     switches = {"channels_last": option == "channels_last", "compile": option == "compile",
@@ -117,7 +119,6 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
 
     result: dict[str, Any] = {"option": option}
     with PeakRSS() as rss:
-        base_rss = rss.current()
         model.train()
         start = time.perf_counter()
         for _ in range(cfg.warmup_steps):
@@ -141,7 +142,7 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
         result["infer_samples_per_s"] = batch * cfg.timed_steps / (time.perf_counter() - start)
     if device == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
+    else:  # resident memory above what the process held before the model was built
         result["peak_memory_mb"] = (rss.peak - base_rss) / 2**20
     return result
 
@@ -190,6 +191,17 @@ def measure_launch(overrides: list[str]) -> dict[str, Any]:
     return {"time_to_first_step_s": metrics.get("time_to_first_step_s"), "run_wall_s": wall}
 
 
+def measure_model_isolated(overrides: list[str], option: str) -> dict[str, Any]:
+    """:func:`measure_model` in a fresh process, so memory peaks and warm-up of one option
+    never leak into another's numbers."""
+    command = [sys.executable, "-m", "cmfnet.cli", "bench", "--only-option", option, *overrides]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["measurement failed"])[-1])
+    return json.loads(lines[-1])
+
+
 def print_results(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -226,16 +238,19 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = compose_bench_config(list(args.overrides))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    if args.only_option:
+        print(json.dumps(measure_model(cfg, args.only_option, device)))
+        return 0
     choices = [o for o in cfg.options if device == "cuda" or o != "cudnn_benchmark"]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs
     results: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "scale": cfg.scale, "batch": cfg.batch,
                                "lr_size": [h, w], "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
                                "macs_per_sample": macs, "model_options": []}
-    reference = measure_model(cfg, "eager_fp32", device)
+    reference = measure_model_isolated(list(args.overrides), "eager_fp32")
     for option in ["eager_fp32", *choices]:
         try:
-            row = reference if option == "eager_fp32" else measure_model(cfg, option, device)
+            row = reference if option == "eager_fp32" else measure_model_isolated(list(args.overrides), option)
         except Exception as err:  # an option unsupported on this machine is reported, not fatal
             results["model_options"].append({"option": option, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             continue

@@ -90,7 +90,7 @@ class JointRecSRModule(L.LightningModule):
         self.log("train/loss_sr", losses.sr, batch_size=batch_size)
         return losses.total
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.time_to_first_step is None:
             self.time_to_first_step = time.time() - STARTED_AT
 
