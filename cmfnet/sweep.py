@@ -1,6 +1,8 @@
 """Sweep results: collect each job's metrics.json into results.csv and results.md.
 
-Used by the Hydra callback that runs when a multirun ends and by ``cmfnet report``.
+Used by the Hydra callback that runs when a multirun ends and by ``cmfnet report``. A job that
+was killed (no metrics.json) is listed as failed; :func:`rerun_command` gives the line that
+re-runs it alone into its own folder, after which :func:`write_results` lists it as completed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +39,23 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
         metrics_path = job_dir / "metrics.json"
         if not metrics_path.is_file() and not (job_dir / ".hydra").is_dir():
             continue
-        row: dict[str, Any] = {"job": job_dir.name}
         if metrics_path.is_file():
-            try:
-                row.update(json.loads(metrics_path.read_text()))
-            except json.JSONDecodeError as err:
-                row.update(status="failed", error=f"unreadable metrics.json ({err})")
+            row = read_metrics(metrics_path)
         else:
-            row.update(status="failed", error="no metrics.json (killed or never finished)")
-        rows.append(row)
+            row = {"status": "failed", "error": "no metrics.json (killed or never finished)"}
+        rows.append({**row, "job": job_dir.name})
     return rows
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A job's metrics.json as a dict; an unreadable or malformed file gives a failed row instead."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return {"status": "failed", "error": f"unreadable metrics.json ({err})"}
+    if not isinstance(metrics, dict):
+        return {"status": "failed", "error": f"metrics.json holds a {type(metrics).__name__}, not an object"}
+    return metrics
 
 
 def _sort_key(row: dict) -> tuple:
@@ -65,12 +75,17 @@ def results_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _cell(row: dict, metric: str) -> str:
+    """``mean ± std`` of one metric; ``-`` when the value is missing or not a number."""
     value, std = row.get(metric), row.get(f"{metric}_std")
-    if value is None:
+    if not _is_number(value):
         return "-"
     digits = 2 if metric.endswith("psnr") else 4
-    return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {std:.{digits}f}" if _is_number(std) else f"{value:.{digits}f}"
 
 
 def results_markdown(rows: list[dict], title: str) -> str:
@@ -92,12 +107,60 @@ def results_markdown(rows: list[dict], title: str) -> str:
 
 
 def write_results(sweep_dir: Path) -> list[dict]:
-    """Write results.csv and results.md at the sweep root (atomically) and return the rows."""
+    """Write results.csv and results.md at the sweep root (atomically) and return the rows.
+
+    Idempotent: the same job folders give byte-identical files, however ``sweep_dir`` is spelled
+    (the title names the sweep as ``<sweep name>/<timestamp>_<pid>``).
+    """
     sweep_dir = Path(sweep_dir)
     rows = collect_results(sweep_dir)
+    title = f"Results: {sweep_dir.resolve().parent.name}/{sweep_dir.resolve().name}"
     write_text_atomic(sweep_dir / "results.csv", results_csv(rows))
-    write_text_atomic(sweep_dir / "results.md", results_markdown(rows, title=f"Results: {sweep_dir}"))
+    write_text_atomic(sweep_dir / "results.md", results_markdown(rows, title=title))
     return rows
+
+
+def _hydra_quoted(value: str) -> str:
+    """A value in Hydra's override grammar as a quoted string (job folder names hold '=' and ',')."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def rerun_overrides(job_dir: Path) -> list[str]:
+    """Overrides for ``python run.py`` that re-run one job of a sweep alone, into its own folder.
+
+    The job's recorded overrides (``.hydra/overrides.yaml``, including ``sweeps=NAME`` whose
+    recipe settings still apply) plus ``hydra.mode=RUN`` (a named sweep would otherwise start
+    the whole multirun again), ``hydra.run.dir=<job_dir>`` and, when the job left
+    ``checkpoints/last.ckpt``, ``ckpt_path=last`` to resume from it.
+    """
+    import yaml
+
+    job_dir = Path(job_dir)
+    recorded = job_dir / ".hydra" / "overrides.yaml"
+    if not recorded.is_file():
+        raise FileNotFoundError(f"{recorded}: no record of the job's overrides (is {job_dir} a sweep job folder?)")
+    replaced = ("ckpt_path", "hydra.mode", "hydra.run.dir")
+    overrides = [
+        str(o) for o in (yaml.safe_load(recorded.read_text()) or [])
+        if str(o).split("=", 1)[0].lstrip("+~") not in replaced
+    ]
+    overrides += ["hydra.mode=RUN", f"hydra.run.dir={_hydra_quoted(str(job_dir.resolve()))}"]
+    if (job_dir / "checkpoints" / "last.ckpt").is_file():
+        overrides.append("ckpt_path=last")
+    return overrides
+
+
+def _shell_quoted(arg: str) -> str:
+    """``arg`` for a POSIX shell; Hydra's quoted values go in double quotes, which read better."""
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def rerun_command(job_dir: Path, run_py: str = "run.py") -> str:
+    """The shell line that re-runs a killed or failed job (see :func:`rerun_overrides`); run it
+    from the repository root, then :func:`write_results` on the sweep folder."""
+    return " ".join(_shell_quoted(arg) for arg in ["python", run_py, *rerun_overrides(job_dir)])
 
 
 class ResultsTableCallback(Callback):

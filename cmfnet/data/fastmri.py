@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import csv
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import h5py
 import numpy as np
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import PairedSliceDataset
+from cmfnet.data.paired import PairedSliceDataset, dominant_value, one_line
 from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
 from cmfnet.kspace import center_crop, ifft2c
 
 ISMRMRD_NS = {"ismrmrd": "http://www.ismrm.org/ISMRMRD"}
+# What h5py raises for corrupted files: broken metadata surfaces as any of these, not only OSError.
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -80,17 +83,47 @@ def _open(path: Path) -> h5py.File:
         raise DataError(f"{path}: file not found")
     try:
         return h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
+    except HDF5_ERRORS as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({one_line(err)})") from err
+
+
+@contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn any h5py error raised while reading ``what`` into a one-line DataError naming ``path``."""
+    try:
+        yield
+    except DataError:
+        raise
+    except HDF5_ERRORS as err:
+        raise DataError(f"{path}: cannot read {what}, the file is corrupted ({one_line(err)})") from err
+
+
+def _dataset(hf: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """``hf[key]``, checked to exist and to be a dataset (not a group)."""
+    if key not in hf:
+        raise DataError(f"{path}: missing dataset '{key}'")
+    node = hf[key]
+    if not isinstance(node, h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is a {type(node).__name__}, expected a dataset")
+    return node
+
+
+def _header_xml(node: h5py.Dataset, path: Path) -> bytes:
+    """The ISMRMRD header's XML bytes; it must be a scalar string dataset."""
+    value = node[()] if node.shape == () else None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes):
+        raise DataError(f"{path}: 'ismrmrd_header' must be a scalar XML string, got {node.dtype} of shape {node.shape}")
+    return value
 
 
 def read_volume_info(path: Path, target_key: str = "reconstruction_esc") -> VolumeInfo:
     """Check a fastMRI file's keys, dtypes and shapes and return its metadata."""
-    with _open(path) as hf:
-        for key in ("kspace", target_key, "ismrmrd_header"):
-            if key not in hf:
-                raise DataError(f"{path}: missing dataset '{key}'")
-        kspace, target = hf["kspace"], hf[target_key]
+    with _open(path) as hf, _reading(path, "its metadata"):
+        kspace = _dataset(hf, "kspace", path)
+        target = _dataset(hf, target_key, path)
+        header_xml = _header_xml(_dataset(hf, "ismrmrd_header", path), path)
         if kspace.ndim != 3 or not np.issubdtype(kspace.dtype, np.complexfloating):
             raise DataError(f"{path}: 'kspace' must be complex (slices, rows, cols), got {kspace.dtype} {kspace.shape}")
         if target.ndim != 3 or not np.issubdtype(target.dtype, np.floating):
@@ -99,8 +132,10 @@ def read_volume_info(path: Path, target_key: str = "reconstruction_esc") -> Volu
             raise DataError(f"{path}: the volume has no slices")
         if kspace.shape[0] != target.shape[0]:
             raise DataError(f"{path}: 'kspace' has {kspace.shape[0]} slices but '{target_key}' has {target.shape[0]}")
-        header = parse_ismrmrd_header(hf["ismrmrd_header"][()], path)
+        header = parse_ismrmrd_header(header_xml, path)
         recon_size = header["recon_size"]
+        if min(recon_size) < 1:
+            raise DataError(f"{path}: header's recon size {recon_size} is empty")
         if tuple(target.shape[1:]) != recon_size:
             raise DataError(f"{path}: '{target_key}' is {target.shape[1:]} but the header's recon size is {recon_size}")
         if recon_size[0] > kspace.shape[1] or recon_size[1] > kspace.shape[2]:
@@ -119,36 +154,50 @@ def read_volume_info(path: Path, target_key: str = "reconstruction_esc") -> Volu
 
 
 def read_slice(info: VolumeInfo, slice_idx: int, target_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Complex HR image (centre crop of ifft2c(kspace)) and HR target of one slice, checked finite."""
-    try:
-        with _open(info.path) as hf:
-            kspace = hf["kspace"][slice_idx]
-            target = hf[target_key][slice_idx]
-    except (OSError, KeyError) as err:
-        raise DataError(f"{info.path}: cannot read slice {slice_idx} ({err})") from err
+    """Complex HR image (centre crop of ifft2c(kspace)) and HR target of one slice, checked finite.
+
+    Returns (H, W) complex64 and (H, W) float32, (H, W) = the header's recon size.
+    """
+    with _open(info.path) as hf, _reading(info.path, f"slice {slice_idx}"):
+        kspace = hf["kspace"][slice_idx]
+        target = hf[target_key][slice_idx]
     if not np.isfinite(kspace).all():
         raise DataError(f"{info.path}: slice {slice_idx} k-space contains NaN or inf")
     if not np.isfinite(target).all():
         raise DataError(f"{info.path}: slice {slice_idx} '{target_key}' contains NaN or inf")
-    image = center_crop(ifft2c(kspace), info.recon_size)
-    return image, target.astype(np.float32)
+    spike = dominant_value(kspace)
+    if spike is not None:
+        raise DataError(f"{info.path}: slice {slice_idx} k-space value at {spike} outweighs the rest of the "
+                        "slice beyond float32 precision (a corrupted value?)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        image = center_crop(ifft2c(kspace), info.recon_size)
+        target = target.astype(np.float32)
+    if not (np.isfinite(image).all() and np.isfinite(target).all()):
+        raise DataError(f"{info.path}: slice {slice_idx} overflows float32 (k-space or '{target_key}' values too large)")
+    return image, target
 
 
 def read_pairs_csv(csv_path: Path) -> list[tuple[str, str]]:
     """(pd_file, pdfs_file) rows of a pairing CSV; a header row naming the columns is skipped."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: pairing CSV not found")
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{csv_path}: not a readable CSV text file ({one_line(err)})") from err
     pairs = []
-    with open(csv_path, newline="") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
-            row = [cell.strip() for cell in row]
-            if not row or not any(row):
-                continue
-            if line_no == 1 and row[0].lower() in ("pd_file", "pd", "aux", "aux_file"):
-                continue
-            if len(row) < 2 or not row[0] or not row[1]:
-                raise DataError(f"{csv_path}: line {line_no} needs 'pd_file,pdfs_file[,score]', got {row}")
-            pairs.append((row[0], row[1]))
+    for line_no, row in enumerate(rows, start=1):
+        row = [cell.strip() for cell in row]
+        if not row or not any(row):
+            continue
+        if line_no == 1 and row[0].lower() in ("pd_file", "pd", "aux", "aux_file"):
+            continue
+        if len(row) < 2 or not row[0] or not row[1]:
+            raise DataError(f"{csv_path}: line {line_no} needs 'pd_file,pdfs_file[,score]', got {row}")
+        if row[0] == row[1]:
+            raise DataError(f"{csv_path}: line {line_no} pairs {row[0]} with itself")
+        pairs.append((row[0], row[1]))
     if not pairs:
         raise DataError(f"{csv_path}: no pairs listed")
     seen: set[str] = set()
@@ -208,5 +257,6 @@ class FastMRIPairDataset(PairedSliceDataset):
         aux_image, _ = read_slice(aux, slice_idx, self.target_key)
         return degrade_slice(target_image, aux_image, self.scale, target_hr=target_hr)
 
-    def target_name(self, pair_idx: int) -> str:
-        return self.pairs[pair_idx][1].path.name
+    def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:
+        aux, target = self.pairs[pair_idx]
+        return aux.path, target.path

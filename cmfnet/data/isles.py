@@ -9,6 +9,8 @@ k-space, so the HR k-space is the FFT of the real image.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -17,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import PairedSliceDataset
+from cmfnet.data.paired import PairedSliceDataset, dominant_value, one_line
 from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
 from cmfnet.kspace import center_crop
 
@@ -40,29 +42,73 @@ def find_modality(subject_dir: Path, pattern: str) -> Path:
     return matches[0]
 
 
-def read_nifti_info(path: Path) -> NiftiVolume:
-    """Header-only read of a 3-D NIfTI volume."""
+def _load(path: Path) -> nib.Nifti1Image:
+    """Open a NIfTI file (header only; no memory map, so a file replaced on disk cannot crash us)."""
     try:
-        image = nib.load(str(path))
+        return nib.load(str(path), mmap=False)
     except Exception as err:  # nibabel raises several unrelated types for broken files
-        raise DataError(f"{path}: not a readable NIfTI file ({err})") from err
+        raise DataError(f"{path}: not a readable NIfTI file ({one_line(err)})") from err
+
+
+def read_nifti_info(path: Path) -> NiftiVolume:
+    """Header read of a 3-D real-valued NIfTI volume, checked complete: a file shorter than its
+    header says is reported here, before any training step (a .nii.gz is decompressed once to
+    its end for this, which also checks its CRC)."""
+    image = _load(path)
     shape = tuple(int(n) for n in image.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3 or min(shape) == 0:
         raise DataError(f"{path}: expected a 3-D volume, header says shape {image.shape}")
+    dtype = image.get_data_dtype()
+    if dtype.kind not in "iuf":
+        raise DataError(f"{path}: expected real-valued voxels, header says {dtype}")
+    slope = _stored_slope(path, image)
+    if np.isinf(slope):
+        raise DataError(f"{path}: header's scl_slope is {slope}")
+    needed = int(image.dataobj.offset) + int(np.prod(shape)) * dtype.itemsize
+    size = _gzip_length(path) if path.name.endswith(".gz") else path.stat().st_size
+    if size < needed:
+        raise DataError(f"{path}: truncated, {size} bytes (uncompressed) but the header needs {needed}")
     return NiftiVolume(path=path, shape=shape)  # type: ignore[arg-type]
 
 
-def read_nifti_slice(volume: NiftiVolume, slice_idx: int, hr_size: tuple[int, int]) -> np.ndarray:
-    """Axial slice ``slice_idx`` centre-cropped to ``hr_size``, float32, checked finite."""
+def _stored_slope(path: Path, image: nib.Nifti1Image) -> float:
+    """The header's scl_slope as stored (nibabel silently drops an infinite one and reads the
+    voxels unscaled; we report it instead). NaN and 0 mean "no scaling" in NIfTI."""
+    with nib.openers.ImageOpener(str(path)) as handle:
+        return float(type(image.header).from_fileobj(handle)["scl_slope"])
+
+
+def _gzip_length(path: Path, chunk_bytes: int = 1 << 22) -> int:
+    """Uncompressed length of a .gz file, read to its end so that its CRC is checked too."""
+    total = 0
     try:
-        data = np.asarray(nib.load(str(volume.path)).dataobj[..., slice_idx], dtype=np.float32)
+        with gzip.open(path, "rb") as handle:
+            while chunk := handle.read(chunk_bytes):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: truncated or corrupted gzip stream ({one_line(err)})") from err
+    return total
+
+
+def read_nifti_slice(volume: NiftiVolume, slice_idx: int, hr_size: tuple[int, int]) -> np.ndarray:
+    """Axial slice ``slice_idx`` centre-cropped to ``hr_size``: (H, W) float32, checked finite
+    after the header's intensity scaling."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.asarray(_load(volume.path).dataobj[:, :, slice_idx], dtype=np.float32)
+    except DataError:
+        raise
     except Exception as err:
-        raise DataError(f"{volume.path}: cannot read slice {slice_idx} ({err})") from err
+        raise DataError(f"{volume.path}: cannot read slice {slice_idx} ({one_line(err)})") from err
     data = data.reshape(volume.shape[:2])
     if not np.isfinite(data).all():
-        raise DataError(f"{volume.path}: slice {slice_idx} contains NaN or inf")
+        raise DataError(f"{volume.path}: slice {slice_idx} contains NaN or inf (after the header's scaling)")
+    spike = dominant_value(data)
+    if spike is not None:
+        raise DataError(f"{volume.path}: slice {slice_idx} voxel {spike} outweighs the rest of the slice beyond "
+                        "float32 precision (a corrupted value?)")
     return np.ascontiguousarray(center_crop(data, hr_size))
 
 
@@ -131,5 +177,6 @@ class ISLESPairDataset(PairedSliceDataset):
             target_hr.astype(np.complex64), aux_hr.astype(np.complex64), self.scale, target_hr=target_hr
         )
 
-    def target_name(self, pair_idx: int) -> str:
-        return self.pairs[pair_idx][1].path.name
+    def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:
+        aux, target = self.pairs[pair_idx]
+        return aux.path, target.path

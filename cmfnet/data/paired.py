@@ -1,21 +1,79 @@
-"""Shared machinery of the paired-contrast slice datasets: indexing and the LR cache."""
+"""Shared machinery of the paired-contrast slice datasets: indexing, the LR cache, and the
+last line of defence against silent bad samples (every item is checked finite)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Dict
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
+from cmfnet.data.errors import DataError
 from cmfnet.degrade import LowResPair
+
+
+def one_line(err: BaseException) -> str:
+    """A library error's message on one line (HDF5 and nibabel messages may span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def dominant_value(values: np.ndarray) -> tuple[int, ...] | None:
+    """Index of a single value that outweighs all others of ``values`` beyond float32 precision.
+
+    True when the other values' energy is below ``eps32**2`` times that value's: in float32 the
+    image is then that one value's pattern and the rest is lost to rounding (a corrupted value,
+    e.g. a flipped exponent bit, that is finite and so passes a NaN/inf check). Real slices never
+    come near: their largest k-space sample (DC) or brightest voxel holds a modest share.
+    """
+    energy = np.abs(values).astype(np.float64) ** 2
+    flat_index = int(np.argmax(energy))
+    largest = energy.flat[flat_index]
+    energy.flat[flat_index] = 0.0
+    if largest > 0 and energy.sum() < largest * np.finfo(np.float32).eps ** 2:
+        return tuple(int(i) for i in np.unravel_index(flat_index, values.shape))
+    return None
+
+
+def float32_overflow(pair: LowResPair) -> str | None:
+    """Name of the first array of ``pair`` whose sum of squares is NaN/inf in float32, else None.
+
+    The normalisation (mean/std), the losses and the metrics all work in float32; an image whose
+    energy overflows there would be normalised to zeros or NaN. Real magnitudes (fastMRI about
+    1e-4, ISLES up to about 1e4) are many orders of magnitude below this limit.
+    """
+    for name in ("target_kspace_lr", "target_lr", "aux_lr", "target_hr"):
+        magnitude = np.abs(getattr(pair, name)).astype(np.float32)
+        if not np.isfinite(np.sum(magnitude * magnitude, dtype=np.float32)):
+            return name
+    return None
+
+
+def non_finite_field(sample) -> str | None:
+    """Name (or position) of the first tensor/array field of ``sample`` holding NaN or inf, else None.
+
+    ``sample`` is a NamedTuple such as :class:`~cmfnet.data.transforms.JointSample` or any tuple.
+    """
+    names = sample._fields if hasattr(sample, "_fields") else [str(i) for i in range(len(sample))]
+    for name, value in zip(names, sample):
+        if isinstance(value, torch.Tensor) and not torch.isfinite(value).all():
+            return name
+        if isinstance(value, np.ndarray) and not np.isfinite(value).all():
+            return name
+    return None
 
 
 class PairedSliceDataset(Dataset):
     """Base class: ``self.slices`` lists (pair index, slice index); subclasses fill it and
-    implement :meth:`build_lowres` and :meth:`target_name`.
+    implement :meth:`build_lowres` and :meth:`pair_paths`.
 
     Item i is ``transform(LowResPair, target file name, slice index)``. The deterministic
     degradation of each slice is cached in memory after first use when ``cache_lowres`` is set
-    (each DataLoader worker holds its own copy); only the mask is drawn per step.
+    (each DataLoader worker holds its own copy); only the mask is drawn per step. A degraded
+    slice whose energy overflows float32, or an item with NaN or inf anywhere (finite stored
+    values can overflow in the FFT or the normalisation), raises :class:`DataError` naming both
+    files and the slice.
     """
 
     def __init__(self, transform: Callable, cache_lowres: bool):
@@ -28,22 +86,43 @@ class PairedSliceDataset(Dataset):
         """Read and degrade one slice pair."""
         raise NotImplementedError
 
+    def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:
+        """(auxiliary file, target file) of a pair."""
+        raise NotImplementedError
+
     def target_name(self, pair_idx: int) -> str:
         """File name of the target volume of a pair (seeds validation masks)."""
-        raise NotImplementedError
+        return self.pair_paths(pair_idx)[1].name
 
     def __len__(self) -> int:
         return len(self.slices)
 
     def lowres_pair(self, index: int) -> LowResPair:
-        """The deterministic degradation of item ``index``."""
+        """The deterministic degradation of item ``index``, checked usable in float32."""
         if index in self._cache:
             return self._cache[index]
-        pair = self.build_lowres(*self.slices[index])
+        pair_idx, slice_idx = self.slices[index]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
+            pair = self.build_lowres(pair_idx, slice_idx)
+            overflowing = float32_overflow(pair)
+        if overflowing is not None:
+            raise self._sample_error(pair_idx, slice_idx, f"'{overflowing}' overflows float32 statistics")
         if self.cache_lowres:
             self._cache[index] = pair
         return pair
 
+    def _sample_error(self, pair_idx: int, slice_idx: int, problem: str) -> DataError:
+        aux, target = self.pair_paths(pair_idx)
+        return DataError(
+            f"{target} (paired with {aux.name}): slice {slice_idx} {problem} after degradation "
+            "(stored values too large or too small for float32)"
+        )
+
     def __getitem__(self, index: int):
         pair_idx, slice_idx = self.slices[index]
-        return self.transform(self.lowres_pair(index), self.target_name(pair_idx), slice_idx)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sample = self.transform(self.lowres_pair(index), self.target_name(pair_idx), slice_idx)
+        field = non_finite_field(sample)
+        if field is not None:
+            raise self._sample_error(pair_idx, slice_idx, f"gives NaN/inf in '{field}' when normalised")
+        return sample
