@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cmfnet.config import register_resolvers, sanitize_config, shrink_config
+from cmfnet.data.errors import DataError
 from cmfnet.io import write_json_atomic
 from cmfnet.lit.module import JointRecSRModule
 from cmfnet.models import build_model
@@ -85,12 +87,20 @@ def build_loggers(cfg: DictConfig, identity: dict, out: Path) -> list:
 
 
 def resolve_ckpt_path(ckpt_path: Optional[str], out: Path) -> Optional[str]:
-    """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist."""
+    """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist and be a
+    complete checkpoint (a torch zip archive whose members pass their CRC check)."""
     if ckpt_path in (None, ""):
         return None
     path = out / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(f"ckpt_path={ckpt_path}: {path} is truncated or not a checkpoint ({err})") from err
+    if broken is not None:
+        raise DataError(f"ckpt_path={ckpt_path}: {path} is corrupted ({broken} fails its CRC check)")
     return str(path)
 
 
@@ -100,7 +110,8 @@ def train(cfg: DictConfig) -> dict:
     cfg = shrink_config(cfg)
     identity = run_identity(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.save(OmegaConf.create(run_config), out / "config.yaml")
 
     mask_func = hydra.utils.instantiate(cfg.mask)
     datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed, _recursive_=True)
@@ -111,7 +122,7 @@ def train(cfg: DictConfig) -> dict:
     loss = hydra.utils.instantiate(cfg.loss)
     module = hydra.utils.instantiate(cfg.module, model=model, loss=loss)
 
-    module.run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))
+    module.run_config = run_config
     loggers = build_loggers(cfg, identity, out)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
@@ -159,10 +170,12 @@ def finish_wandb() -> None:
 
 
 def one_line_error(err: BaseException) -> str:
-    """The error as one line: the root cause's message, prefixed by the config key if known."""
-    cause = err
-    while (cause.__cause__ or cause.__context__) is not None:
-        cause = cause.__cause__ or cause.__context__
+    """The error as one line: the first DataError's message (it names the file) or else the
+    root cause's, prefixed by the config key if known."""
+    chain = [err]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    cause = next((e for e in chain if isinstance(e, DataError)), chain[-1])
     lines = str(cause).strip().splitlines() or [type(cause).__name__]
     key = getattr(err, "full_key", None)
     return f"{key}: {lines[0]}" if key else lines[0]

@@ -1,9 +1,5 @@
 """Reliability: runs and sweeps that survive faults, tables that never go half-written, no secret
 in any record, offline by default. docs/reliability.md lists each fault and the test here.
-
-Tests marked xfail(strict=True) pin a gap in a file this suite's author did not own; the fix is
-proposed in docs/reliability.md. Once it lands the test passes, strict xfail turns that into a
-failure, and the marker must go.
 """
 
 from __future__ import annotations
@@ -304,7 +300,6 @@ def test_non_finite_loss_error_names_step_batch_files_and_slices():
         module.training_step(tiny_batch(float("inf")), batch_idx=7)
 
 
-@pytest.mark.xfail(strict=True, reason="module.py: the hint names train.skip_nonfinite; the key is module.skip_nonfinite")
 def test_non_finite_loss_error_names_the_setting_that_skips():
     module = JointRecSRModule(ScaledIdentity(), JointL1Loss())
     with pytest.raises(NonFiniteLossError, match=r"module\.skip_nonfinite=true"):
@@ -318,8 +313,6 @@ def test_non_finite_gradient_stops_training_naming_the_parameter():
         module.on_before_optimizer_step(torch.optim.SGD(module.model.parameters(), lr=0.1))
 
 
-@pytest.mark.xfail(strict=True, raises=NonFiniteLossError,
-                   reason="module.py: skip_nonfinite covers non-finite losses but not non-finite gradients")
 def test_skip_nonfinite_also_skips_a_step_with_non_finite_gradients():
     """A finite loss can still give inf gradients (e.g. sqrt at 0); with skip_nonfinite the step
     must be skipped (weights untouched) and counted, not stop the run."""
@@ -338,8 +331,6 @@ def test_skip_nonfinite_also_skips_a_step_with_non_finite_gradients():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="train.py: resolve_ckpt_path does not check the file; the error is "
-                                       "'[Errno 22] Invalid argument' (fix proposed in docs/reliability.md)")
 def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
     good = run_cmfnet(tmp_path, *SMOKE, "logger=none", "trainer.max_epochs=1", "hydra.run.dir=run")
     assert good.returncode == 0, good.stderr[-2000:]
@@ -353,8 +344,6 @@ def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="train.py: one_line_error prints the root cause (h5py's message) "
-                                       "instead of the DataError naming the file (fix proposed in docs/reliability.md)")
 def test_corrupted_data_file_gives_a_one_line_error_naming_it_through_run_py(tmp_path):
     from cmfnet.data.synth import generate_dataset
 
@@ -399,8 +388,6 @@ def test_no_file_of_a_wandb_run_contains_a_secret_from_the_environment(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="train.py writes <run>/config.yaml resolved but not sanitised: a secret "
-                                       "interpolated from the environment lands in it (fix proposed in docs/reliability.md)")
 def test_a_secret_interpolated_into_the_config_is_redacted_in_every_file(tmp_path):
     """The token reaches the config through ``${oc.env:...}``, under a secret-looking key and
     inside a harmless value: W&B and checkpoints get the redacted config; so must config.yaml."""

@@ -9,6 +9,7 @@ import time
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from cmfnet import STARTED_AT
@@ -80,7 +81,7 @@ class JointRecSRModule(L.LightningModule):
             where = ", ".join(f"{f} slice {s}" for f, s in zip(batch.fname, batch.slice_idx))
             message = f"non-finite training loss at step {self.global_step} (batch {batch_idx}: {where})"
             if not self.skip_nonfinite:
-                raise NonFiniteLossError(message + "; set train.skip_nonfinite=true to skip such batches")
+                raise NonFiniteLossError(message + "; set module.skip_nonfinite=true to skip such batches")
             self.skipped_batches += 1
             self.print(f"skipping batch: {message}")
             return None
@@ -97,7 +98,13 @@ class JointRecSRModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, param in self.model.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
-                raise NonFiniteLossError(f"non-finite gradient in {name} at step {self.global_step}")
+                message = f"non-finite gradient in {name} at step {self.global_step}"
+                if not self.skip_nonfinite:
+                    raise NonFiniteLossError(message + "; set module.skip_nonfinite=true to skip such steps")
+                optimizer.zero_grad(set_to_none=True)  # the optimizer then leaves every weight as it is
+                self.skipped_batches += 1
+                rank_zero_warn(f"skipping step: {message}")
+                return
 
     def _start_eval(self) -> None:
         self._metrics = {out: VolumeMetrics() for out in OUTPUTS}
