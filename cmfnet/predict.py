@@ -227,34 +227,6 @@ def _read_column_mask(dataset, path: Path, cols: int):
     return mask
 
 
-def _volume_info_without_target(hf, path: Path):
-    """:class:`VolumeInfo` of a file without the HR target (checks kspace and header only)."""
-    import numpy as np
-
-    from cmfnet.data.errors import DataError
-    from cmfnet.data.fastmri import VolumeInfo, parse_ismrmrd_header
-
-    for key in ("kspace", "ismrmrd_header"):
-        if key not in hf:
-            raise DataError(f"{path}: missing dataset '{key}'")
-    kspace = hf["kspace"]
-    if kspace.ndim != 3 or not np.issubdtype(kspace.dtype, np.complexfloating) or kspace.shape[0] == 0:
-        raise DataError(f"{path}: 'kspace' must be complex (slices, rows, cols), got {kspace.dtype} {kspace.shape}")
-    header = parse_ismrmrd_header(hf["ismrmrd_header"][()], path)
-    recon_size = header["recon_size"]
-    if recon_size[0] > kspace.shape[1] or recon_size[1] > kspace.shape[2]:
-        raise DataError(f"{path}: recon size {recon_size} exceeds the k-space size {kspace.shape[1:]}")
-    return VolumeInfo(
-        path=path,
-        num_slices=kspace.shape[0],
-        kspace_shape=tuple(kspace.shape[1:]),
-        recon_size=recon_size,
-        padding_left=header["padding_left"],
-        padding_right=header["padding_right"],
-        acquisition=str(hf.attrs.get("acquisition", "")),
-    )
-
-
 def inspect_volume(path: Path, target_key: str) -> PredictionVolume:
     """Check one volume and return its metadata; files with the target get the training checks."""
     import h5py
@@ -267,13 +239,11 @@ def inspect_volume(path: Path, target_key: str) -> PredictionVolume:
     try:
         with h5py.File(path, "r") as hf:
             has_target = target_key in hf
-            info = None if has_target else _volume_info_without_target(hf, path)
             has_mask = "mask" in hf and "kspace" in hf
             column_mask = _read_column_mask(hf["mask"], path, hf["kspace"].shape[-1]) if has_mask else None
     except OSError as err:
         raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
-    if has_target:
-        info = read_volume_info(path, target_key)
+    info = read_volume_info(path, target_key if has_target else None)
     return PredictionVolume(info=info, has_target=has_target, column_mask=column_mask)
 
 

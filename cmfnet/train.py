@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import zipfile
 from pathlib import Path
@@ -106,6 +107,7 @@ def resolve_ckpt_path(ckpt_path: Optional[str], out: Path) -> Optional[str]:
 
 def train(cfg: DictConfig) -> dict:
     """Fit (unless the model has no parameters to train), test, and return the metrics."""
+    job_started_at = time.time()
     out = output_dir()
     cfg = shrink_config(cfg)
     identity = run_identity(cfg)
@@ -121,6 +123,7 @@ def train(cfg: DictConfig) -> dict:
     model = apply_performance(model, **cfg.performance)
     loss = hydra.utils.instantiate(cfg.loss)
     module = hydra.utils.instantiate(cfg.module, model=model, loss=loss)
+    module.job_started_at = job_started_at
 
     module.run_config = run_config
     loggers = build_loggers(cfg, identity, out)
@@ -131,6 +134,9 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(module.run_config)
         logger.log_hyperparams({"model_summary/params": summary.total_params, "model_summary/macs": summary.macs})
+        if hasattr(logger, "log_table"):  # W&B: parameters and MACs per block
+            rows = [[b.name, b.type, b.params, b.macs] for b in summary.blocks]
+            logger.log_table(key="model_summary", columns=["block", "type", "params", "macs"], data=rows)
 
     trainable = getattr(model, "trainable", True)
     if trainable:
@@ -145,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
     metrics["params"] = summary.total_params
     metrics["wandb_run_id"] = next((lg.experiment.id for lg in loggers if hasattr(lg.experiment, "id")), None)
     metrics["skipped_batches"] = module.skipped_batches
-    metrics["time_to_first_step_s"] = module.time_to_first_step
+    metrics.update(module.startup_times())
     return metrics
 
 

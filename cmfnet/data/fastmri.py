@@ -118,26 +118,31 @@ def _header_xml(node: h5py.Dataset, path: Path) -> bytes:
     return value
 
 
-def read_volume_info(path: Path, target_key: str = "reconstruction_esc") -> VolumeInfo:
-    """Check a fastMRI file's keys, dtypes and shapes and return its metadata."""
+def read_volume_info(path: Path, target_key: Optional[str] = "reconstruction_esc") -> VolumeInfo:
+    """Check a fastMRI file's keys, dtypes and shapes and return its metadata.
+
+    ``target_key=None`` checks k-space and header only (files without an HR target, such as
+    fastMRI's test split).
+    """
     with _open(path) as hf, _reading(path, "its metadata"):
         kspace = _dataset(hf, "kspace", path)
-        target = _dataset(hf, target_key, path)
         header_xml = _header_xml(_dataset(hf, "ismrmrd_header", path), path)
         if kspace.ndim != 3 or not np.issubdtype(kspace.dtype, np.complexfloating):
             raise DataError(f"{path}: 'kspace' must be complex (slices, rows, cols), got {kspace.dtype} {kspace.shape}")
-        if target.ndim != 3 or not np.issubdtype(target.dtype, np.floating):
-            raise DataError(f"{path}: '{target_key}' must be float (slices, H, W), got {target.dtype} {target.shape}")
         if kspace.shape[0] == 0:
             raise DataError(f"{path}: the volume has no slices")
-        if kspace.shape[0] != target.shape[0]:
-            raise DataError(f"{path}: 'kspace' has {kspace.shape[0]} slices but '{target_key}' has {target.shape[0]}")
         header = parse_ismrmrd_header(header_xml, path)
         recon_size = header["recon_size"]
         if min(recon_size) < 1:
             raise DataError(f"{path}: header's recon size {recon_size} is empty")
-        if tuple(target.shape[1:]) != recon_size:
-            raise DataError(f"{path}: '{target_key}' is {target.shape[1:]} but the header's recon size is {recon_size}")
+        if target_key is not None:
+            target = _dataset(hf, target_key, path)
+            if target.ndim != 3 or not np.issubdtype(target.dtype, np.floating):
+                raise DataError(f"{path}: '{target_key}' must be float (slices, H, W), got {target.dtype} {target.shape}")
+            if kspace.shape[0] != target.shape[0]:
+                raise DataError(f"{path}: 'kspace' has {kspace.shape[0]} slices but '{target_key}' has {target.shape[0]}")
+            if tuple(target.shape[1:]) != recon_size:
+                raise DataError(f"{path}: '{target_key}' is {target.shape[1:]} but the header's recon size is {recon_size}")
         if recon_size[0] > kspace.shape[1] or recon_size[1] > kspace.shape[2]:
             raise DataError(f"{path}: recon size {recon_size} exceeds the k-space size {kspace.shape[1:]}")
         if not 0 <= header["padding_left"] < header["padding_right"] <= kspace.shape[2]:

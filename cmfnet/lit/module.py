@@ -62,7 +62,8 @@ class JointRecSRModule(L.LightningModule):
         self.example_images: list[dict] = []
         self.results: dict[str, dict] = {}
         self.run_config: Optional[dict] = None
-        self.time_to_first_step: Optional[float] = None
+        self.job_started_at = time.time()
+        self.first_step_at: Optional[float] = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
@@ -92,8 +93,18 @@ class JointRecSRModule(L.LightningModule):
         return losses.total
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self.time_to_first_step is None:
-            self.time_to_first_step = time.time() - STARTED_AT
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+
+    def startup_times(self) -> dict[str, Optional[float]]:
+        """Seconds from the process's import of cmfnet and from this job's start to the first
+        training step (None when no step ran)."""
+        if self.first_step_at is None:
+            return {"launch_to_first_step_s": None, "job_start_to_first_step_s": None}
+        return {
+            "launch_to_first_step_s": self.first_step_at - STARTED_AT,
+            "job_start_to_first_step_s": self.first_step_at - self.job_started_at,
+        }
 
     def on_before_optimizer_step(self, optimizer) -> None:
         for name, param in self.model.named_parameters():
