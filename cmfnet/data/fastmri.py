@@ -234,10 +234,7 @@ class FastMRIPairDataset(PairedSliceDataset):
         target_key: str = "reconstruction_esc",
         cache_lowres: bool = True,
     ):
-        super().__init__(transform, cache_lowres)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: data folder not found")
+        super().__init__(root, transform, cache_lowres)
         self.scale = scale
         self.target_key = target_key
         self.pairs: list[tuple[VolumeInfo, VolumeInfo]] = []

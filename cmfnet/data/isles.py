@@ -138,10 +138,7 @@ class ISLESPairDataset(PairedSliceDataset):
         target_pattern: str = "*MR_T2*",
         cache_lowres: bool = True,
     ):
-        super().__init__(transform, cache_lowres)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: data folder not found")
+        super().__init__(root, transform, cache_lowres)
         self.hr_size = (int(hr_size[0]), int(hr_size[1]))
         try:
             lowres_shape(self.hr_size, scale)

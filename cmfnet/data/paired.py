@@ -65,8 +65,9 @@ def non_finite_field(sample) -> str | None:
 
 
 class PairedSliceDataset(Dataset):
-    """Base class: ``self.slices`` lists (pair index, slice index); subclasses fill it and
-    implement :meth:`build_lowres` and :meth:`pair_paths`.
+    """Base class over the data folder ``root`` (checked to exist): ``self.slices`` lists
+    (pair index, slice index); subclasses fill it and implement :meth:`build_lowres` and
+    :meth:`pair_paths`.
 
     Item i is ``transform(LowResPair, target file name, slice index)``. The deterministic
     degradation of each slice is cached in memory after first use when ``cache_lowres`` is set
@@ -76,7 +77,10 @@ class PairedSliceDataset(Dataset):
     files and the slice.
     """
 
-    def __init__(self, transform: Callable, cache_lowres: bool):
+    def __init__(self, root: str | Path, transform: Callable, cache_lowres: bool):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data folder not found")
         self.transform = transform
         self.cache_lowres = cache_lowres
         self.slices: list[tuple[int, int]] = []
