@@ -7,7 +7,6 @@ constant here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -29,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 from cmfnet.config import register_resolvers, sanitize_config, shrink_config
 from cmfnet.data.errors import DataError
 from cmfnet.io import write_json_atomic
-from cmfnet.lit.module import JointRecSRModule
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.performance import apply_performance

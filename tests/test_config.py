@@ -6,7 +6,7 @@ import hydra
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from cmfnet.config import register_resolvers, sanitize_config, shrink_config
 from cmfnet.models import build_model
