@@ -439,3 +439,12 @@ def test_summary_counts_t2net_attention():
     summary = model_summary(model, (10, 10))
     attention = next(block for block in summary.blocks if block.name == "attention")
     assert attention.macs == 2 * (10 * 10) ** 2 * 9 * 8
+
+
+def test_unet_too_deep_for_its_input_gives_a_clear_error():
+    from cmfnet.models.blocks import UNet
+
+    unet = UNet(1, 1, width=4, pools=4)
+    with pytest.raises(ValueError, match="16x16 with 4 pools leaves a 1x1 bottleneck"):
+        unet(torch.randn(2, 1, 16, 16))
+    assert unet(torch.randn(2, 1, 24, 24)).shape == (2, 1, 24, 24)

@@ -131,8 +131,8 @@ class UNet(nn.Module):
 
     Any H, W is accepted: the input is reflect-padded (split evenly between both sides) to a
     multiple of 2**pools and the output cropped back. Reflect padding needs the padding on
-    each side to be smaller than the side itself, and InstanceNorm in training needs the
-    bottleneck map (padded size / 2**pools) to have more than one pixel.
+    each side to be smaller than the side itself, and InstanceNorm needs the bottleneck map
+    (padded size / 2**pools) to have more than one pixel (a clear ValueError otherwise).
     """
 
     def __init__(
@@ -170,6 +170,11 @@ class UNet(nn.Module):
             raise ValueError(
                 f"U-Net input {height}x{width} is too small to reflect-pad to a multiple of "
                 f"{multiple} (2**pools); use larger images or fewer pools"
+            )
+        if ((height + pad_h) // multiple) * ((width + pad_w) // multiple) < 2:
+            raise ValueError(
+                f"U-Net input {height}x{width} with {self.pools} pools leaves a 1x1 bottleneck, which "
+                "InstanceNorm cannot normalise; use fewer pools (model.unet_pools) or larger images"
             )
         if pad_h or pad_w:
             x = F.pad(x, (left, pad_w - left, top, pad_h - top), mode="reflect")
