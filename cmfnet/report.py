@@ -479,6 +479,10 @@ def qualitative_figure(report: Report, column: Column, out: Path) -> tuple[Optio
         if example is None:
             notes.append(f"{method}: {path} lacks {reference['fname']} slice {reference['slice_idx']}")
             continue
+        if reference is not None and example["sr"].shape != reference["sr_target"].shape:
+            notes.append(f"{method}: its output {example['sr'].shape} differs from the HR target "
+                         f"{reference['sr_target'].shape} of the first run (different data settings)")
+            continue
         reference = reference or example
         outputs.append((method, example["sr"]))
     if reference is None:

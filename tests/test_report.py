@@ -188,6 +188,17 @@ def test_qualitative_figure_notes_methods_without_examples(sweep, tmp_path):
     assert "qualitative_x2_r4.png: edsr: no examples.npz" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_qualitative_figure_leaves_out_outputs_of_another_size(sweep, tmp_path):
+    path = sweep / "2_model=edsr,scale=2" / "examples.npz"
+    arrays = dict(np.load(path))
+    arrays["sr_0"] = np.zeros((HR + 4, HR + 4), np.float32)
+    np.savez_compressed(path, **arrays)
+    build_report([sweep], tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "qualitative_x2_r4.png: edsr: its output" in report and "differs from the HR target" in report
+    assert (tmp_path / "out" / "qualitative_x2_r4.png").is_file()
+
+
 @pytest.mark.parametrize("make", ["missing", "empty"])
 def test_missing_or_empty_sweep_is_a_one_line_error(tmp_path, capsys, make):
     folder = tmp_path / "sweep"
