@@ -68,11 +68,20 @@ def test_smoke_shrinks_model_and_data_only_when_tiny():
 
 
 def test_named_sweeps_are_multiruns_with_parameters():
-    for name in ("grid", "ablation", "baselines", "loss_weights", "paper"):
+    for name in ("grid", "ablation", "baselines", "loss_weights", "paper", "paper_small", "paper_small_seeds"):
         cfg = _compose(f"sweeps={name}")
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN", name
         assert cfg.hydra.sweeper.params, name
         assert cfg.sweep_name == name
+
+
+def test_small_protocol_shrinks_every_width_by_one_rule_and_seed_cells_set_scale_and_accel():
+    cfg = shrink_config(_compose("sweeps=paper_small", "model=unet_edsr"))
+    assert (cfg.model.width, cfg.model.unet_width, cfg.model.n_resblocks) == (16, 8, 16)
+    assert cfg.data.synthesize.hr_size == 80 and cfg.optimizer.lr == 1e-3
+    seeds = _compose("sweeps=paper_small_seeds", "+cell=x2r4")
+    assert (seeds.scale, seeds.accel) == (2, 4)
+    assert "scale" not in seeds.hydra.sweeper.params
 
 
 def test_launchers_select_hydra_launchers():
