@@ -58,6 +58,32 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.02, metavar="SIGMA",
                         help="k-space noise sd relative to the mean PD brain signal (0.02)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--preview", action="store_true",
+                        help="also draw DIR/preview.png: the middle slice of each split's first pair")
+
+
+def _synth_preview(out) -> None:
+    """Draw the middle slice of the first pair of each split into ``out/preview.png``."""
+    import csv
+
+    import h5py
+
+    from cmfnet.figures import plot_synthetic_preview
+
+    rows = []
+    for split in ("train", "val", "test"):
+        pairs_csv = out / f"singlecoil_{split}_split_less.csv"
+        with open(pairs_csv, newline="") as handle:
+            first = next(csv.reader(handle), None)
+        if first is None:
+            continue
+        images = []
+        for name in first[:2]:
+            with h5py.File(out / f"singlecoil_{split}" / name, "r") as hf:
+                volume = hf["reconstruction_esc"]
+                images.append(volume[volume.shape[0] // 2])
+        rows.append((split, *images))
+    plot_synthetic_preview(rows, out / "preview.png")
 
 
 def _synth_run(args: argparse.Namespace) -> int:
@@ -76,6 +102,8 @@ def _synth_run(args: argparse.Namespace) -> int:
         noise=args.noise,
         progress=not args.quiet,
     )
+    if args.preview:
+        _synth_preview(out)
     if not args.quiet:
         print(f"wrote {args.train + args.val + args.test} pairs to {out}")
     return 0

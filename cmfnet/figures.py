@@ -151,6 +151,17 @@ def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray
     return _save(fig, path)
 
 
+def plot_synthetic_preview(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
+    """One row per (label, auxiliary image, target image) pair of (H, W) magnitudes, each image
+    on its own grey scale (0 to its 99.5th percentile)."""
+    fig, axes = plt.subplots(len(rows), 2, figsize=(5.2, 2.7 * len(rows)), squeeze=False)
+    for row, (label, aux, target) in enumerate(rows):
+        for col, (image, name) in enumerate(((aux, "auxiliary (PD)"), (target, "target (T2)"))):
+            _show(axes[row, col], image, f"{label}: {name}", cmap="gray", vmin=0,
+                  vmax=float(np.percentile(image, 99.5)) or 1.0)
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename) and close."""
     path = Path(path)

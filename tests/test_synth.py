@@ -387,3 +387,13 @@ def test_generate_dataset_defaults_are_tiny(tmp_path):
         assert hf["kspace"].shape == (4, 64, 36)
         assert hf.attrs["synthetic_source"] == "phantom"
     assert math.isclose(json.loads((out / "synth.json").read_text())["noise"], 0.02)
+
+
+def test_cli_preview_draws_a_png_of_each_split(tmp_path):
+    from cmfnet.cli import main
+
+    out = tmp_path / "data"
+    assert main(["synth", "--out", str(out), "--train", "1", "--val", "1", "--test", "1", "--slices", "2",
+                 "--hr-size", "16", "--width", "20", "--source", "phantom", "--quiet", "--preview"]) == 0
+    preview = out / "preview.png"
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and preview.stat().st_size > 5000
