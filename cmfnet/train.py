@@ -193,6 +193,7 @@ def run_task(cfg: DictConfig) -> Optional[float]:
     Returns the test SR PSNR (for sweepers that optimise).
     """
     out = output_dir()
+    fatal = False
     try:
         metrics = {**train(cfg), "status": "completed"}
     except (Exception, KeyboardInterrupt) as err:
@@ -203,12 +204,11 @@ def run_task(cfg: DictConfig) -> Optional[float]:
             pass
         (out / "error.log").write_text(traceback.format_exc())
         log.error("job failed: %s (traceback in %s)", metrics["error"], out / "error.log")
-        if isinstance(err, KeyboardInterrupt) or not is_multirun():
-            write_json_atomic(out / "metrics.json", metrics)
-            finish_wandb()
-            print(f"error: {metrics['error']}", file=sys.stderr)
-            raise SystemExit(1)
+        fatal = isinstance(err, KeyboardInterrupt) or not is_multirun()
     finally:
         finish_wandb()
     write_json_atomic(out / "metrics.json", metrics)
+    if fatal:
+        print(f"error: {metrics['error']}", file=sys.stderr)
+        raise SystemExit(1)
     return metrics.get("sr_psnr")
