@@ -1,11 +1,12 @@
-"""Report figures (matplotlib, Agg backend): a metric against acceleration, and qualitative
-comparisons of one test slice across methods.
+"""Report figures (matplotlib, Agg backend): a metric against acceleration, learning curves,
+and qualitative comparisons of one test slice across methods.
 
-Used by ``cmfnet report``; both functions take plain numbers and arrays, not sweep folders.
+Used by ``cmfnet report``; the functions take plain numbers and arrays, not sweep folders.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -66,6 +67,38 @@ def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]
                 handles.append(handle)
                 labels.append(label)
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_learning_curves(panels: Mapping[str, Mapping[str, Sequence[Sequence[tuple[float, float]]]]], path: Path,
+                         ylabel: str = "val SR PSNR (dB)", title: str = "") -> Path:
+    """Save one panel per entry of ``panels`` (title -> {method -> runs}), each run a list of
+    (epoch, value) points; a method's runs (seeds) share its colour."""
+    methods = list(dict.fromkeys(m for curves in panels.values() for m in curves))
+    colors = method_colors(methods)
+    columns = min(4, max(1, len(panels)))
+    rows = math.ceil(max(1, len(panels)) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (panel_title, curves) in zip(axes.flat, panels.items()):
+        for method, runs in curves.items():
+            for i, points in enumerate(runs):
+                ax.plot([p[0] for p in points], [p[1] for p in points], color=colors[method], linewidth=1.2,
+                        alpha=0.9 if i == 0 else 0.5, label=method if i == 0 else None)
+        ax.set_xlabel("epoch")
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    labels = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(label, handle)
+    fig.legend(labels.values(), labels.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

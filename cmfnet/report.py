@@ -13,7 +13,8 @@ writes into ``--out`` (default: the first sweep folder):
 - ``report.csv``: the same numbers in tidy long format, one row per method x cell x output x
   metric (``method, model, scale, accel, data, mask, output, metric, mean, std, n_seeds,
   seed_sd``; ``seed_sd`` is empty for a single seed).
-- ``psnr_vs_accel.png`` and ``qualitative_x{scale}_r{accel}.png`` (:mod:`cmfnet.figures`).
+- ``psnr_vs_accel.png``, ``learning_curves.png`` (validation SR PSNR per epoch, from each run's
+  ``history.csv``) and ``qualitative_x{scale}_r{accel}.png`` (:mod:`cmfnet.figures`).
 - with ``--wandb`` (default), a W&B run (offline unless ``WANDB_MODE`` says otherwise) in the
   sweep's group ``<sweep_name>/<timestamp>`` holding the tables and figures.
 
@@ -441,6 +442,23 @@ def psnr_panels(report: Report, stats: dict) -> dict[str, dict[str, list[tuple[i
     return panels
 
 
+def curve_panels(report: Report, metric: str = "val/sr_psnr") -> dict[str, dict[str, list[list[tuple[float, float]]]]]:
+    """Learning curves for :func:`cmfnet.figures.plot_learning_curves` from each run's
+    ``history.csv``: one panel per column, one curve per run (seeds of a method share a colour).
+    Runs without a history.csv, or without ``metric`` in it, are left out."""
+    from cmfnet.lit.history import read_history
+
+    panels: dict[str, dict[str, list]] = {}
+    for column in report.columns:
+        for method in report.methods:
+            for run in report.runs_of(method, column):
+                path = run.job_dir / "history.csv"
+                points = [(int(row["epoch"]), row[metric]) for row in read_history(path) if metric in row] if path.is_file() else []
+                if points:
+                    panels.setdefault(report.column_label(column), {}).setdefault(method, []).append(points)
+    return panels
+
+
 def load_example(path: Path, fname: Optional[str] = None, slice_idx: Optional[int] = None) -> Optional[dict[str, Any]]:
     """The first kept example of an ``examples.npz`` (or the one of the given slice): arrays
     ``input, aux, sr, sr_target`` plus ``fname, slice_idx``; None if absent."""
@@ -497,7 +515,7 @@ def qualitative_figure(report: Report, column: Column, out: Path) -> tuple[Optio
 
 def write_figures(report: Report, stats: dict, out: Path) -> tuple[list[str], list[str]]:
     """All PNGs; returns their file names and notes on what could not be drawn."""
-    from cmfnet.figures import plot_metric_vs_accel
+    from cmfnet.figures import plot_learning_curves, plot_metric_vs_accel
 
     names, notes = [], []
     panels = psnr_panels(report, stats)
@@ -505,6 +523,13 @@ def write_figures(report: Report, stats: dict, out: Path) -> tuple[list[str], li
         plot_metric_vs_accel(panels, out / "psnr_vs_accel.png",
                              title="SR PSNR (mean ± std over test volumes)")
         names.append("psnr_vs_accel.png")
+    curves = curve_panels(report)
+    if curves:
+        plot_learning_curves(curves, out / "learning_curves.png",
+                             title="validation SR PSNR per epoch (history.csv of each run)")
+        names.append("learning_curves.png")
+    else:
+        notes.append("no learning curves: no run has a history.csv with val/sr_psnr")
     for column in report.columns:
         name, column_notes = qualitative_figure(report, column, out)
         notes += column_notes

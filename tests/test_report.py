@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from cmfnet.cli import main
-from cmfnet.report import build_report, format_cell, CellStats, load_report
+from cmfnet.lit.history import history_csv
+from cmfnet.report import build_report, curve_panels, format_cell, CellStats, load_report
 from conftest import REPO
 
 HR, LR = 32, 16
@@ -36,11 +37,15 @@ def metrics(model: str, scale: int, accel: int, seed: int = 42, sr_psnr: float =
 
 
 def write_job(sweep: Path, name: str, record: dict, overrides: list[str] | None = None,
-              examples_seed: int | None = None) -> Path:
-    """A job folder: metrics.json, optional .hydra/overrides.yaml and a tiny examples.npz."""
+              examples_seed: int | None = None, history: list[float] | None = None) -> Path:
+    """A job folder: metrics.json, optional .hydra/overrides.yaml, a tiny examples.npz and a
+    history.csv with the given val SR PSNR per epoch."""
     job = sweep / name
     job.mkdir(parents=True)
     (job / "metrics.json").write_text(json.dumps(record))
+    if history is not None:
+        rows = [{"epoch": e, "step": 10 * (e + 1), "train/loss": 1.0 / (e + 1), "val/sr_psnr": v} for e, v in enumerate(history)]
+        (job / "history.csv").write_text(history_csv(rows))
     if overrides is not None:
         (job / ".hydra").mkdir()
         (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
@@ -62,9 +67,12 @@ def sweep(tmp_path) -> Path:
     """2 scales x 1 accel; cmfnet beats edsr at x2 but not x4; zero_filled is worst; two seeds
     for cmfnet at x2; one failed t2net job."""
     root = tmp_path / "multirun" / "paper" / "2026-01-01_00-00-00_1"
-    write_job(root, "0_model=cmfnet,scale=2", metrics("cmfnet", 2, 4, sr_psnr=33.0), examples_seed=1)
-    write_job(root, "1_model=cmfnet,scale=2,seed=7", metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0))
-    write_job(root, "2_model=edsr,scale=2", metrics("edsr", 2, 4, sr_psnr=32.0), examples_seed=2)
+    write_job(root, "0_model=cmfnet,scale=2", metrics("cmfnet", 2, 4, sr_psnr=33.0), examples_seed=1,
+              history=[30.0, 32.0, 33.0])
+    write_job(root, "1_model=cmfnet,scale=2,seed=7", metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0),
+              history=[31.0, 34.0])
+    write_job(root, "2_model=edsr,scale=2", metrics("edsr", 2, 4, sr_psnr=32.0), examples_seed=2,
+              history=[29.0, 32.0])
     write_job(root, "3_model=zero_filled,scale=2", metrics("zero_filled", 2, 4, sr_psnr=25.0), examples_seed=3)
     write_job(root, "4_model=cmfnet,scale=4", metrics("cmfnet", 4, 4, sr_psnr=28.0), examples_seed=4)
     write_job(root, "5_model=edsr,scale=4", metrics("edsr", 4, 4, sr_psnr=29.5), examples_seed=5)
@@ -174,12 +182,28 @@ def test_cli_writes_tables_and_figures(sweep, capsys):
     for name in ("report.md", "report.csv"):
         assert (sweep / name).stat().st_size > 200
     pngs = {p.name: p.stat().st_size for p in sweep.glob("*.png")}
-    assert set(pngs) == {"psnr_vs_accel.png", "qualitative_x2_r4.png", "qualitative_x4_r4.png"}
+    assert set(pngs) == {"psnr_vs_accel.png", "learning_curves.png", "qualitative_x2_r4.png", "qualitative_x4_r4.png"}
     assert all(size > 10_000 for size in pngs.values())
     assert not (sweep / "wandb").exists()
     assert "report.md" in capsys.readouterr().out
     markdown = (sweep / "report.md").read_text()
     assert "`qualitative_x2_r4.png`" in markdown and "psnr_vs_accel.png" in markdown
+
+
+def test_learning_curves_come_from_history_csv_one_curve_per_seed(sweep):
+    panels = curve_panels(load_report([sweep]))
+    assert list(panels) == ["x2 / R4"]  # no x4 run has a history.csv
+    assert panels["x2 / R4"]["cmfnet"] == [[(0, 31.0), (1, 34.0)], [(0, 30.0), (1, 32.0), (2, 33.0)]]  # by seed
+    assert panels["x2 / R4"]["edsr"] == [[(0, 29.0), (1, 32.0)]]
+    assert "zero_filled" not in panels["x2 / R4"]
+
+
+def test_report_without_any_history_notes_the_missing_curves(sweep, tmp_path):
+    for path in sweep.rglob("history.csv"):
+        path.unlink()
+    build_report([sweep], tmp_path / "out")
+    assert not (tmp_path / "out" / "learning_curves.png").exists()
+    assert "no learning curves" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_qualitative_figure_notes_methods_without_examples(sweep, tmp_path):
@@ -238,3 +262,4 @@ def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
     assert list(sr) == ["zero_filled", "cmfnet"]
     assert all(cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:])
     assert (sweep / "qualitative_x4_r4.png").stat().st_size > 10_000
+    assert (sweep / "learning_curves.png").stat().st_size > 10_000

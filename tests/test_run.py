@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+
+from cmfnet.lit.history import read_history
 
 from conftest import REPO
 
@@ -41,6 +44,13 @@ def test_smoke_run_writes_metrics_checkpoints_images_and_offline_wandb(tmp_path)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert (run / "images" / "val_examples.png").stat().st_size > 1000
+    history = read_history(run / "history.csv")
+    config = OmegaConf.load(run / "config.yaml")
+    assert [row["epoch"] for row in history] == list(range(config.trainer.max_epochs))
+    assert all(row["train/loss"] > 0 and "val/sr_psnr" in row for row in history)
+    best = torch.load(next((run / "checkpoints").glob("best-*.ckpt")), map_location="cpu", weights_only=True)
+    monitor = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert max(row["val/sr_psnr"] for row in history) == pytest.approx(float(monitor["best_model_score"]), rel=1e-6)
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and offline[0].name.endswith(metrics["wandb_run_id"])
     logged = (run / "wandb").rglob("*")
@@ -121,6 +131,9 @@ def test_killed_run_resumes_from_last_checkpoint_to_the_same_metrics(tmp_path):
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     for key in ("sr_psnr", "sr_ssim", "sr_nmse", "rec_psnr", "rec_ssim", "rec_nmse"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
+    full, killed = read_history(tmp_path / "full" / "history.csv"), read_history(tmp_path / "killed" / "history.csv")
+    assert [row["epoch"] for row in killed] == [row["epoch"] for row in full] == [0, 1, 2, 3]
+    assert killed[-1]["val/sr_psnr"] == pytest.approx(full[-1]["val/sr_psnr"], rel=1e-6)
 
 
 @pytest.mark.parametrize("launcher", ["gpus", "submitit_local"])
