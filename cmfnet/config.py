@@ -30,6 +30,15 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("process_id", lambda: str(os.getpid()), use_cache=True)
 
 
+def apply_tiny_preset(node: DictConfig | dict, tiny: bool) -> DictConfig | dict:
+    """Remove a group node's ``tiny:`` preset (in place) and return the node, with the preset's
+    values merged over it when ``tiny`` is set (a new DictConfig or dict, like the input)."""
+    preset = node.pop("tiny", None)
+    if not (tiny and preset):
+        return node
+    return OmegaConf.merge(node, preset) if isinstance(node, DictConfig) else {**node, **preset}
+
+
 def shrink_config(cfg: DictConfig) -> DictConfig:
     """Scale the model's channel widths by ``cfg.width_factor``, apply each group's ``tiny``
     preset when ``cfg.tiny`` is set, then drop the presets.
@@ -50,11 +59,8 @@ def shrink_config(cfg: DictConfig) -> DictConfig:
                 cfg.model[key] = max(WIDTH_FLOOR, round(cfg.model[key] * factor))
         for group in TINY_GROUPS:
             node = cfg.get(group)
-            if not isinstance(node, DictConfig) or "tiny" not in node:
-                continue
-            preset = node.pop("tiny")
-            if cfg.tiny and preset:
-                cfg[group] = OmegaConf.merge(node, preset)
+            if isinstance(node, DictConfig):
+                cfg[group] = apply_tiny_preset(node, bool(cfg.tiny))
     return cfg
 
 

@@ -13,6 +13,7 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from cmfnet.config import apply_tiny_preset
 from cmfnet.models.baselines import EDSR, UNetEDSR, ZeroFilled
 from cmfnet.models.blocks import JointModel
 from cmfnet.models.cmfnet import CMFNet, MultiContrastAggregation, MutualFusion
@@ -48,7 +49,4 @@ def build_model(model_cfg: DictConfig | Mapping[str, Any], tiny: bool = False) -
         cfg = dict(model_cfg)
     if "defaults" in cfg:
         raise ValueError("model config still has a 'defaults' list: compose it with Hydra before building")
-    tiny_overrides = cfg.pop("tiny", None) or {}
-    if tiny:
-        cfg.update(tiny_overrides)
-    return hydra.utils.instantiate(cfg)
+    return hydra.utils.instantiate(apply_tiny_preset(cfg, tiny))
