@@ -4,7 +4,7 @@ Reads every job's ``metrics.json`` (:func:`cmfnet.sweep.collect_results`) of one
 folders (``multirun/<sweep>/<timestamp>``; several are merged, e.g. a sweep and a re-run) and
 writes into ``--out`` (default: the first sweep folder):
 
-- ``report.md``: an SR table (the headline) and a rec table, rows = methods, columns = scale x
+- ``report.md`` (``--name`` changes the base name): an SR table (the headline) and a rec table, rows = methods, columns = scale x
   acceleration, cells = mean ± std over test volumes, the best value per column and metric in
   bold; then failed and superseded jobs and the figures. With several seeds of one cell, a cell
   reads ``mean ± std (seeds: n, sd s)``: the mean over seeds of each run's mean over volumes ±
@@ -594,32 +594,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR",
                         help="multirun/<sweep>/<timestamp> folder(s); several are merged (later ones win)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: the first SWEEP_DIR)")
+    parser.add_argument("--name", default="report", metavar="NAME",
+                        help="base name of the tables: NAME.md and NAME.csv (default: report)")
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
                         help="log the tables and figures into a new W&B run (offline unless WANDB_MODE is set)")
     parser.add_argument("--wandb-project", default="cmfnet", metavar="NAME", help="W&B project (cmfnet)")
 
 
 def build_report(sweep_dirs: Sequence[Path], out: Path, use_wandb: bool = False,
-                 wandb_project: str = "cmfnet") -> dict[str, Any]:
-    """Write report.md, report.csv and the figures into ``out`` (and the W&B run if asked);
-    returns ``{"report", "markdown", "csv", "figures", "wandb_run"}`` paths/objects."""
+                 wandb_project: str = "cmfnet", name: str = "report") -> dict[str, Any]:
+    """Write ``<name>.md``, ``<name>.csv`` and the figures into ``out`` (and the W&B run if
+    asked); returns ``{"report", "markdown", "csv", "figures", "wandb_run"}`` paths/objects."""
     from cmfnet.io import write_text_atomic
 
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"--name {name!r}: expected a plain file name such as 'report'")
     report = load_report(sweep_dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stats = all_stats(report)
     figures, figure_notes = write_figures(report, stats, out)
-    write_text_atomic(out / "report.md", report_markdown(report, stats, figures, figure_notes))
-    write_text_atomic(out / "report.csv", report_csv(long_rows(report, stats)))
+    markdown, table = out / f"{name}.md", out / f"{name}.csv"
+    write_text_atomic(markdown, report_markdown(report, stats, figures, figure_notes))
+    write_text_atomic(table, report_csv(long_rows(report, stats)))
     wandb_run = log_to_wandb(report, stats, out, figures, wandb_project) if use_wandb else None
-    return {"report": report, "markdown": out / "report.md", "csv": out / "report.csv",
+    return {"report": report, "markdown": markdown, "csv": table,
             "figures": [out / name for name in figures], "wandb_run": wandb_run}
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.sweep_dirs[0]
-    written = build_report(args.sweep_dirs, out, use_wandb=args.wandb, wandb_project=args.wandb_project)
+    written = build_report(args.sweep_dirs, out, use_wandb=args.wandb, wandb_project=args.wandb_project,
+                           name=args.name)
     report = written["report"]
     print(f"{len(report.runs)} completed runs, {len(report.failures)} failed jobs -> {written['markdown']}, "
           f"{written['csv'].name}, {len(written['figures'])} figures")

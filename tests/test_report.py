@@ -206,6 +206,14 @@ def test_report_without_any_history_notes_the_missing_curves(sweep, tmp_path):
     assert "no learning curves" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_name_sets_the_table_file_names_and_rejects_paths(sweep, tmp_path, capsys):
+    assert main(["report", str(sweep), "--no-wandb", "--out", str(tmp_path / "out"), "--name", "results"]) == 0
+    assert {p.name for p in (tmp_path / "out").glob("results.*")} == {"results.md", "results.csv"}
+    assert not list((tmp_path / "out").glob("report.*"))
+    assert main(["report", str(sweep), "--no-wandb", "--out", str(tmp_path / "bad"), "--name", "../x"]) == 2
+    assert "--name" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_qualitative_figure_notes_methods_without_examples(sweep, tmp_path):
     (sweep / "2_model=edsr,scale=2" / "examples.npz").unlink()
     build_report([sweep], tmp_path / "out")
