@@ -151,3 +151,47 @@ def test_parallel_and_submitit_launchers_run_every_job(tmp_path, launcher):
             metrics = json.loads((job / "metrics.json").read_text())
             assert 0 < metrics["job_start_to_first_step_s"] < metrics["launch_to_first_step_s"]
     assert time.time() - start < 600
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live (non-zombie) descendant pids of ``pid``, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_killing_the_gpus_launcher_stops_its_workers(tmp_path):
+    env = {**os.environ, "CMFNET_CACHE_DIR": str(tmp_path.parent / "shared-cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", "launcher=gpus", "scale=2,4", "experiment=smoke",
+                             "logger=csv", "trainer.max_epochs=10000"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.glob("multirun/adhoc/*/*/history.csv")):
+        time.sleep(0.5)
+    assert list(tmp_path.glob("multirun/adhoc/*/*/history.csv")), "no job started training"
+    workers = _descendants(proc.pid)
+    assert len(workers) >= 2
+    proc.terminate()
+    proc.wait(timeout=30)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)], "workers kept running after the launcher was killed"

@@ -3,13 +3,16 @@
 A pool of worker processes (spawned, so CUDA is initialised only inside them) claims one
 device each and sets ``CUDA_VISIBLE_DEVICES`` to it before anything imports CUDA; jobs are
 handed to whichever worker is free, so as many jobs run at once as there are devices. With no
-GPU (or ``devices: cpu``), ``cpu_workers`` jobs run side by side on the CPU.
+GPU (or ``devices: cpu``), ``cpu_workers`` jobs run side by side on the CPU. Workers exit on
+their own when the launching process dies.
 """
 
 
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +62,23 @@ def resolve_devices(devices: Any, cpu_workers: int) -> list[str]:
     return slots
 
 
-def _claim_device(queue, env: dict) -> None:
+def exit_when_orphaned(parent_pid: int, poll_s: float = 1.0) -> threading.Thread:
+    """Start a daemon thread that ends this process (exit code 1) once its parent is gone, so a
+    sweep whose launcher is killed (SIGTERM, SIGKILL) leaves no worker training on."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-when-orphaned", daemon=True)
+    thread.start()
+    return thread
+
+
+def _claim_device(queue, env: dict, parent_pid: int) -> None:
     global _DEVICE
+    exit_when_orphaned(parent_pid)
     _DEVICE = queue.get()
     os.environ.update({k: str(v) for k, v in env.items()})
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if _DEVICE == "cpu" else _DEVICE
@@ -113,11 +131,12 @@ class GPUPoolLauncher(Launcher):
         log.info("GPU pool launcher: %d jobs on %d slot(s) %s", len(job_overrides), len(slots), slots)
         payload = cloudpickle.dumps((self.hydra_context, self.config, self.task_function, Singleton.get_state()))
         context = multiprocessing.get_context("spawn")
-        queue = context.Manager().Queue()
+        queue = context.Queue()
         for slot in slots:
             queue.put(slot)
         with ProcessPoolExecutor(
-            max_workers=len(slots), mp_context=context, initializer=_claim_device, initargs=(queue, self.env)
+            max_workers=len(slots), mp_context=context, initializer=_claim_device,
+            initargs=(queue, self.env, os.getpid())
         ) as pool:
             futures = [
                 pool.submit(_run_in_worker, payload, list(overrides), initial_job_idx + i)
