@@ -52,9 +52,10 @@ METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "nmse": "NMSE"}
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "nmse": False}
 #: decimals shown (and compared when choosing the bold value) per metric
 DIGITS = {"psnr": 2, "ssim": 4, "nmse": 4}
-#: override keys (or key prefixes before a dot) that do not make a run another method
+#: override keys (or key prefixes before a dot) that do not make a run another method (``cell``
+#: presets only set scale and accel, which metrics.json records)
 NEUTRAL_OVERRIDE_KEYS = ("sweeps", "sweep_name", "launcher", "logger", "callbacks", "hydra",
-                         "ckpt_path", "trainer.devices", "trainer.accelerator")
+                         "ckpt_path", "trainer.devices", "trainer.accelerator", "cell")
 #: override keys that place a run in a table cell or mark it as a seed
 IDENTITY_OVERRIDE_KEYS = ("model", "data", "mask", "scale", "accel", "seed")
 CSV_COLUMNS = ("method", "model", "scale", "accel", "data", "mask", "output", "metric",

@@ -172,6 +172,16 @@ def test_overrides_beyond_the_cell_name_separate_methods(tmp_path):
     assert report.methods == ["cmfnet [loss.w_rec=0.2]", "cmfnet [loss.w_rec=1.0]"]
 
 
+def test_seed_sweep_with_cell_presets_adds_seeds_to_the_same_methods(sweep, tmp_path):
+    seeds = tmp_path / "multirun" / "paper_seeds" / "2026-01-02_00-00-00_1"
+    write_job(seeds, "0_+cell=x2r4,model=edsr,seed=43", metrics("edsr", 2, 4, seed=43, sr_psnr=30.0),
+              overrides=["model=edsr", "+cell=x2r4", "seed=43", "sweeps=paper_seeds"])
+    report = load_report([sweep, seeds])
+    assert report.methods == ["zero_filled", "edsr", "t2net", "cmfnet"]
+    column = next(c for c in report.columns if c.scale == 2)
+    assert [run.seed for run in report.runs_of("edsr", column)] == [42, 43]
+
+
 def test_cell_format_without_std_and_with_seeds():
     assert format_cell(CellStats(0.123456, float("nan"), 1, None), "nmse") == "0.1235"
     assert format_cell(CellStats(30.0, 1.0, 3, 0.25), "psnr", bold=True) == "**30.00** ± 1.00 (seeds: 3, sd 0.25)"
