@@ -62,26 +62,19 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also draw DIR/preview.png: the middle slice of each split's first pair")
 
 
-def _synth_preview(out) -> None:
-    """Draw the middle slice of the first pair of each split into ``out/preview.png``."""
-    import csv
-
-    import h5py
-
+def _synth_preview(out, counts: dict[str, int]) -> None:
+    """Draw the middle slice of the first pair of each non-empty split into ``out/preview.png``."""
+    from cmfnet.data.fastmri import read_pairs_csv, read_slice, read_volume_info
     from cmfnet.figures import plot_synthetic_preview
 
     rows = []
-    for split in ("train", "val", "test"):
-        pairs_csv = out / f"singlecoil_{split}_split_less.csv"
-        with open(pairs_csv, newline="") as handle:
-            first = next(csv.reader(handle), None)
-        if first is None:
+    for split, count in counts.items():
+        if not count:
             continue
         images = []
-        for name in first[:2]:
-            with h5py.File(out / f"singlecoil_{split}" / name, "r") as hf:
-                volume = hf["reconstruction_esc"]
-                images.append(volume[volume.shape[0] // 2])
+        for name in read_pairs_csv(out / f"singlecoil_{split}_split_less.csv")[0]:
+            info = read_volume_info(out / f"singlecoil_{split}" / name)
+            images.append(read_slice(info, info.num_slices // 2, "reconstruction_esc")[1])
         rows.append((split, *images))
     plot_synthetic_preview(rows, out / "preview.png")
 
@@ -103,7 +96,7 @@ def _synth_run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if args.preview:
-        _synth_preview(out)
+        _synth_preview(out, {"train": args.train, "val": args.val, "test": args.test})
     if not args.quiet:
         print(f"wrote {args.train + args.val + args.test} pairs to {out}")
     return 0

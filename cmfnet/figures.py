@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -29,6 +29,15 @@ def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
     """A fixed colour per method, in the given order (tab10, then tab20 for more methods)."""
     cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     return {method: cmap(i % cmap.N) for i, method in enumerate(methods)}
+
+
+def _shared_legend(fig: plt.Figure, axes: np.ndarray) -> None:
+    """One legend right of the figure with every label of every panel, once, in first-seen order."""
+    labels: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(label, handle)
+    fig.legend(labels.values(), labels.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
 def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]], path: Path,
@@ -60,13 +69,7 @@ def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]
         ax.set_title(panel_title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(ylabel)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for ax in axes[0, 1:]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    _shared_legend(fig, axes)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -94,11 +97,7 @@ def plot_learning_curves(panels: Mapping[str, Mapping[str, Sequence[Sequence[tup
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
-    labels = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    _shared_legend(fig, axes)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

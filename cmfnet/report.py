@@ -4,8 +4,8 @@ Reads every job's ``metrics.json`` (:func:`cmfnet.sweep.collect_results`) of one
 folders (``multirun/<sweep>/<timestamp>``; several are merged, e.g. a sweep and a re-run) and
 writes into ``--out`` (default: the first sweep folder):
 
-- ``report.md`` (``--name`` changes the base name): an SR table (the headline) and a rec table, rows = methods, columns = scale x
-  acceleration, cells = mean ± std over test volumes, the best value per column and metric in
+- ``report.md`` (``--name`` changes the base name): an SR table (the headline) and a rec
+  table, rows = methods, columns = scale x acceleration, cells = mean ± std over test volumes, the best value per column and metric in
   bold; then failed and superseded jobs and the figures. With several seeds of one cell, a cell
   reads ``mean ± std (seeds: n, sd s)``: the mean over seeds of each run's mean over volumes ±
   the mean over seeds of each run's std over volumes, then the number of seeds and the sample
@@ -454,7 +454,9 @@ def curve_panels(report: Report, metric: str = "val/sr_psnr") -> dict[str, dict[
         for method in report.methods:
             for run in report.runs_of(method, column):
                 path = run.job_dir / "history.csv"
-                points = [(int(row["epoch"]), row[metric]) for row in read_history(path) if metric in row] if path.is_file() else []
+                if not path.is_file():
+                    continue
+                points = [(int(row["epoch"]), row[metric]) for row in read_history(path) if metric in row]
                 if points:
                     panels.setdefault(report.column_label(column), {}).setdefault(method, []).append(points)
     return panels
@@ -620,7 +622,7 @@ def build_report(sweep_dirs: Sequence[Path], out: Path, use_wandb: bool = False,
     write_text_atomic(table, report_csv(long_rows(report, stats)))
     wandb_run = log_to_wandb(report, stats, out, figures, wandb_project) if use_wandb else None
     return {"report": report, "markdown": markdown, "csv": table,
-            "figures": [out / name for name in figures], "wandb_run": wandb_run}
+            "figures": [out / figure for figure in figures], "wandb_run": wandb_run}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ class EpochHistoryWriter(L.Callback):
     def __init__(self, path: str):
         self.path = Path(path)
         self.rows: list[dict[str, float]] = []
-        self._loss_sum = 0.0
+        self._loss_sum: torch.Tensor | float = 0.0
         self._loss_count = 0
         self._validated = False
 
@@ -60,7 +60,7 @@ class EpochHistoryWriter(L.Callback):
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            self._loss_sum += float(loss.detach())
+            self._loss_sum = self._loss_sum + loss.detach()  # stays on the device: no sync per step
             self._loss_count += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -68,7 +68,7 @@ class EpochHistoryWriter(L.Callback):
             return
         row: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         if self._loss_count:
-            row["train/loss"] = self._loss_sum / self._loss_count
+            row["train/loss"] = float(self._loss_sum) / self._loss_count
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         if self._validated:
