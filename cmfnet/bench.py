@@ -22,6 +22,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: The speed options ``options=[...]`` may name, alone or joined by ``+``.
+SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
+
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets.
 BF16_PEAK_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
@@ -81,7 +84,8 @@ def lowres_size(cfg) -> tuple[int, int]:
 
 
 def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
-    """Train and inference samples/s and peak memory of one speed option."""
+    """Train and inference samples/s and peak memory of one speed option, or of several joined
+    by ``+`` (e.g. ``bf16+channels_last+compile``)."""
     import hydra
     import torch
 
@@ -92,13 +96,16 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     base_rss = PeakRSS.current()
     h, w = lowres_size(cfg)
     batch = int(cfg.batch)
-    switches = {"channels_last": option == "channels_last", "compile": option == "compile",
-                "activation_checkpointing": option == "activation_checkpointing"}
+    parts = set(option.split("+"))
+    unknown = parts - set(SPEED_OPTIONS) - {"eager_fp32"}
+    if unknown:
+        raise ValueError(f"options: unknown speed option(s) {sorted(unknown)}; choose from {list(SPEED_OPTIONS)}")
+    switches = {name: name in parts for name in ("channels_last", "compile", "activation_checkpointing")}
     model = apply_performance(build_model(cfg.model).to(device), **{**cfg.performance, **switches})
     if device == "cuda":
-        torch.backends.cudnn.benchmark = option == "cudnn_benchmark"
+        torch.backends.cudnn.benchmark = "cudnn_benchmark" in parts
         torch.cuda.reset_peak_memory_stats()
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16) if option == "bf16" else nullcontext()
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16) if "bf16" in parts else nullcontext()
     loss_fn = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)(model.parameters()) if getattr(model, "trainable", True) else None
     inputs = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h, w, device=device)
@@ -148,31 +155,47 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
 
 
 def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
-    """Samples/s of the training set in one process (cold: first read and degradation;
-    warm: cached LR k-space, only masks drawn) and through DataLoaders over the warm slices with
-    each worker count (workers start with the parent's cache)."""
-    import hydra
-    from torch.utils.data import DataLoader, Subset
+    """The training data path as a run uses it.
 
-    from cmfnet.lit.datamodule import collate_samples
+    One process: samples/s of the first ``data_samples`` slices read and degraded (cold), then
+    again from the cache with only masks drawn (warm). Set-up: seconds to fill the whole
+    training split's cache with the configured workers. Loader: ``data.loader_epochs`` epochs of
+    the training DataLoader over the filled cache with each worker count, as samples/s over
+    whole epochs (workers start again every epoch, and that is counted) and the wait for each
+    epoch's first batch.
+    """
+    import hydra
 
     mask_func = hydra.utils.instantiate(cfg.mask)
-    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed)
+    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed, fill_cache=False)
     datamodule.prepare_data()
-    dataset = datamodule.build_dataset("train")
-    count = min(int(cfg.data_samples), len(dataset))
+    probe = datamodule.build_dataset("train")
+    count = min(int(cfg.data_samples), len(probe))
     result: dict[str, Any] = {"samples": count}
     for label in ("cold", "warm"):
         start = time.perf_counter()
         for i in range(count):
-            dataset[i]
+            probe[i]
         result[f"{label}_samples_per_s"] = count / (time.perf_counter() - start)
-    warm = Subset(dataset, range(count))  # the slices cached above: only masks are drawn per step
+    datamodule.setup("fit")
+    train = datamodule.datasets["train"]
+    start = time.perf_counter()
+    train.fill_cache(int(cfg.data.num_workers))
+    result["train_slices"] = len(train)
+    result["cache_fill_s"] = time.perf_counter() - start
     for workers in worker_counts:
-        loader = DataLoader(warm, batch_size=int(cfg.batch), num_workers=int(workers), collate_fn=collate_samples)
-        start = time.perf_counter()
-        seen = sum(batch.target_input.shape[0] for batch in loader)
+        datamodule.num_workers = workers
+        loader = datamodule.train_dataloader()
+        seen, waits, start = 0, [], time.perf_counter()
+        for epoch in range(int(cfg.loader_epochs)):
+            loader.sampler.set_epoch(epoch)
+            epoch_start = time.perf_counter()
+            for step, batch in enumerate(loader):
+                if step == 0:
+                    waits.append(time.perf_counter() - epoch_start)
+                seen += batch.target_input.shape[0]
         result[f"loader_{workers}_workers_samples_per_s"] = seen / (time.perf_counter() - start)
+        result[f"loader_{workers}_workers_first_batch_s"] = sum(waits) / len(waits)
     return result
 
 
@@ -210,22 +233,31 @@ def print_results(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"cmfnet bench: {results['model']} x{results['scale']} batch {results['batch']} on {results['device']}")
-    for column in ("option", "train samples/s", "ratio", "infer samples/s", "ratio", "peak MB", "warm-up s"):
+    columns = ["option", "train samples/s", "ratio", "infer samples/s", "ratio", "peak MB", "warm-up s"]
+    with_peak = any("train_fraction_of_bf16_peak" in row for row in results["model_options"])
+    if with_peak:  # useful training FLOPs (3 x forward) against the device's dense bf16 peak
+        columns.append("% bf16 peak")
+    for column in columns:
         table.add_column(column, justify="right")
     for row in results["model_options"]:
         if "error" in row:
-            table.add_row(row["option"], "error: " + row["error"], "", "", "", "", "")
+            table.add_row(row["option"], "error: " + row["error"], *[""] * (len(columns) - 2))
             continue
-        table.add_row(row["option"], f"{row['train_samples_per_s']:.2f}", f"{row['train_ratio']:.2f}x",
-                      f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x",
-                      f"{row['peak_memory_mb']:.0f}", f"{row['warmup_s']:.1f}")
-    console = Console(width=110)
+        cells = [row["option"], f"{row['train_samples_per_s']:.2f}", f"{row['train_ratio']:.2f}x",
+                 f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x",
+                 f"{row['peak_memory_mb']:.0f}", f"{row['warmup_s']:.1f}"]
+        if with_peak:
+            cells.append(f"{100 * row.get('train_fraction_of_bf16_peak', float('nan')):.1f}")
+        table.add_row(*cells)
+    console = Console(width=130)
     console.print(table)
     data = results.get("data_path", {})
     if data:
-        lines = [f"data path ({data['samples']} slices): cold {data['cold_samples_per_s']:.1f}/s, warm (cached, 1 worker) {data['warm_samples_per_s']:.1f}/s"]
-        lines += [f"  {k.replace('_', ' ')}: {v:.1f}" for k, v in data.items() if k.startswith("loader_")]
-        lines.append(f"  loader (default workers) / model training consumption: {results['data_to_model_ratio']:.1f}x")
+        lines = [f"data path ({data['samples']} slices, one process): cold {data['cold_samples_per_s']:.1f}/s, warm (cached) {data['warm_samples_per_s']:.1f}/s",
+                 f"  cache fill at set-up: {data['train_slices']} training slices in {data['cache_fill_s']:.1f} s"]
+        lines += [f"  {k.replace('_', ' ')}: {v:.2f}" for k, v in data.items() if k.startswith("loader_")]
+        lines.append(f"  loader (default workers) / what the fastest option ({results['data_to_model_ratio_against']}) trains on: "
+                     f"{results['data_to_model_ratio']:.1f}x")
         console.print("\n".join(lines))
     if results.get("launch"):
         console.print(f"launch: {json.dumps(results['launch'])}")
@@ -244,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     if args.only_option:
         print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
-    choices = [o for o in cfg.options if device == "cuda" or o != "cudnn_benchmark"]
+    choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs
     results: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "scale": cfg.scale, "batch": cfg.batch,
@@ -267,9 +299,12 @@ def run(args: argparse.Namespace) -> int:
     default_workers = int(cfg.data.num_workers)
     results["data_path"] = measure_data_path(cfg, sorted({*map(int, cfg.data_workers), default_workers}))
     loader_rate = results["data_path"][f"loader_{default_workers}_workers_samples_per_s"]
-    results["data_to_model_ratio"] = loader_rate / reference["train_samples_per_s"]
+    fastest = max(results["model_options"], key=lambda row: row.get("train_samples_per_s", 0.0))
+    results["data_to_model_ratio"] = loader_rate / fastest["train_samples_per_s"]
+    results["data_to_model_ratio_against"] = fastest["option"]
     if cfg.launch:
-        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "launch=", "json=", "device=")
+        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=",
+                      "launch=", "json=", "device=")
         results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
     print_results(results)
     if cfg.json:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cmfnet.config import register_resolvers, sanitize_config, shrink_config
 from cmfnet.data.errors import DataError
+from cmfnet.data.paired import worker_error_message
 from cmfnet.io import write_json_atomic
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
@@ -175,12 +176,13 @@ def finish_wandb() -> None:
 
 def one_line_error(err: BaseException) -> str:
     """The error as one line: the first DataError's message (it names the file) or else the
-    root cause's, prefixed by the config key if known."""
+    root cause's (as raised, also when a DataLoader worker raised it), prefixed by the config
+    key if known."""
     chain = [err]
     while (chain[-1].__cause__ or chain[-1].__context__) is not None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     cause = next((e for e in chain if isinstance(e, DataError)), chain[-1])
-    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    lines = worker_error_message(str(cause)).strip().splitlines() or [type(cause).__name__]
     key = getattr(err, "full_key", None)
     return f"{key}: {lines[0]}" if key else lines[0]
 

@@ -59,15 +59,21 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
-                   "options=[channels_last,activation_checkpointing]", "data_samples=4", "data_workers=[0]",
-                   "launch=false", f"json={out}"])
+                   "options=[channels_last,activation_checkpointing+channels_last,no_such_option]", "data_samples=4",
+                   "data_workers=[0]", "loader_epochs=2", "launch=false", f"json={out}"])
     assert status == 0
     results = json.loads(out.read_text())
     rows = {row["option"]: row for row in results["model_options"]}
-    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing"]
+    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "no_such_option"]
+    assert "unknown speed option" in rows.pop("no_such_option")["error"]
     assert rows["eager_fp32"]["train_ratio"] == 1.0
     for row in rows.values():
         assert row["train_samples_per_s"] > 0 and row["infer_samples_per_s"] > 0
         assert row["train_ratio"] == pytest.approx(row["train_samples_per_s"] / rows["eager_fp32"]["train_samples_per_s"])
-    assert results["data_path"]["warm_samples_per_s"] > 0 and results["data_to_model_ratio"] > 0
+    data = results["data_path"]
+    assert data["warm_samples_per_s"] > 0 and data["train_slices"] == 6 and data["cache_fill_s"] >= 0
+    assert data["loader_0_workers_samples_per_s"] > 0 and data["loader_0_workers_first_batch_s"] > 0
+    fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])
+    assert results["data_to_model_ratio_against"] == fastest["option"]
+    assert results["data_to_model_ratio"] == pytest.approx(data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"])
     assert "eager_fp32" in capsys.readouterr().out

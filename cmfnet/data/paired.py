@@ -3,12 +3,13 @@ last line of defence against silent bad samples (every item is checked finite)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from cmfnet.data.errors import DataError
 from cmfnet.degrade import LowResPair
@@ -70,8 +71,10 @@ class PairedSliceDataset(Dataset):
     :meth:`pair_paths`.
 
     Item i is ``transform(LowResPair, target file name, slice index)``. The deterministic
-    degradation of each slice is cached in memory after first use when ``cache_lowres`` is set
-    (each DataLoader worker holds its own copy); only the mask is drawn per step. A degraded
+    degradation of each slice is cached in memory after first use when ``cache_lowres`` is set;
+    only the mask is drawn per step. A cache filled inside a DataLoader worker dies with the
+    worker at the end of each epoch, so :meth:`fill_cache` fills it in this process before the
+    workers are forked (they then share it copy-on-write). A degraded
     slice whose energy overflows float32, or an item with NaN or inf anywhere (finite stored
     values can overflow in the FFT or the normalisation), raises :class:`DataError` naming both
     files and the slice.
@@ -115,6 +118,26 @@ class PairedSliceDataset(Dataset):
             self._cache[index] = pair
         return pair
 
+    def fill_cache(self, workers: int = 0, desc: str = "caching slices") -> int:
+        """Degrade every slice not cached yet, in ``workers`` DataLoader worker processes (0: in
+        this one), with a progress bar on a terminal; returns how many slices were added.
+        Does nothing unless ``cache_lowres`` is set. Errors are the same one-line
+        :class:`DataError` s that reading the slice in this process gives."""
+        if not self.cache_lowres:
+            return 0
+        missing = [i for i in range(len(self)) if i not in self._cache]
+        if not missing:
+            return 0
+        from tqdm.auto import tqdm
+
+        loader = DataLoader(_LowResView(self, missing), batch_size=None, num_workers=workers, collate_fn=_as_is)
+        try:
+            for index, pair in tqdm(loader, total=len(missing), desc=desc, unit="slice", disable=None, leave=False):
+                self._cache[index] = pair
+        except DataError as err:
+            raise DataError(worker_error_message(str(err))) from None
+        return len(missing)
+
     def _sample_error(self, pair_idx: int, slice_idx: int, problem: str) -> DataError:
         aux, target = self.pair_paths(pair_idx)
         return DataError(
@@ -130,3 +153,38 @@ class PairedSliceDataset(Dataset):
         if field is not None:
             raise self._sample_error(pair_idx, slice_idx, f"gives NaN/inf in '{field}' when normalised")
         return sample
+
+
+class _LowResView(Dataset):
+    """Item k -> (index, dataset.lowres_pair(index)) for ``index = indices[k]``: lets DataLoader
+    workers degrade slices for the parent's cache."""
+
+    def __init__(self, dataset: PairedSliceDataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, LowResPair]:
+        index = self.indices[k]
+        return index, self.dataset.lowres_pair(index)
+
+
+def _as_is(item):
+    """Collate function that leaves an item untouched (numpy arrays stay numpy arrays)."""
+    return item
+
+
+def worker_error_message(message: str) -> str:
+    """The original message of an error re-raised by a DataLoader worker.
+
+    PyTorch re-raises a worker's exception in the parent with the message
+    ``Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...``, whose last
+    line is ``<module>.<Class>: <original message>``. Any other message is returned as it is.
+    """
+    lines = message.strip().splitlines()
+    if len(lines) < 2 or not re.match(r"Caught \w+ in DataLoader worker process \d+", lines[0]):
+        return message
+    last = re.match(r"[\w.]+: (.*)", lines[-1].strip())
+    return last.group(1) if last else lines[-1].strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -15,6 +17,8 @@ from cmfnet.data.synth_cache import ensure_dataset
 from cmfnet.data.transforms import JointRecSRTransform
 
 SPLITS = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 
 def collate_samples(samples):
@@ -67,8 +71,12 @@ class JointDataModule(L.LightningDataModule):
         scale: super-resolution factor.
         seed: seeds the training shuffle and mask stream per epoch.
         batch_size, num_workers, pin_memory: DataLoader settings (validation and test use
-            ``eval_batch_size``).
+            ``eval_batch_size``); ``pin_memory="auto"`` pins when a CUDA device is present.
         clamp: input clamp after instance normalisation.
+        fill_cache: degrade every slice of a split when it is set up (in ``num_workers``
+            processes), so the DataLoader workers forked at every epoch share one full cache;
+            without it each epoch's workers rebuild the cache from the files and lose it.
+            Splits whose dataset has ``cache_lowres: false`` are not filled.
         synthesize: generator settings; if given, the synthetic data set is generated into
             ``root`` on first use (once, under a lock) before the loaders are built.
     """
@@ -83,8 +91,9 @@ class JointDataModule(L.LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
         clamp: float = 6.0,
+        fill_cache: bool = True,
         synthesize: Optional[Mapping] = None,
     ):
         super().__init__()
@@ -101,8 +110,11 @@ class JointDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        if pin_memory not in (True, False, "auto"):
+            raise ValueError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else pin_memory
         self.clamp = clamp
+        self.fill_cache = fill_cache
         self.synthesize = dict(synthesize) if synthesize else None
         self.datasets: dict[str, Dataset] = {}
 
@@ -124,6 +136,11 @@ class JointDataModule(L.LightningDataModule):
         for split in wanted.get(stage, SPLITS) if stage else SPLITS:
             if split not in self.datasets and split in self.splits:
                 self.datasets[split] = self.build_dataset(split)
+                if self.fill_cache and hasattr(self.datasets[split], "fill_cache"):
+                    started = time.perf_counter()
+                    added = self.datasets[split].fill_cache(self.num_workers, desc=f"caching {split} slices")
+                    if added:
+                        log.info("cached %d %s slices in %.1f s", added, split, time.perf_counter() - started)
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSeededSampler(self.datasets["train"], self.seed)

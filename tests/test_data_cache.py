@@ -1,0 +1,97 @@
+"""The per-slice LR cache is filled once at set-up and serves every epoch's DataLoader workers;
+errors raised inside workers keep their one-line message."""
+
+import functools
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from cmfnet.data.errors import DataError
+from cmfnet.data.fastmri import FastMRIPairDataset
+from cmfnet.data.paired import worker_error_message
+from cmfnet.lit.datamodule import JointDataModule
+from cmfnet.masks import RandomMaskFunc
+from cmfnet.train import one_line_error
+
+
+def _datamodule(root, workers, fill_cache=True, pin_memory=False):
+    split = functools.partial(FastMRIPairDataset, root=root / "singlecoil_val", pairs_csv=root / "pairs.csv")
+    return JointDataModule(root=str(root), splits={"train": split, "val": split}, mask_func=RandomMaskFunc([0.08], [4]),
+                           scale=2, seed=0, batch_size=2, num_workers=workers, pin_memory=pin_memory,
+                           fill_cache=fill_cache)
+
+
+def _epochs(datamodule, epochs=2):
+    """Slices delivered per epoch by the training loader, then by the validation loader."""
+    loader = datamodule.train_dataloader()
+    seen = []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        seen.append(sum(batch.target_input.shape[0] for batch in loader))
+    seen.append(sum(batch.target_input.shape[0] for batch in datamodule.val_dataloader()))
+    return seen
+
+
+def _break_nan_slice(root):
+    with h5py.File(root / "singlecoil_val" / "file0_pdfs.h5", "a") as hf:
+        kspace = hf["kspace"][()]
+        kspace[1, 3, 4] = np.nan
+        hf["kspace"][...] = kspace
+
+
+def test_setup_fills_the_cache_with_the_degradation_of_every_slice(fastmri_pairs):
+    datamodule = _datamodule(fastmri_pairs, workers=2)
+    datamodule.setup("fit")
+    for split in ("train", "val"):
+        dataset = datamodule.datasets[split]
+        assert sorted(dataset._cache) == list(range(len(dataset))) == list(range(7))
+        for index, (pair_idx, slice_idx) in enumerate(dataset.slices):
+            fresh = dataset.build_lowres(pair_idx, slice_idx)
+            for field in ("target_kspace_lr", "target_lr", "aux_lr", "target_hr"):
+                np.testing.assert_array_equal(getattr(dataset._cache[index], field), getattr(fresh, field))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_epoch_is_served_from_the_cache_without_reading_files(fastmri_pairs, workers):
+    filled = _datamodule(fastmri_pairs, workers=workers)
+    unfilled = _datamodule(fastmri_pairs, workers=workers, fill_cache=False)
+    filled.setup("fit")
+    unfilled.setup("fit")
+    shutil.rmtree(fastmri_pairs / "singlecoil_val")  # any read of a slice from now on fails
+    assert _epochs(filled) == [6, 6, 7]  # 7 slices, batches of 2, the trailing one dropped in training
+    with pytest.raises(DataError, match="file not found"):
+        _epochs(unfilled)
+
+
+def test_a_bad_slice_found_by_a_fill_worker_is_a_one_line_error_naming_the_file(fastmri_pairs):
+    _break_nan_slice(fastmri_pairs)
+    with pytest.raises(DataError) as raised:
+        _datamodule(fastmri_pairs, workers=2).setup("fit")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.endswith("file0_pdfs.h5: slice 1 k-space contains NaN or inf"), message
+
+
+def test_errors_re_raised_from_dataloader_workers_read_as_the_original(fastmri_pairs):
+    _break_nan_slice(fastmri_pairs)
+    dataset = _datamodule(fastmri_pairs, workers=0, fill_cache=False)
+    dataset.setup("fit")
+    train = dataset.datasets["train"]
+    with pytest.raises(DataError) as in_process:
+        train[1]
+    with pytest.raises(DataError) as from_worker:
+        list(DataLoader(torch.utils.data.Subset(train, [1]), num_workers=1, collate_fn=list))
+    assert str(from_worker.value).startswith("Caught DataError in DataLoader worker process 0")
+    assert worker_error_message(str(from_worker.value)) == str(in_process.value)
+    assert one_line_error(from_worker.value) == str(in_process.value)
+    assert worker_error_message("plain message\nsecond line") == "plain message\nsecond line"
+
+
+def test_pin_memory_auto_follows_the_cuda_device_and_other_values_are_refused(fastmri_pairs):
+    assert _datamodule(fastmri_pairs, workers=0, pin_memory="auto").pin_memory is torch.cuda.is_available()
+    with pytest.raises(ValueError, match="data.pin_memory must be true, false or auto"):
+        _datamodule(fastmri_pairs, workers=0, pin_memory="yes")
