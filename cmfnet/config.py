@@ -23,11 +23,37 @@ def register_resolvers() -> None:
     ``${fastmri_center_fraction:accel}``: fastMRI's centre fraction (4 -> 0.08, 8 -> 0.04).
     ``${process_id:}``: this process's id, cached in the config, so that two sweeps started in
     the same second get different folders.
+    ``${cuda_available:}``: whether this process sees a CUDA device (cuDNN autotuning, pinned
+    memory). ``${fastest_precision:}``: the trainer precision of the GPU default (see
+    :func:`fastest_precision`). Both are resolved in the job, so a ``launcher=gpus`` job sees
+    the one GPU it is pinned to.
     """
     if not OmegaConf.has_resolver("fastmri_center_fraction"):
         OmegaConf.register_new_resolver("fastmri_center_fraction", center_fraction_for)
     if not OmegaConf.has_resolver("process_id"):
         OmegaConf.register_new_resolver("process_id", lambda: str(os.getpid()), use_cache=True)
+    if not OmegaConf.has_resolver("cuda_available"):
+        OmegaConf.register_new_resolver("cuda_available", cuda_available)
+    if not OmegaConf.has_resolver("fastest_precision"):
+        OmegaConf.register_new_resolver("fastest_precision", fastest_precision)
+
+
+def cuda_available() -> bool:
+    """Whether this process sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def fastest_precision() -> str:
+    """``bf16-mixed`` on a CUDA device with native bf16 (compute capability 8.0 or later:
+    A100, H100, L40S, ...), else ``32-true``. bf16 autocast keeps CMF-Net's metrics within the
+    seed-to-seed spread of fp32 (``sweeps=precision``, docs/performance.md)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8:
+        return "bf16-mixed"
+    return "32-true"
 
 
 def apply_tiny_preset(node: DictConfig | dict, tiny: bool) -> DictConfig | dict:

@@ -52,6 +52,21 @@ def test_every_combination_instantiates(model, data, mask, tmp_path):
     hydra.utils.instantiate(cfg.trainer, logger=False)
 
 
+@pytest.mark.parametrize("cuda, capability, trainer, expected", [
+    (False, None, "default", ("32-true", False, False)),
+    (True, (9, 0), "default", ("bf16-mixed", True, True)),  # H100 / H200
+    (True, (7, 0), "default", ("32-true", True, True)),  # V100: no native bf16
+    (True, (9, 0), "cpu", ("32-true", False, True)),
+])
+def test_gpu_defaults_follow_the_device_the_job_sees(monkeypatch, cuda, capability, trainer, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cfg = _compose(f"trainer={trainer}")
+    assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.data.pin_memory) == expected
+
+
 def test_center_fraction_follows_acceleration_unless_set():
     assert _compose("accel=4").center_fraction == 0.08
     assert _compose("accel=8").center_fraction == 0.04

@@ -18,11 +18,10 @@ from cmfnet.masks import RandomMaskFunc
 from cmfnet.train import one_line_error
 
 
-def _datamodule(root, workers, fill_cache=True, pin_memory=False):
+def _datamodule(root, workers, fill_cache=True):
     split = functools.partial(FastMRIPairDataset, root=root / "singlecoil_val", pairs_csv=root / "pairs.csv")
     return JointDataModule(root=str(root), splits={"train": split, "val": split}, mask_func=RandomMaskFunc([0.08], [4]),
-                           scale=2, seed=0, batch_size=2, num_workers=workers, pin_memory=pin_memory,
-                           fill_cache=fill_cache)
+                           scale=2, seed=0, batch_size=2, num_workers=workers, fill_cache=fill_cache)
 
 
 def _epochs(datamodule, epochs=2):
@@ -90,8 +89,3 @@ def test_errors_re_raised_from_dataloader_workers_read_as_the_original(fastmri_p
     assert one_line_error(from_worker.value) == str(in_process.value)
     assert worker_error_message("plain message\nsecond line") == "plain message\nsecond line"
 
-
-def test_pin_memory_auto_follows_the_cuda_device_and_other_values_are_refused(fastmri_pairs):
-    assert _datamodule(fastmri_pairs, workers=0, pin_memory="auto").pin_memory is torch.cuda.is_available()
-    with pytest.raises(ValueError, match="data.pin_memory must be true, false or auto"):
-        _datamodule(fastmri_pairs, workers=0, pin_memory="yes")

@@ -71,7 +71,7 @@ class JointDataModule(L.LightningDataModule):
         scale: super-resolution factor.
         seed: seeds the training shuffle and mask stream per epoch.
         batch_size, num_workers, pin_memory: DataLoader settings (validation and test use
-            ``eval_batch_size``); ``pin_memory="auto"`` pins when a CUDA device is present.
+            ``eval_batch_size``).
         clamp: input clamp after instance normalisation.
         fill_cache: degrade every slice of a split when it is set up (in ``num_workers``
             processes), so the DataLoader workers forked at every epoch share one full cache;
@@ -91,7 +91,7 @@ class JointDataModule(L.LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
-        pin_memory: bool | str = False,
+        pin_memory: bool = False,
         clamp: float = 6.0,
         fill_cache: bool = True,
         synthesize: Optional[Mapping] = None,
@@ -110,9 +110,7 @@ class JointDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        if pin_memory not in (True, False, "auto"):
-            raise ValueError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
-        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else pin_memory
+        self.pin_memory = pin_memory
         self.clamp = clamp
         self.fill_cache = fill_cache
         self.synthesize = dict(synthesize) if synthesize else None

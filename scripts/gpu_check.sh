@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/performance.md in one run on a CUDA machine, from the repository root
+# (about 8 minutes on one H200, most of it torch.compile and the precision sweep):
+#   bench      cmfnet bench: full CMF-Net x4 batch 8, each speed option and the combinations
+#              against fp32 eager, % of the bf16 peak, the data path, launch to first step;
+#   grid       the GPU paths: a 2x2 smoke grid through launcher=gpus with trainer=gpu, one
+#              trainer=ddp run, one run with the GPU defaults (no trainer override);
+#   precision  bf16 against fp32 on the GPU: sweeps=precision for the full CMF-Net, three jobs
+#              at a time on GPU 0, then cmfnet report.
+# Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench grid precision)
+# GPU_CHECK_OVERRIDES="k=v ..." is appended to every command (a dry run on a CPU machine:
+# GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu hydra.launcher.devices=cpu").
+# OUT_DIR/summary.txt says what passed; each step's log, bench.json and the reports lie beside it.
+set -uo pipefail
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [grid] [precision]}
+shift
+stages=${*:-bench grid precision}
+read -r -a extra <<< "${GPU_CHECK_OVERRIDES:-}"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export PYTHONUNBUFFERED=1 WANDB_MODE=offline
+export CMFNET_CACHE_DIR=${CMFNET_CACHE_DIR:-$PWD/.cache/cmfnet}
+failures=0
+
+step() {  # step NAME COMMAND...: run it, log to OUT_DIR/NAME.log, note the outcome in summary.txt
+  local name=$1 start code
+  shift
+  start=$(date +%s)
+  echo "== $name: $*" | tee -a "$out/summary.txt"
+  "$@" > "$out/$name.log" 2>&1
+  code=$?
+  if [ "$code" -eq 0 ]; then
+    echo "   ok, $(( $(date +%s) - start )) s" | tee -a "$out/summary.txt"
+  else
+    echo "   FAILED with exit code $code after $(( $(date +%s) - start )) s; last lines:" | tee -a "$out/summary.txt"
+    tail -n 5 "$out/$name.log" | sed 's/^/   | /' | tee -a "$out/summary.txt"
+    failures=$((failures + 1))
+  fi
+}
+
+{
+  date -u
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'devices', [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"
+  nproc
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+} > "$out/environment.txt" 2>&1
+
+for stage in $stages; do
+  case $stage in
+    bench)
+      step bench python3 -m cmfnet.cli bench model=cmfnet scale=4 batch=8 warmup_steps=3 timed_steps=10 \
+        "options=[bf16,channels_last,cudnn_benchmark,activation_checkpointing,compile,bf16+channels_last+cudnn_benchmark,bf16+channels_last+cudnn_benchmark+compile,bf16+activation_checkpointing]" \
+        "data_workers=[0,2,4]" "json=$out/bench.json" "${extra[@]}"
+      ;;
+    grid)
+      step grid python3 run.py -m experiment=smoke launcher=gpus trainer=gpu scale=2,4 accel=4,8 logger=none \
+        "hydra.sweep.dir=$out/grid" "${extra[@]}"
+      [ -f "$out/grid/results.md" ] && cp "$out/grid/results.md" "$out/grid_results.md"
+      step ddp python3 run.py experiment=smoke trainer=ddp logger=none "hydra.run.dir=$out/ddp" "${extra[@]}"
+      step defaults python3 run.py experiment=smoke trainer=default logger=none "hydra.run.dir=$out/defaults" \
+        "${extra[@]}"
+      grep -E "^  (accelerator|precision|benchmark):|^  pin_memory:" "$out/defaults/config.yaml" | tee -a "$out/summary.txt"
+      ;;
+    precision)
+      step precision python3 run.py sweeps=precision trainer=gpu hydra.sweeper.params.model=cmfnet \
+        "hydra.launcher.devices=[0,0,0]" "hydra.sweep.dir=$out/precision" "${extra[@]}"
+      step precision_report python3 -m cmfnet.cli report "$out/precision" --out "$out" --name precision --no-wandb
+      ;;
+    *)
+      echo "unknown stage '$stage' (bench, grid, precision)" >&2
+      exit 2
+      ;;
+  esac
+done
+echo "$failures step(s) failed" | tee -a "$out/summary.txt"
+[ "$failures" -eq 0 ]
