@@ -9,7 +9,7 @@
 #              at a time on GPU 0, then cmfnet report.
 # Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench grid precision)
 # GPU_CHECK_OVERRIDES="k=v ..." is appended to every command (a dry run on a CPU machine:
-# GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu hydra.launcher.devices=cpu").
+# GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu").
 # OUT_DIR/summary.txt says what passed; each step's log, bench.json and the reports lie beside it.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [grid] [precision]}
@@ -62,7 +62,7 @@ for stage in $stages; do
       grep -E "^  (accelerator|precision|benchmark):|^  pin_memory:" "$out/defaults/config.yaml" | tee -a "$out/summary.txt"
       ;;
     precision)
-      step precision python3 run.py sweeps=precision trainer=gpu hydra.sweeper.params.model=cmfnet \
+      step precision python3 run.py sweeps=precision trainer=gpu launcher=gpus hydra.sweeper.params.model=cmfnet \
         "hydra.launcher.devices=[0,0,0]" "hydra.sweep.dir=$out/precision" "${extra[@]}"
       step precision_report python3 -m cmfnet.cli report "$out/precision" --out "$out" --name precision --no-wandb
       ;;
