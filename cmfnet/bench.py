@@ -22,7 +22,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: The speed options ``options=[...]`` may name, alone or joined by ``+``.
+#: The speed options ``options=[...]`` may name, alone or joined by ``+``. ``options`` may also
+#: name ``fit_loop``: the run's own training loop (:func:`measure_fit_loop`), alone.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets.
@@ -154,6 +155,81 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     return result
 
 
+def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
+    """Training samples/s through the run's own loop: Lightning's Trainer built from the
+    ``trainer`` config as ``python run.py`` resolves it on this device (precision, cuDNN
+    autotuning), the LightningModule with its per-step checks and logging, the speed switches
+    under ``performance:``, and the rich progress bar, on one random batch held on the host and
+    moved to the device every step as a loader's batch would be. Inference is not measured."""
+    import hydra
+    import torch
+    from lightning.pytorch.callbacks import Callback, RichProgressBar
+    from torch.utils.data import DataLoader, Dataset
+
+    from cmfnet.data.transforms import JointSample
+    from cmfnet.models import build_model
+    from cmfnet.performance import apply_performance
+
+    torch.manual_seed(0)
+    base_rss = PeakRSS.current()
+    h, w = lowres_size(cfg)
+    batch, scale = int(cfg.batch), int(cfg.scale)
+    warmup, steps = int(cfg.warmup_steps), int(cfg.warmup_steps) + int(cfg.timed_steps)
+    sample = JointSample(
+        target_input=torch.randn(batch, 1, h, w), aux_input=torch.randn(batch, 1, h, w),
+        rec_target=torch.randn(batch, 1, h, w), sr_target=torch.randn(batch, 1, h * scale, w * scale),
+        mask=torch.ones(batch, w), mean=torch.zeros(batch), std=torch.ones(batch),
+        fname=["bench.h5"] * batch, slice_idx=list(range(batch)),
+    )
+
+    class RepeatedBatch(Dataset):
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, index: int) -> JointSample:
+            return sample
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    class StepTimer(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+            if batch_idx == warmup:
+                sync()
+                self.timed_from = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            sync()
+            self.timed_to = time.perf_counter()
+
+    model = apply_performance(build_model(cfg.model), **cfg.performance)
+    module = hydra.utils.instantiate(cfg.module, model=model, loss=hydra.utils.instantiate(cfg.loss))
+    timer = StepTimer()
+    loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=_as_is, pin_memory=bool(cfg.data.pin_memory))
+    with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, **({"accelerator": "cpu"} if device == "cpu" else {}), max_epochs=1, max_steps=steps,
+            logger=False, enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
+            num_sanity_val_steps=0, callbacks=[RichProgressBar(), timer], default_root_dir=tmp)
+        started = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader)
+    result: dict[str, Any] = {
+        "option": "fit_loop", "precision": str(trainer.precision), "warmup_s": timer.timed_from - started,
+        "train_samples_per_s": batch * int(cfg.timed_steps) / (timer.timed_to - timer.timed_from),
+        "infer_samples_per_s": None,
+    }
+    if device == "cuda":
+        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result["peak_memory_mb"] = (rss.peak - base_rss) / 2**20
+    return result
+
+
+def _as_is(item):
+    return item
+
+
 def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
     """The training data path as a run uses it.
 
@@ -243,8 +319,9 @@ def print_results(results: dict) -> None:
         if "error" in row:
             table.add_row(row["option"], "error: " + row["error"], *[""] * (len(columns) - 2))
             continue
-        cells = [row["option"], f"{row['train_samples_per_s']:.2f}", f"{row['train_ratio']:.2f}x",
-                 f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x",
+        label = f"{row['option']} [{row['precision']}]" if "precision" in row else row["option"]
+        infer = (f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x") if "infer_ratio" in row else ("-", "-")
+        cells = [label, f"{row['train_samples_per_s']:.2f}", f"{row['train_ratio']:.2f}x", *infer,
                  f"{row['peak_memory_mb']:.0f}", f"{row['warmup_s']:.1f}"]
         if with_peak:
             cells.append(f"{100 * row.get('train_fraction_of_bf16_peak', float('nan')):.1f}")
@@ -274,7 +351,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = compose_bench_config(list(args.overrides))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     if args.only_option:
-        print(json.dumps(measure_model(cfg, args.only_option, device)))
+        if args.only_option == "fit_loop":
+            print(json.dumps(measure_fit_loop(cfg, device)))
+        else:
+            print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
@@ -290,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
             results["model_options"].append({"option": option, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             continue
         row["train_ratio"] = row["train_samples_per_s"] / reference["train_samples_per_s"]
-        row["infer_ratio"] = row["infer_samples_per_s"] / reference["infer_samples_per_s"]
+        if row["infer_samples_per_s"] is not None:
+            row["infer_ratio"] = row["infer_samples_per_s"] / reference["infer_samples_per_s"]
         if device == "cuda":
             peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in results["device"]), None)
             if peak:

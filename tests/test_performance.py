@@ -59,13 +59,17 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
-                   "options=[channels_last,activation_checkpointing+channels_last,no_such_option]", "data_samples=4",
+                   "options=[channels_last,activation_checkpointing+channels_last,fit_loop,no_such_option]", "data_samples=4",
                    "data_workers=[0]", "loader_epochs=2", "launch=false", f"json={out}"])
     assert status == 0
     results = json.loads(out.read_text())
     rows = {row["option"]: row for row in results["model_options"]}
-    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "no_such_option"]
+    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop",
+                          "no_such_option"]
     assert "unknown speed option" in rows.pop("no_such_option")["error"]
+    fit_loop = rows.pop("fit_loop")  # the run's own Trainer loop, as run.py resolves it on the CPU
+    assert fit_loop["precision"] == "32-true" and fit_loop["infer_samples_per_s"] is None
+    assert fit_loop["train_samples_per_s"] > 0 and "infer_ratio" not in fit_loop
     assert rows["eager_fp32"]["train_ratio"] == 1.0
     for row in rows.values():
         assert row["train_samples_per_s"] > 0 and row["infer_samples_per_s"] > 0
@@ -77,3 +81,29 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     assert results["data_to_model_ratio_against"] == fastest["option"]
     assert results["data_to_model_ratio"] == pytest.approx(data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"])
     assert "eager_fp32" in capsys.readouterr().out
+
+
+def test_the_gradient_check_reads_the_device_once_per_step(monkeypatch):
+    """Each host read of a GPU value stalls the step; the NaN/inf gradient check of every
+    training step must cost one, not one per parameter tensor."""
+    from cmfnet.lit.module import JointRecSRModule
+    from cmfnet.losses import JointL1Loss
+
+    model = _tiny()
+    module = JointRecSRModule(model, JointL1Loss())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    assert len(list(model.parameters())) > 50
+    reads = []
+    to_bool, to_item = torch.Tensor.__bool__, torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append("bool") or to_bool(self))
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append("item") or to_item(self))
+    module.on_before_optimizer_step(optimizer)
+    assert len(reads) == 1
+    monkeypatch.undo()
+    last = list(model.parameters())[-1]
+    last.grad[0] = float("nan")  # still found, and named, when only the last tensor is bad
+    name = [n for n, p in model.named_parameters()][-1]
+    with pytest.raises(Exception, match=f"non-finite gradient in {name}"):
+        module.on_before_optimizer_step(optimizer)
