@@ -166,6 +166,7 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
     from lightning.pytorch.callbacks import Callback, RichProgressBar
     from torch.utils.data import DataLoader, Dataset
 
+    from cmfnet.data.paired import collate_as_is
     from cmfnet.data.transforms import JointSample
     from cmfnet.models import build_model
     from cmfnet.performance import apply_performance
@@ -206,7 +207,7 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
     model = apply_performance(build_model(cfg.model), **cfg.performance)
     module = hydra.utils.instantiate(cfg.module, model=model, loss=hydra.utils.instantiate(cfg.loss))
     timer = StepTimer()
-    loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=_as_is, pin_memory=bool(cfg.data.pin_memory))
+    loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
         trainer = hydra.utils.instantiate(
             cfg.trainer, **({"accelerator": "cpu"} if device == "cpu" else {}), max_epochs=1, max_steps=steps,
@@ -224,10 +225,6 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
     else:
         result["peak_memory_mb"] = (rss.peak - base_rss) / 2**20
     return result
-
-
-def _as_is(item):
-    return item
 
 
 def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:

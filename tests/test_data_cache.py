@@ -44,7 +44,9 @@ def _break_nan_slice(root):
 
 def test_setup_fills_the_cache_with_the_degradation_of_every_slice(fastmri_pairs):
     datamodule = _datamodule(fastmri_pairs, workers=2)
+    torch_state = torch.get_rng_state()
     datamodule.setup("fit")
+    assert torch.equal(torch.get_rng_state(), torch_state), "filling the cache must not move the global RNG"
     for split in ("train", "val"):
         dataset = datamodule.datasets[split]
         assert sorted(dataset._cache) == list(range(len(dataset))) == list(range(7))

@@ -130,7 +130,8 @@ class PairedSliceDataset(Dataset):
             return 0
         from tqdm.auto import tqdm
 
-        loader = DataLoader(_LowResView(self, missing), batch_size=None, num_workers=workers, collate_fn=_as_is)
+        loader = DataLoader(_LowResView(self, missing), batch_size=None, num_workers=workers, collate_fn=collate_as_is,
+                            generator=torch.Generator())  # its own seed source: the global RNG stays untouched
         try:
             for index, pair in tqdm(loader, total=len(missing), desc=desc, unit="slice", disable=None, leave=False):
                 self._cache[index] = pair
@@ -171,7 +172,7 @@ class _LowResView(Dataset):
         return index, self.dataset.lowres_pair(index)
 
 
-def _as_is(item):
+def collate_as_is(item):
     """Collate function that leaves an item untouched (numpy arrays stay numpy arrays)."""
     return item
 
