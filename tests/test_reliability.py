@@ -358,6 +358,29 @@ def test_corrupted_data_file_gives_a_one_line_error_naming_it_through_run_py(tmp
     assert line.startswith("error: ") and broken.name in line, line
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fill_cache", ["true", "false"])
+def test_bad_slice_met_by_loader_workers_gives_a_one_line_error_naming_it(tmp_path, fill_cache):
+    """With workers the slice is read in another process (the cache fill at set-up, or the
+    training loader); the error must still name the file and slice, not PyTorch's wrapper."""
+    import h5py
+
+    from cmfnet.data.synth import generate_dataset
+
+    root = generate_dataset(tmp_path / "knee", n_train=2, n_val=1, n_test=1, slices=3, hr_size=32, width=36,
+                            seed=0, source="phantom", noise=0.0, progress=False)
+    broken = sorted((Path(root) / "singlecoil_train").glob("*_pdfs.h5"))[0]
+    with h5py.File(broken, "a") as hf:
+        kspace = hf["kspace"][()]
+        kspace[1, 3, 4] = np.nan
+        hf["kspace"][...] = kspace
+    proc = run_cmfnet(tmp_path, *SMOKE, "logger=none", "data=fastmri_knee", f"data.root={root}",
+                      "data.num_workers=2", f"data.fill_cache={fill_cache}", "hydra.run.dir=run")
+    assert proc.returncode == 1
+    line = last_stderr_line(proc)
+    assert line == f"error: {broken}: slice 1 k-space contains NaN or inf", line
+
+
 # --------------------------------------------------------------------------------------------
 # Secrets and offline operation
 # --------------------------------------------------------------------------------------------
