@@ -62,7 +62,7 @@ for stage in $stages; do
       grep -E "^  (accelerator|precision|benchmark):|^  pin_memory:" "$out/defaults/config.yaml" | tee -a "$out/summary.txt"
       ;;
     precision)
-      step precision python3 run.py sweeps=precision trainer=gpu launcher=gpus hydra.sweeper.params.model=cmfnet \
+      step precision python3 run.py sweeps=precision trainer=gpu launcher=gpus logger=none hydra.sweeper.params.model=cmfnet \
         "hydra.launcher.devices=[0,0,0]" "hydra.sweep.dir=$out/precision" "${extra[@]}"
       step precision_report python3 -m cmfnet.cli report "$out/precision" --out "$out" --name precision --no-wandb
       ;;
