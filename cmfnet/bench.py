@@ -301,6 +301,27 @@ def measure_model_isolated(overrides: list[str], option: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def check_targets(results: dict, targets) -> list[dict[str, Any]]:
+    """The measured figures against ``targets`` (``conf/bench.yaml``): the loader against the
+    fastest training option, the best training fraction of the bf16 peak (GPU only), and the
+    job's start-up; a figure that was not measured is left out."""
+    peaks = [row["train_fraction_of_bf16_peak"] for row in results["model_options"] if "train_fraction_of_bf16_peak" in row]
+    measured = {
+        "data_to_model_ratio": (results.get("data_to_model_ratio"), ">="),
+        "bf16_peak_fraction": (max(peaks) if peaks else None, ">="),
+        "job_start_to_first_step_s": ((results.get("launch") or {}).get("job_start_to_first_step_s"), "<="),
+    }
+    checks = []
+    for name, target in targets.items():
+        if name not in measured:
+            raise ValueError(f"targets.{name}: unknown target; choose from {sorted(measured)}")
+        value, compare = measured[name]
+        if value is not None:
+            met = value >= target if compare == ">=" else value <= target
+            checks.append({"name": name, "value": value, "compare": compare, "target": float(target), "met": met})
+    return checks
+
+
 def print_results(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -337,6 +358,9 @@ def print_results(results: dict) -> None:
         console.print(f"launch: {json.dumps(results['launch'])}")
     if results.get("macs_per_sample"):
         console.print(f"model: {results['macs_per_sample'] / 1e9:.2f} GMACs per sample forward")
+    for check in results.get("targets", []):
+        verdict = "[green]met[/green]" if check["met"] else "[red]missed[/red]"
+        console.print(f"target {check['name']}: {check['value']:.3g} {check['compare']} {check['target']:g} {verdict}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -382,8 +406,9 @@ def run(args: argparse.Namespace) -> int:
     results["data_to_model_ratio_against"] = fastest["option"]
     if cfg.launch:
         bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=",
-                      "launch=", "json=", "device=")
+                      "launch=", "json=", "device=", "targets.", "+targets.")
         results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
+    results["targets"] = check_targets(results, cfg.targets)
     print_results(results)
     if cfg.json:
         from cmfnet.io import write_json_atomic

@@ -57,6 +57,8 @@ def test_every_combination_instantiates(model, data, mask, tmp_path):
     (True, (9, 0), "default", ("bf16-mixed", True, True)),  # H100 / H200
     (True, (7, 0), "default", ("32-true", True, True)),  # V100: no native bf16
     (True, (9, 0), "cpu", ("32-true", False, True)),
+    (True, (9, 0), "gpu", ("bf16-mixed", True, True)),
+    (True, (7, 0), "ddp", ("32-true", True, True)),
 ])
 def test_gpu_defaults_follow_the_device_the_job_sees(monkeypatch, cuda, capability, trainer, expected):
     import torch

@@ -60,7 +60,8 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     out = tmp_path / "bench.json"
     status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
                    "options=[channels_last,activation_checkpointing+channels_last,fit_loop,no_such_option]", "data_samples=4",
-                   "data_workers=[0]", "loader_epochs=2", "launch=false", f"json={out}"])
+                   "data_workers=[0]", "loader_epochs=2", "launch=false", "targets.data_to_model_ratio=1e12",
+                   f"json={out}"])
     assert status == 0
     results = json.loads(out.read_text())
     rows = {row["option"]: row for row in results["model_options"]}
@@ -80,7 +81,11 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])
     assert results["data_to_model_ratio_against"] == fastest["option"]
     assert results["data_to_model_ratio"] == pytest.approx(data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"])
-    assert "eager_fp32" in capsys.readouterr().out
+    # targets: only what was measured is judged (no GPU peak here, no launch), against the config's value
+    assert results["targets"] == [{"name": "data_to_model_ratio", "value": results["data_to_model_ratio"],
+                                   "compare": ">=", "target": 1e12, "met": False}]
+    printed = capsys.readouterr().out
+    assert "eager_fp32" in printed and "target data_to_model_ratio" in printed and "missed" in printed
 
 
 def test_the_gradient_check_reads_the_device_once_per_step(monkeypatch):
@@ -107,3 +112,16 @@ def test_the_gradient_check_reads_the_device_once_per_step(monkeypatch):
     name = [n for n, p in model.named_parameters()][-1]
     with pytest.raises(Exception, match=f"non-finite gradient in {name}"):
         module.on_before_optimizer_step(optimizer)
+
+
+def test_bench_targets_judge_the_best_gpu_row_and_refuse_unknown_names():
+    from cmfnet.bench import check_targets
+
+    results = {"model_options": [{"train_fraction_of_bf16_peak": 0.12}, {"error": "x"},
+                                 {"train_fraction_of_bf16_peak": 0.31}],
+               "data_to_model_ratio": 2.5, "launch": {"job_start_to_first_step_s": 6.0}}
+    checks = {c["name"]: c["met"] for c in check_targets(results, {"bf16_peak_fraction": 0.3, "data_to_model_ratio": 3.0,
+                                                                  "job_start_to_first_step_s": 5.0})}
+    assert checks == {"bf16_peak_fraction": True, "data_to_model_ratio": False, "job_start_to_first_step_s": False}
+    with pytest.raises(ValueError, match="targets.nope: unknown target"):
+        check_targets(results, {"nope": 1.0})
