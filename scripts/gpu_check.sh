@@ -3,18 +3,21 @@
 # (about 8 minutes on one H200, most of it torch.compile and the precision sweep):
 #   bench      cmfnet bench: full CMF-Net x4 batch 8, each speed option and the combinations
 #              against fp32 eager, % of the bf16 peak, the data path, launch to first step;
+#   overhead   is the step launch-bound? bf16 eager at batch 32, and compile with CUDA graphs
+#              (performance.compile_mode=reduce-overhead) at batch 8;
 #   grid       the GPU paths: a 2x2 smoke grid through launcher=gpus with trainer=gpu, one
 #              trainer=ddp run, one run with the GPU defaults (no trainer override);
 #   precision  bf16 against fp32 on the GPU: sweeps=precision for the full CMF-Net, three jobs
 #              at a time on GPU 0, then cmfnet report.
-# Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench grid precision)
+# Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench overhead grid precision;
+# on a 10-minute command limit run "bench overhead" and "grid precision" as two commands)
 # GPU_CHECK_OVERRIDES="k=v ..." is appended to every command (a dry run on a CPU machine:
 # GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu").
 # OUT_DIR/summary.txt says what passed; each step's log, bench.json and the reports lie beside it.
 set -uo pipefail
-out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [grid] [precision]}
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [overhead] [grid] [precision]}
 shift
-stages=${*:-bench grid precision}
+stages=${*:-bench overhead grid precision}
 read -r -a extra <<< "${GPU_CHECK_OVERRIDES:-}"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -52,6 +55,14 @@ for stage in $stages; do
         "options=[bf16,channels_last,cudnn_benchmark,activation_checkpointing,compile,bf16+channels_last+cudnn_benchmark,bf16+channels_last+cudnn_benchmark+compile,bf16+activation_checkpointing,fit_loop]" \
         "data_workers=[0,2,4]" "json=$out/bench.json" "${extra[@]}"
       ;;
+    overhead)
+      step batch32 python3 -m cmfnet.cli bench model=cmfnet scale=4 batch=32 warmup_steps=3 timed_steps=10 \
+        "options=[bf16+channels_last+cudnn_benchmark]" "data_workers=[]" launch=false "json=$out/bench_batch32.json" \
+        "${extra[@]}"
+      step cudagraphs python3 -m cmfnet.cli bench model=cmfnet scale=4 batch=8 warmup_steps=5 timed_steps=10 \
+        "options=[bf16+channels_last+cudnn_benchmark+compile]" performance.compile_mode=reduce-overhead \
+        "data_workers=[]" launch=false "json=$out/bench_cudagraphs.json" "${extra[@]}"
+      ;;
     grid)
       step grid python3 run.py -m experiment=smoke launcher=gpus trainer=gpu scale=2,4 accel=4,8 logger=none \
         "hydra.sweep.dir=$out/grid" "${extra[@]}"
@@ -67,7 +78,7 @@ for stage in $stages; do
       step precision_report python3 -m cmfnet.cli report "$out/precision" --out "$out" --name precision --no-wandb
       ;;
     *)
-      echo "unknown stage '$stage' (bench, grid, precision)" >&2
+      echo "unknown stage '$stage' (bench, overhead, grid, precision)" >&2
       exit 2
       ;;
   esac
