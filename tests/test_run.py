@@ -195,3 +195,29 @@ def test_killing_the_gpus_launcher_stops_its_workers(tmp_path):
     while time.time() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.5)
     assert not [pid for pid in workers if _alive(pid)], "workers kept running after the launcher was killed"
+
+
+def test_ddp_on_two_cpu_processes_scores_the_test_set_as_one_process_does(tmp_path):
+    """trainer=ddp splits the test slices over the ranks (DistributedSampler pads with a repeat);
+    the gathered metrics must equal a single-process evaluation of the same checkpoint."""
+    from cmfnet.cli import main as cli
+
+    run_py(tmp_path, "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+           "logger=none", "hydra.run.dir=run")
+    run = tmp_path / "run"
+    recorded = json.loads((run / "metrics.json").read_text())
+    assert recorded["status"] == "completed"
+    assert (run / "train_ddp_process_1.log").is_file()  # a second rank really ran
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    config = OmegaConf.load(run / "config.yaml")
+    test_root = Path(config.data.splits.test.root)
+    if not test_root.is_absolute():
+        test_root = tmp_path / test_root
+    assert cli(["predict", str(best), "--split", "test", "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+    assert cli(["evaluate", "--target", str(test_root), "--predictions", str(tmp_path / "pred"), "--only-predicted",
+                "--json", str(tmp_path / "scores.json")]) == 0
+    single = json.loads((tmp_path / "scores.json").read_text())["per_volume"]
+    assert len(single) == 1  # one test volume of 3 slices: 2 ranks see 2 slices each
+    (scores,) = single.values()
+    for metric in ("psnr", "ssim", "nmse"):
+        assert scores[metric] == pytest.approx(recorded[f"sr_{metric}"], rel=1e-5), metric
