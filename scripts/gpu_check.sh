@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/performance.md in one run on a CUDA machine, from the repository root
-# (about 8 minutes on one H200, most of it torch.compile and the precision sweep):
+# (about 10-12 minutes on one H200 for all four stages, most of it torch.compile and the
+# precision sweep):
 #   bench      cmfnet bench: full CMF-Net x4 batch 8, each speed option and the combinations
 #              against fp32 eager, % of the bf16 peak, the data path, launch to first step;
 #   overhead   is the step launch-bound? bf16 eager at batch 32, and compile with CUDA graphs
