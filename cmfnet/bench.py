@@ -26,8 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 #: name ``fit_loop``: the run's own training loop (:func:`measure_fit_loop`), alone.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 
-#: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets.
-BF16_PEAK_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+#: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets;
+#: the first fragment found in the device name wins, so variants come before their family.
+BF16_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200", 989.4e12), ("H100", 989.4e12),
+                   ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12), ("A10", 125e12), ("L4", 121e12))
+
+
+def bf16_peak_flops(device_name: str) -> float | None:
+    """Dense bf16 peak of a CUDA device from its name, or None when it is not in the table."""
+    return next((peak for fragment, peak in BF16_PEAK_FLOPS if fragment in device_name), None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -394,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
         if row["infer_samples_per_s"] is not None:
             row["infer_ratio"] = row["infer_samples_per_s"] / reference["infer_samples_per_s"]
         if device == "cuda":
-            peak = next((v for k, v in BF16_PEAK_FLOPS.items() if k in results["device"]), None)
+            peak = bf16_peak_flops(results["device"])
             if peak:
                 row["train_fraction_of_bf16_peak"] = 3 * 2 * macs * row["train_samples_per_s"] / peak
         results["model_options"].append(row)

@@ -125,3 +125,12 @@ def test_bench_targets_judge_the_best_gpu_row_and_refuse_unknown_names():
     assert checks == {"bf16_peak_fraction": True, "data_to_model_ratio": False, "job_start_to_first_step_s": False}
     with pytest.raises(ValueError, match="targets.nope: unknown target"):
         check_targets(results, {"nope": 1.0})
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12),
+                                        ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                                        ("NVIDIA A10G", 70e12), ("NVIDIA A10", 125e12), ("Tesla V100-SXM2-16GB", None)])
+def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
+    from cmfnet.bench import bf16_peak_flops
+
+    assert bf16_peak_flops(name) == peak
