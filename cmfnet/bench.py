@@ -29,7 +29,7 @@ SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile",
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets;
 #: the first fragment found in the device name wins, so variants come before their family.
 BF16_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200", 989.4e12), ("H100", 989.4e12),
-                   ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12), ("A10", 125e12), ("L4", 121e12))
+                   ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("A10G", 70e12), ("A10", 125e12), ("L4", 121e12))
 
 
 def bf16_peak_flops(device_name: str) -> float | None:

@@ -129,7 +129,8 @@ def test_bench_targets_judge_the_best_gpu_row_and_refuse_unknown_names():
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12),
                                         ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-                                        ("NVIDIA A10G", 70e12), ("NVIDIA A10", 125e12), ("Tesla V100-SXM2-16GB", None)])
+                                        ("NVIDIA A10G", 70e12), ("NVIDIA A10", 125e12), ("NVIDIA L40", 181e12),
+                                        ("NVIDIA L4", 121e12), ("Tesla V100-SXM2-16GB", None)])
 def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
     from cmfnet.bench import bf16_peak_flops
 
