@@ -71,6 +71,16 @@ class PeakRSS:
         self._thread.join()
 
 
+def peak_memory_mb(device: str, rss: PeakRSS, base_rss: int) -> float:
+    """Peak memory of a measurement in MiB: the CUDA allocator's peak, or on the CPU the resident
+    memory above what the process held before the model was built."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return (rss.peak - base_rss) / 2**20
+
+
 def compose_bench_config(overrides: list[str]):
     """The bench config (``conf/bench.yaml`` over ``conf/train.yaml``) with ``tiny`` presets applied."""
     from hydra import compose, initialize_config_dir
@@ -155,10 +165,7 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
                 model(*inputs)
             sync()
         result["infer_samples_per_s"] = batch * cfg.timed_steps / (time.perf_counter() - start)
-    if device == "cuda":
-        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:  # resident memory above what the process held before the model was built
-        result["peak_memory_mb"] = (rss.peak - base_rss) / 2**20
+    result["peak_memory_mb"] = peak_memory_mb(device, rss, base_rss)
     return result
 
 
@@ -227,10 +234,7 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
         "train_samples_per_s": batch * int(cfg.timed_steps) / (timer.timed_to - timer.timed_from),
         "infer_samples_per_s": None,
     }
-    if device == "cuda":
-        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        result["peak_memory_mb"] = (rss.peak - base_rss) / 2**20
+    result["peak_memory_mb"] = peak_memory_mb(device, rss, base_rss)
     return result
 
 
