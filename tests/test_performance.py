@@ -68,6 +68,7 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop",
                           "no_such_option"]
     assert "unknown speed option" in rows.pop("no_such_option")["error"]
+    fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])  # fit_loop included
     fit_loop = rows.pop("fit_loop")  # the run's own Trainer loop, as run.py resolves it on the CPU
     assert fit_loop["precision"] == "32-true" and fit_loop["infer_samples_per_s"] is None
     assert fit_loop["train_samples_per_s"] > 0 and "infer_ratio" not in fit_loop
@@ -78,7 +79,6 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     data = results["data_path"]
     assert data["warm_samples_per_s"] > 0 and data["train_slices"] == 6 and data["cache_fill_s"] >= 0
     assert data["loader_0_workers_samples_per_s"] > 0 and data["loader_0_workers_first_batch_s"] > 0
-    fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])
     assert results["data_to_model_ratio_against"] == fastest["option"]
     assert results["data_to_model_ratio"] == pytest.approx(data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"])
     # targets: only what was measured is judged (no GPU peak here, no launch), against the config's value
@@ -88,22 +88,29 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     assert "eager_fp32" in printed and "target data_to_model_ratio" in printed and "missed" in printed
 
 
-def test_the_gradient_check_reads_the_device_once_per_step(monkeypatch):
-    """Each host read of a GPU value stalls the step; the NaN/inf gradient check of every
-    training step must cost one, not one per parameter tensor."""
+def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(monkeypatch):
+    """Each host read of a GPU value stalls the step: the NaN/inf checks of the loss and of every
+    gradient tensor must cost one read per step, after the backward pass, not one per tensor
+    or one between the forward and the backward pass."""
+    from cmfnet.data.transforms import JointSample
     from cmfnet.lit.module import JointRecSRModule
     from cmfnet.losses import JointL1Loss
 
     model = _tiny()
     module = JointRecSRModule(model, JointL1Loss())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for param in model.parameters():
-        param.grad = torch.ones_like(param)
     assert len(list(model.parameters())) > 50
+    batch = JointSample(target_input=torch.randn(2, 1, 12, 12), aux_input=torch.randn(2, 1, 12, 12),
+                        rec_target=torch.randn(2, 1, 12, 12), sr_target=torch.randn(2, 1, 24, 24),
+                        mask=torch.ones(2, 12), mean=torch.zeros(2), std=torch.ones(2),
+                        fname=["a.h5", "b.h5"], slice_idx=[0, 1])
     reads = []
     to_bool, to_item = torch.Tensor.__bool__, torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append("bool") or to_bool(self))
     monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append("item") or to_item(self))
+    loss = module.training_step(batch, 0)
+    assert reads == []
+    loss.backward()
     module.on_before_optimizer_step(optimizer)
     assert len(reads) == 1
     monkeypatch.undo()

@@ -23,6 +23,7 @@ from torch import nn
 from cmfnet import io as cmfnet_io
 from cmfnet.data.transforms import JointSample
 from cmfnet.io import write_text_atomic
+from cmfnet.lit.history import read_history
 from cmfnet.lit.module import JointRecSRModule, NonFiniteLossError
 from cmfnet.losses import JointL1Loss
 from cmfnet.sweep import collect_results, rerun_command, rerun_overrides, write_results
@@ -269,6 +270,8 @@ def test_skip_nonfinite_skips_and_counts_the_bad_batches_and_the_run_completes(t
     assert metrics["status"] == "completed"
     assert metrics["skipped_batches"] >= 1
     assert proc.stdout.count("skipping batch: non-finite training loss") == metrics["skipped_batches"]
+    history = read_history(tmp_path / "run" / "history.csv")  # skipped batches stay out of the epoch means
+    assert "train/loss" in history[0] and all(np.isfinite(row["train/loss"]) for row in history if "train/loss" in row)
     # the test set is scored with the best (finite, epoch 0) checkpoint
     assert all(np.isfinite(metrics[k]) for k in ("sr_psnr", "sr_ssim", "rec_psnr", "rec_ssim"))
 
@@ -294,16 +297,32 @@ def tiny_batch(value: float = 1.0) -> JointSample:
     )
 
 
+def train_step(module: JointRecSRModule, batch: JointSample, batch_idx: int = 0) -> None:
+    """What Lightning's loop does with one batch up to the optimizer step (its checks included)."""
+    optimizer = torch.optim.SGD(module.model.parameters(), lr=0.1)
+    module.training_step(batch, batch_idx).backward()
+    module.on_before_optimizer_step(optimizer)
+    optimizer.step()
+
+
 def test_non_finite_loss_error_names_step_batch_files_and_slices():
     module = JointRecSRModule(ScaledIdentity(), JointL1Loss())
     with pytest.raises(NonFiniteLossError, match=r"step 0 \(batch 7: vol_a\.h5 slice 3, vol_b\.h5 slice 5\)"):
-        module.training_step(tiny_batch(float("inf")), batch_idx=7)
+        train_step(module, tiny_batch(float("inf")), batch_idx=7)
 
 
 def test_non_finite_loss_error_names_the_setting_that_skips():
     module = JointRecSRModule(ScaledIdentity(), JointL1Loss())
-    with pytest.raises(NonFiniteLossError, match=r"module\.skip_nonfinite=true"):
-        module.training_step(tiny_batch(float("nan")), batch_idx=0)
+    with pytest.raises(NonFiniteLossError, match=r"module\.skip_nonfinite=true to skip such batches"):
+        train_step(module, tiny_batch(float("nan")))
+
+
+def test_skip_nonfinite_leaves_the_weights_of_a_non_finite_loss_batch_untouched():
+    module = JointRecSRModule(ScaledIdentity(), JointL1Loss(), skip_nonfinite=True)
+    train_step(module, tiny_batch(float("nan")))
+    assert module.model.weight.item() == 1.0 and module.skipped_batches == 1
+    train_step(module, tiny_batch(1.0))  # a good batch after it trains as usual
+    assert module.model.weight.item() != 1.0 and module.skipped_batches == 1
 
 
 def test_non_finite_gradient_stops_training_naming_the_parameter():

@@ -42,7 +42,7 @@ class EpochHistoryWriter(L.Callback):
         self.path = Path(path)
         self.rows: list[dict[str, float]] = []
         self._loss_sum: torch.Tensor | float = 0.0
-        self._loss_count = 0
+        self._loss_count: torch.Tensor | int = 0
         self._validated = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -59,16 +59,17 @@ class EpochHistoryWriter(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            self._loss_sum = self._loss_sum + loss.detach()  # stays on the device: no sync per step
-            self._loss_count += 1
+        if isinstance(loss, torch.Tensor):  # stays on the device: no sync per step
+            finite = torch.isfinite(loss.detach())  # a batch skipped by module.skip_nonfinite is left out
+            self._loss_sum = self._loss_sum + torch.where(finite, loss.detach(), 0.0)
+            self._loss_count = self._loss_count + finite.long()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         row: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        if self._loss_count:
-            row["train/loss"] = float(self._loss_sum) / self._loss_count
+        if int(self._loss_count):
+            row["train/loss"] = float(self._loss_sum) / int(self._loss_count)
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         if self._validated:

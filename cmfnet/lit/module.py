@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
+import logging
 import time
+from typing import Any, Callable, NamedTuple, Optional
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.utils import get_total_norm
 
@@ -19,9 +18,20 @@ from cmfnet.metrics import VolumeMetrics
 
 OUTPUTS = ("sr", "rec")
 
+log = logging.getLogger(__name__)
+
 
 class NonFiniteLossError(RuntimeError):
     """A training loss or gradient became NaN or inf."""
+
+
+class _StepLoss(NamedTuple):
+    """A training batch's losses, kept until the optimizer step checks them."""
+
+    losses: Any
+    batch_idx: int
+    slices: list[tuple[str, int]]
+    batch_size: int
 
 
 class JointRecSRModule(L.LightningModule):
@@ -39,7 +49,8 @@ class JointRecSRModule(L.LightningModule):
         optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
         scheduler: factory ``optimizer -> LRScheduler`` or None.
         num_example_images: how many slices (the first of the validation or test set) to keep.
-        skip_nonfinite: skip a batch whose loss is NaN/inf instead of stopping the run.
+        skip_nonfinite: skip an optimizer step whose loss or gradients are NaN/inf (the weights
+            stay as they are) instead of stopping the run.
     """
 
     def __init__(
@@ -59,6 +70,7 @@ class JointRecSRModule(L.LightningModule):
         self.num_example_images = num_example_images
         self.skip_nonfinite = skip_nonfinite
         self.skipped_batches = 0
+        self._unchecked: list[_StepLoss] = []
         self._metrics = {}
         self.example_images: list[dict] = []
         self.results: dict[str, dict] = {}
@@ -78,20 +90,16 @@ class JointRecSRModule(L.LightningModule):
         return rec, sr, self.loss(rec, sr, batch.rec_target, batch.sr_target)
 
     def training_step(self, batch: JointSample, batch_idx: int):
+        """The joint loss of one batch. It is checked for NaN/inf, together with the gradients,
+        in :meth:`on_before_optimizer_step`: reading it here would stall a GPU between the
+        forward and the backward pass."""
         _, _, losses = self._losses(batch)
-        if not torch.isfinite(losses.total):
-            where = ", ".join(f"{f} slice {s}" for f, s in zip(batch.fname, batch.slice_idx))
-            message = f"non-finite training loss at step {self.global_step} (batch {batch_idx}: {where})"
-            if not self.skip_nonfinite:
-                raise NonFiniteLossError(message + "; set module.skip_nonfinite=true to skip such batches")
-            self.skipped_batches += 1
-            self.print(f"skipping batch: {message}")
-            return None
-        batch_size = batch.target_input.shape[0]
-        self.log("train/loss", losses.total, prog_bar=True, batch_size=batch_size)
-        self.log("train/loss_rec", losses.rec, batch_size=batch_size)
-        self.log("train/loss_sr", losses.sr, batch_size=batch_size)
+        self._unchecked.append(_StepLoss(losses, batch_idx, list(zip(batch.fname, batch.slice_idx)),
+                                         batch.target_input.shape[0]))
         return losses.total
+
+    def on_train_epoch_start(self) -> None:
+        self._unchecked.clear()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.first_step_at is None:
@@ -108,20 +116,39 @@ class JointRecSRModule(L.LightningModule):
         }
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Stop (or skip the step) on a NaN/inf gradient. The check costs one device-to-host
-        read per step: the largest |gradient| over all parameters, NaN if any is NaN; only a
-        failing step looks for the parameter to name."""
+        """Stop (or skip the step) on a NaN/inf loss or gradient, then log the losses.
+
+        The check of every batch since the last optimizer step and of all gradients costs one
+        device-to-host read per step: a flag per loss and the largest |gradient| (NaN if any is
+        NaN). Only a failing step looks for the batch or the parameter to name. Under DDP the
+        gradients are averaged over ranks, so every rank sees a bad batch and skips together.
+        """
+        unchecked, self._unchecked = self._unchecked, []
+        checks = [torch.isfinite(step.losses.total) for step in unchecked]
         grads = [param.grad for param in self.model.parameters() if param.grad is not None]
-        if not grads or torch.isfinite(get_total_norm(grads, norm_type=float("inf"))):
+        if grads:
+            checks.append(torch.isfinite(get_total_norm(grads, norm_type=float("inf"))))
+        if not checks or torch.stack(checks).all():
+            for step in unchecked:
+                self.log("train/loss", step.losses.total, prog_bar=True, batch_size=step.batch_size)
+                self.log("train/loss_rec", step.losses.rec, batch_size=step.batch_size)
+                self.log("train/loss_sr", step.losses.sr, batch_size=step.batch_size)
             return
-        name = next(name for name, param in self.model.named_parameters()
-                    if param.grad is not None and not torch.isfinite(param.grad).all())
-        message = f"non-finite gradient in {name} at step {self.global_step}"
+        bad = next((step for step in unchecked if not torch.isfinite(step.losses.total)), None)
+        if bad is not None:
+            where = ", ".join(f"{fname} slice {index}" for fname, index in bad.slices)
+            message = f"non-finite training loss at step {self.global_step} (batch {bad.batch_idx}: {where})"
+            unit, units = "batch", "batches"
+        else:
+            name = next(name for name, param in self.model.named_parameters()
+                        if param.grad is not None and not torch.isfinite(param.grad).all())
+            message = f"non-finite gradient in {name} at step {self.global_step}"
+            unit, units = "step", "steps"
         if not self.skip_nonfinite:
-            raise NonFiniteLossError(message + "; set module.skip_nonfinite=true to skip such steps")
+            raise NonFiniteLossError(f"{message}; set module.skip_nonfinite=true to skip such {units}")
         optimizer.zero_grad(set_to_none=True)  # the optimizer then leaves every weight as it is
-        self.skipped_batches += 1
-        rank_zero_warn(f"skipping step: {message}")
+        self.skipped_batches += max(len(unchecked), 1)
+        log.warning("skipping %s: %s", unit, message)
 
     def _start_eval(self) -> None:
         self._metrics = {out: VolumeMetrics() for out in OUTPUTS}
