@@ -374,6 +374,16 @@ def print_results(results: dict) -> None:
         console.print(f"target {check['name']}: {check['value']:.3g} {check['compare']} {check['target']:g} {verdict}")
 
 
+def save_partial(cfg, results: dict, line: str) -> None:
+    """Say what was just measured (stderr), and write the results so far to ``json`` (marked
+    ``"complete": false``), so a bench stopped by a time limit keeps what it measured."""
+    print(f"measured {line}", file=sys.stderr, flush=True)
+    if cfg.json:
+        from cmfnet.io import write_json_atomic
+
+        write_json_atomic(Path(cfg.json), {**results, "complete": False})
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -400,6 +410,7 @@ def run(args: argparse.Namespace) -> int:
             row = reference if option == "eager_fp32" else measure_model_isolated(list(args.overrides), option)
         except Exception as err:  # an option unsupported on this machine is reported, not fatal
             results["model_options"].append({"option": option, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+            save_partial(cfg, results, f"{option}: error")
             continue
         row["train_ratio"] = row["train_samples_per_s"] / reference["train_samples_per_s"]
         if row["infer_samples_per_s"] is not None:
@@ -409,12 +420,14 @@ def run(args: argparse.Namespace) -> int:
             if peak:
                 row["train_fraction_of_bf16_peak"] = 3 * 2 * macs * row["train_samples_per_s"] / peak
         results["model_options"].append(row)
+        save_partial(cfg, results, f"{option}: {row['train_samples_per_s']:.2f} train samples/s ({row['train_ratio']:.2f}x)")
     default_workers = int(cfg.data.num_workers)
     results["data_path"] = measure_data_path(cfg, sorted({*map(int, cfg.data_workers), default_workers}))
     loader_rate = results["data_path"][f"loader_{default_workers}_workers_samples_per_s"]
     fastest = max(results["model_options"], key=lambda row: row.get("train_samples_per_s", 0.0))
     results["data_to_model_ratio"] = loader_rate / fastest["train_samples_per_s"]
     results["data_to_model_ratio_against"] = fastest["option"]
+    save_partial(cfg, results, f"data path: {loader_rate:.1f} samples/s from the loader with {default_workers} workers")
     if cfg.launch:
         bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=",
                       "launch=", "json=", "device=", "targets.", "+targets.")
@@ -424,5 +437,5 @@ def run(args: argparse.Namespace) -> int:
     if cfg.json:
         from cmfnet.io import write_json_atomic
 
-        write_json_atomic(Path(cfg.json), results)
+        write_json_atomic(Path(cfg.json), {**results, "complete": True})
     return 0

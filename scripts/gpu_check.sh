@@ -11,7 +11,8 @@
 #   precision  bf16 against fp32 on the GPU: sweeps=precision for the full CMF-Net, three jobs
 #              at a time on GPU 0, then cmfnet report.
 # Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench overhead grid precision;
-# on a 10-minute command limit run "bench overhead" and "grid precision" as two commands)
+# on a 10-minute command limit run "bench overhead" and "grid precision" as two commands, each under
+# `timeout 540`; what finished is in OUT_DIR, and bench.json keeps the options measured so far)
 # GPU_CHECK_OVERRIDES="k=v ..." is appended to every command (a dry run on a CPU machine:
 # GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu").
 # OUT_DIR/summary.txt says what passed; each step's log, bench.json and the reports lie beside it.

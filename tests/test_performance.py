@@ -64,6 +64,7 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
                    f"json={out}"])
     assert status == 0
     results = json.loads(out.read_text())
+    assert results["complete"] is True
     rows = {row["option"]: row for row in results["model_options"]}
     assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop",
                           "no_such_option"]
@@ -86,6 +87,28 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
                                    "compare": ">=", "target": 1e12, "met": False}]
     printed = capsys.readouterr().out
     assert "eager_fp32" in printed and "target data_to_model_ratio" in printed and "missed" in printed
+
+
+def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, capsys):
+    """A bench killed by a time limit (a lent GPU, a cluster job) must leave the rows measured so far."""
+    import cmfnet.bench as bench
+
+    def measured(overrides, option):
+        return {"option": option, "train_samples_per_s": 2.0 if option == "bf16" else 1.0, "infer_samples_per_s": 4.0,
+                "peak_memory_mb": 1.0, "warmup_s": 0.1}
+
+    def stopped(cfg, worker_counts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "measure_model_isolated", measured)
+    monkeypatch.setattr(bench, "measure_data_path", stopped)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "experiment=smoke", "options=[bf16]", "launch=false", f"json={out}"])
+    results = json.loads(out.read_text())
+    assert results["complete"] is False
+    assert [(row["option"], row["train_ratio"]) for row in results["model_options"]] == [("eager_fp32", 1.0), ("bf16", 2.0)]
+    assert "measured bf16: 2.00 train samples/s (2.00x)" in capsys.readouterr().err
 
 
 def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(monkeypatch):
