@@ -4,8 +4,10 @@ Checkpoints are Lightning checkpoints written by :mod:`cmfnet.train`: ``checkpoi
 holds the LightningModule's weights (the network under the ``model.`` prefix) and
 ``checkpoint["cmfnet_config"]`` the resolved run config as a plain dict. They are read with
 ``torch.load(..., weights_only=True)``: tensors, containers and primitive values only, never
-arbitrary pickled objects (unpickling can run code). Every failure is a
-:class:`CheckpointError` whose one-line message names the file.
+arbitrary pickled objects (unpickling can run code). The config is data too: a ``_target_`` in
+it is built only when it names one of cmfnet's own model or mask classes
+(:func:`check_trusted_target`), since instantiating an arbitrary ``_target_`` runs whatever it
+names. Every failure is a :class:`CheckpointError` whose one-line message names the file.
 """
 
 from __future__ import annotations
@@ -73,6 +75,25 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def check_trusted_target(node: dict, key: str, namespace: str, base: type, path: str | Path) -> None:
+    """Refuse ``cmfnet_config[key]`` unless its ``_target_`` is ``<namespace>.<Class>`` for a
+    public class of that cmfnet module derived from ``base``, and no value nested in it names a
+    ``_target_`` of its own. The module is imported by its fixed name, never by one read from the
+    file, so a refused checkpoint runs no code."""
+    import importlib
+
+    target = node.get("_target_")
+    name = target[len(namespace) + 1:] if isinstance(target, str) and target.startswith(namespace + ".") else ""
+    found = getattr(importlib.import_module(namespace), name, None) if name.isidentifier() and not name.startswith("_") else None
+    nested = [k for k, v in node.items() if k != "_target_" and "_target_" in repr(v)]
+    if not (isinstance(found, type) and issubclass(found, base) and found.__module__.startswith(namespace)) or nested:
+        what = f"a nested _target_ under {nested[0]!r}" if nested and found else repr(target)
+        raise CheckpointError(
+            f"{path}: cmfnet_config['{key}'] names {what}, not one of cmfnet's {namespace} classes; "
+            "refusing to build it (a checkpoint's config may name only cmfnet's own classes)"
+        )
+
+
 def config_value(config: dict, key: str, path: str | Path) -> Any:
     """``config[key]`` of a checkpoint's run config; CheckpointError naming the file if absent."""
     if key not in config:
@@ -89,7 +110,7 @@ def build_model_from_checkpoint(path: str | Path):
     Raises :class:`CheckpointError` naming the file when the config cannot be built or the
     weights do not match the architecture.
     """
-    from cmfnet.models import build_model
+    from cmfnet.models import JointModel, build_model
 
     path = Path(path)
     checkpoint = load_checkpoint(path)
@@ -97,6 +118,7 @@ def build_model_from_checkpoint(path: str | Path):
     model_cfg = config_value(config, "model", path)
     if not isinstance(model_cfg, dict) or "_target_" not in model_cfg:
         raise CheckpointError(f"{path}: cmfnet_config['model'] is not a model config with a '_target_'")
+    check_trusted_target(model_cfg, "model", "cmfnet.models", JointModel, path)
     try:
         model = build_model(model_cfg)
     except Exception as err:

@@ -137,11 +137,12 @@ class Degradation:
 
 def degradation_from_config(config: dict, checkpoint: Path) -> Degradation:
     """Scale, acceleration, mask config and clamp of a run config (CheckpointError if absent)."""
-    from cmfnet.checkpoint import CheckpointError, config_value
+    from cmfnet.checkpoint import CheckpointError, check_trusted_target, config_value
 
     mask_cfg = config_value(config, "mask", checkpoint)
     if not isinstance(mask_cfg, dict) or "_target_" not in mask_cfg:
         raise CheckpointError(f"{checkpoint}: cmfnet_config['mask'] is not a mask config with a '_target_'")
+    check_trusted_target(mask_cfg, "mask", "cmfnet.masks", object, checkpoint)
     return Degradation(
         scale=int(config_value(config, "scale", checkpoint)),
         accel=config_value(config, "accel", checkpoint),

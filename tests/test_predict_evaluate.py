@@ -236,6 +236,29 @@ def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, ca
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("key, node", [
+    ("model", {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]}),
+    ("model", {"_target_": "cmfnet.models.hydra.utils.call", "_args_": ["shutil.copy", "{source}", "{marker}"]}),
+    ("model", {**tiny_cmfnet_config(), "extra": {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]}}),
+    ("mask", {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]}),
+    ("mask", {"_target_": "cmfnet.masks.np.save", "_args_": ["{marker}", [1]]}),
+])
+def test_a_checkpoint_config_naming_foreign_code_is_refused_without_running_it(key, node, checkpoint, data_root,
+                                                                                tmp_path, capsys):
+    """The checkpoint's config is data: its `_target_`s may name only cmfnet's own classes, or
+    `cmfnet predict` would run whatever a downloaded checkpoint names."""
+    marker, source = tmp_path / "code-ran", tmp_path / "source.txt"
+    source.write_text("x")
+    node = json.loads(json.dumps(node).replace("{source}", str(source)).replace("{marker}", str(marker)))
+    state = load_checkpoint(checkpoint)
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": state["state_dict"], "cmfnet_config": {**state["cmfnet_config"], key: node}}, path)
+    assert cli("predict", path, "--data", split_dir(data_root), "--out", tmp_path / "out", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cmfnet predict: error: {path}: cmfnet_config['{key}'] names") and "refusing" in err, err
+    assert len(err.splitlines()) == 1 and not marker.exists() and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind, message", [
     ("missing", "checkpoint not found"),
     ("truncated", "not a readable torch checkpoint"),
