@@ -115,9 +115,6 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     h, w = lowres_size(cfg)
     batch = int(cfg.batch)
     parts = set(option.split("+"))
-    unknown = parts - set(SPEED_OPTIONS) - {"eager_fp32"}
-    if unknown:
-        raise ValueError(f"options: unknown speed option(s) {sorted(unknown)}; choose from {list(SPEED_OPTIONS)}")
     switches = {name: name in parts for name in ("channels_last", "compile", "activation_checkpointing")}
     model = apply_performance(build_model(cfg.model).to(device), **{**cfg.performance, **switches})
     if device == "cuda":
@@ -374,6 +371,18 @@ def print_results(results: dict) -> None:
         console.print(f"target {check['name']}: {check['value']:.3g} {check['compare']} {check['target']:g} {verdict}")
 
 
+def check_options(options, batch: int) -> None:
+    """Refuse, before anything is measured, an option that is not a speed option, a ``+``
+    combination of them or ``fit_loop``, and a batch below 1."""
+    for option in options:
+        unknown = sorted(set(str(option).split("+")) - set(SPEED_OPTIONS)) if option != "fit_loop" else []
+        if unknown:
+            raise ValueError(f"options: unknown speed option {unknown[0]!r} in {option!r}; "
+                             f"choose from {list(SPEED_OPTIONS)} (joined by +) or fit_loop")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+
+
 def save_partial(cfg, results: dict, line: str) -> None:
     """Say what was just measured (stderr), and write the results so far to ``json`` (marked
     ``"complete": false``), so a bench stopped by a time limit keeps what it measured."""
@@ -398,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
+    check_options(cfg.options, int(cfg.batch))
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs

@@ -13,6 +13,7 @@ A ``ValueError`` or ``FileNotFoundError`` raised by ``run`` (a bad setting or pa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -154,10 +155,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args._command
     try:
         status = COMMANDS[name].run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"cmfnet {name}: error: {err}", file=sys.stderr)
+    except Exception as err:  # bad input of any kind: one line, exit 2; CMFNET_TRACEBACK=1 shows where
+        if os.environ.get("CMFNET_TRACEBACK"):
+            raise
+        print(f"cmfnet {name}: error: {error_line(err)}", file=sys.stderr)
         return 2
     return int(status or 0)
+
+
+def error_line(err: BaseException) -> str:
+    """An error as one line: its message's first line (Hydra's composition errors carry the
+    cause's), prefixed by the error's type unless it is a plain ValueError or OSError."""
+    lines = str(err).strip().splitlines() or [""]
+    if isinstance(err, (ValueError, OSError)) and lines[0]:
+        return lines[0]
+    return f"{type(err).__name__}: {lines[0]}" if lines[0] else type(err).__name__
 
 
 if __name__ == "__main__":

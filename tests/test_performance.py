@@ -59,16 +59,14 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
-                   "options=[channels_last,activation_checkpointing+channels_last,fit_loop,no_such_option]", "data_samples=4",
+                   "options=[channels_last,activation_checkpointing+channels_last,fit_loop]", "data_samples=4",
                    "data_workers=[0]", "loader_epochs=2", "launch=false", "targets.data_to_model_ratio=1e12",
                    f"json={out}"])
     assert status == 0
     results = json.loads(out.read_text())
     assert results["complete"] is True
     rows = {row["option"]: row for row in results["model_options"]}
-    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop",
-                          "no_such_option"]
-    assert "unknown speed option" in rows.pop("no_such_option")["error"]
+    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop"]
     fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])  # fit_loop included
     fit_loop = rows.pop("fit_loop")  # the run's own Trainer loop, as run.py resolves it on the CPU
     assert fit_loop["precision"] == "32-true" and fit_loop["infer_samples_per_s"] is None
@@ -87,6 +85,22 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
                                    "compare": ">=", "target": 1e12, "met": False}]
     printed = capsys.readouterr().out
     assert "eager_fp32" in printed and "target data_to_model_ratio" in printed and "missed" in printed
+
+
+@pytest.mark.parametrize("override, message", [
+    ("options=[bf16+turbo]", "options: unknown speed option 'turbo' in 'bf16+turbo'"),
+    ("batch=0", "batch must be >= 1, got 0"),
+    ("no_such_key=3", "Could not override 'no_such_key'"),
+])
+def test_bench_refuses_bad_settings_with_one_line_before_measuring(override, message, tmp_path, monkeypatch, capsys):
+    import cmfnet.bench as bench
+
+    monkeypatch.setattr(bench, "measure_model_isolated", lambda *args: pytest.fail("measured despite a bad setting"))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "experiment=smoke", override, f"json={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cmfnet bench: error:") and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
 
 
 def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, capsys):
