@@ -90,7 +90,7 @@ def compose_bench_config(overrides: list[str]):
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("bench", overrides=overrides)
-    return shrink_config(cfg)
+    return shrink_config(cfg, overrides)
 
 
 def lowres_size(cfg) -> tuple[int, int]:

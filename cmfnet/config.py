@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -65,28 +65,54 @@ def apply_tiny_preset(node: DictConfig | dict, tiny: bool) -> DictConfig | dict:
     return OmegaConf.merge(node, preset) if isinstance(node, DictConfig) else {**node, **preset}
 
 
-def shrink_config(cfg: DictConfig) -> DictConfig:
+def overridden_keys(overrides: Sequence[str], groups: Sequence[str] = TINY_GROUPS) -> list[str]:
+    """Dotted config keys under ``groups`` that command-line ``overrides`` set (``data.batch_size=1``,
+    ``+model.x=2``); group selections (``model=edsr``) and deletions are left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if "." in key and key.split(".")[0] in groups and not override.is_delete():
+            keys.append(key)
+    return keys
+
+
+def shrink_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
     """Scale the model's channel widths by ``cfg.width_factor``, apply each group's ``tiny``
     preset when ``cfg.tiny`` is set, then drop the presets.
 
     ``width_factor`` multiplies every model key ending in ``width`` (feature channels, U-Net
-    base channels) and keeps depths: the one shrinking rule of the small-scale protocol.
+    base channels) and keeps depths: the one shrinking rule of the small-scale protocol. A width
+    below 1 is left as it is, for the model to refuse.
 
     A group config (model, data) may carry a ``tiny:`` mapping of overrides that make it small
-    enough for smoke tests; ``experiment=smoke`` sets ``tiny: true``.
+    enough for smoke tests; ``experiment=smoke`` sets ``tiny: true``. The keys that the
+    command-line ``overrides`` set win over the preset (``experiment=smoke data.batch_size=4``
+    trains at batch 4).
     """
     cfg = copy.deepcopy(cfg)
+    explicit = {key: OmegaConf.select(cfg, key, throw_on_missing=False) for key in overridden_keys(overrides)
+                if key.split(".")[1] != "tiny"}
+    factor = cfg.get("width_factor", 1.0)
+    if not factor > 0:
+        raise ValueError(f"width_factor must be > 0, got {factor}")
+
+    def scaled(key: str, width: Any) -> Any:
+        if key.startswith("model.") and key.endswith("width") and isinstance(width, int) and width >= 1:
+            return max(WIDTH_FLOOR, round(width * factor))
+        return width
+
     with open_dict(cfg):
-        factor = cfg.get("width_factor", 1.0)
         if factor != 1.0:
-            if not factor > 0:
-                raise ValueError(f"width_factor must be > 0, got {factor}")
             for key in [k for k in cfg.model if str(k).endswith("width")]:
-                cfg.model[key] = max(WIDTH_FLOOR, round(cfg.model[key] * factor))
+                cfg.model[key] = scaled(f"model.{key}", cfg.model[key])
         for group in TINY_GROUPS:
             node = cfg.get(group)
             if isinstance(node, DictConfig):
                 cfg[group] = apply_tiny_preset(node, bool(cfg.tiny))
+        for key, value in explicit.items():
+            OmegaConf.update(cfg, key, scaled(key, value) if factor != 1.0 else value, merge=False)
     return cfg
 
 

@@ -108,7 +108,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit (unless the model has no parameters to train), test, and return the metrics."""
     job_started_at = time.time()
     out = output_dir()
-    cfg = shrink_config(cfg)
+    cfg = shrink_config(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else ())
     identity = run_identity(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))

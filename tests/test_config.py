@@ -84,6 +84,19 @@ def test_smoke_shrinks_model_and_data_only_when_tiny():
     assert str(tiny.data.synthesize.hr_size) in tiny.data.root  # the cache folder follows the settings
 
 
+def test_command_line_values_win_over_the_tiny_preset_and_invalid_widths_are_not_clamped():
+    overrides = ("experiment=smoke", "data.batch_size=4", "model.width=12", "data.tiny.num_workers=1")
+    cfg = shrink_config(_compose(*overrides), overrides)
+    preset = shrink_config(_compose("experiment=smoke"))
+    assert (cfg.data.batch_size, cfg.model.width) == (4, 12) and preset.data.batch_size != 4
+    assert cfg.model.unet_width == preset.model.unet_width  # keys not given keep the preset's value
+    assert cfg.data.num_workers == 1  # a value set inside the preset itself is the preset's
+    halved = shrink_config(_compose("model.width=32", "width_factor=0.5"), ("model.width=32", "width_factor=0.5"))
+    assert halved.model.width == 16  # width_factor scales a width given on the command line too
+    invalid = shrink_config(_compose("model.width=0", "width_factor=0.5"), ("model.width=0",))
+    assert invalid.model.width == 0  # left for the model to refuse, not raised to the floor
+
+
 def test_named_sweeps_are_multiruns_with_parameters():
     for name in ("grid", "ablation", "baselines", "loss_weights", "paper", "paper_small", "paper_small_seeds"):
         cfg = _compose(f"sweeps={name}")
