@@ -79,6 +79,8 @@ def _read(hf, key: str, path: Path, role: str):
 
 def score_volume(target_path: Path, prediction_path: Path, target_key: str, prediction_key: str) -> VolumeScore:
     """fastMRI's metrics of one prediction file against its target file."""
+    import numpy as np
+
     from cmfnet.kspace import center_crop
     from cmfnet.metrics import nmse, psnr, ssim
 
@@ -101,13 +103,18 @@ def score_volume(target_path: Path, prediction_path: Path, target_key: str, pred
             f"{prediction_path}: prediction {prediction.shape} and target {target.shape} differ in shape "
             f"after fastMRI's centre crop to {crop}"
         )
-    return VolumeScore(
-        name=target_path.name,
-        acquisition=acquisition,
-        nmse=nmse(target, prediction),
-        psnr=psnr(target, prediction),
-        ssim=ssim(target, prediction),
-    )
+    if not np.isfinite(prediction).all():
+        raise ValueError(f"{prediction_path}: prediction '{prediction_key}' holds NaN or inf")
+    try:
+        return VolumeScore(
+            name=target_path.name,
+            acquisition=acquisition,
+            nmse=nmse(target, prediction),
+            psnr=psnr(target, prediction),
+            ssim=ssim(target, prediction),
+        )
+    except ValueError as err:  # a target with NaN/inf or no data range
+        raise ValueError(f"{prediction_path} against {target_path}: {err}") from None
 
 
 def _acquisition_of(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +26,19 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every NaN or infinite float (nested in dicts, lists and tuples) set to None:
+    JSON has no NaN or Infinity, and tools such as jq refuse files that hold them."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(value) for value in data]
+    return data
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    """Atomically write ``data`` as indented, standard JSON (NaN and infinities as null)."""
+    text = json.dumps(finite_or_none(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text_atomic(path, text + "\n")

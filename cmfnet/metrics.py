@@ -19,6 +19,10 @@ def _check_volumes(gt: np.ndarray, pred: np.ndarray) -> None:
         raise ValueError(f"metrics: ground truth {gt.shape} and prediction {pred.shape} differ in shape")
     if gt.ndim != 3:
         raise ValueError(f"metrics: expected volumes (slices, H, W), got {gt.ndim} dimensions")
+    if not np.isfinite(gt).all():  # a non-finite prediction scores NaN: a diverged model, not bad data
+        raise ValueError("metrics: the ground truth holds NaN or inf")
+    if not gt.max() > 0:
+        raise ValueError("metrics: the ground truth has no positive value (all zeros?), so PSNR, SSIM and NMSE are undefined")
 
 
 def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -56,7 +60,7 @@ class VolumeMetrics:
 
     ``add(fname, slice_idx, gt, pred)`` takes one slice (H, W); ``compute()`` stacks each
     volume's slices in slice order and returns ``{metric: {"mean", "std"}}`` over volumes
-    (population std, ``ddof=0``) and the per-volume values under ``per_volume``.
+    (sample std, ``ddof=1``, as fastMRI's; 0.0 for a single volume) and the per-volume values under ``per_volume``.
     """
 
     def __init__(self) -> None:
@@ -81,7 +85,10 @@ class VolumeMetrics:
             order = sorted(slices)
             gt = np.stack([slices[i][0] for i in order])
             pred = np.stack([slices[i][1] for i in order])
-            scores[fname] = {name: func(gt, pred) for name, func in METRIC_FUNCS.items()}
+            try:
+                scores[fname] = {name: func(gt, pred) for name, func in METRIC_FUNCS.items()}
+            except ValueError as err:
+                raise ValueError(f"{fname}: {err}") from None
         return scores
 
     def compute(self) -> Dict[str, Mapping]:

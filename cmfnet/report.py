@@ -298,7 +298,7 @@ def cell_stats(runs: Sequence[Run], output: str, metric: str) -> Optional[CellSt
     if not have:
         return None
     means = [float(r.metrics[key]) for r in have]
-    stds = [float(r.metrics.get(f"{key}_std", math.nan)) for r in have]
+    stds = [math.nan if r.metrics.get(f"{key}_std") is None else float(r.metrics[f"{key}_std"]) for r in have]
     seed_sd = statistics.stdev(means) if len(means) > 1 else None
     return CellStats(math.fsum(means) / len(means), math.fsum(stds) / len(stds), len(means), seed_sd)
 

@@ -378,6 +378,39 @@ def test_evaluate_errors_name_the_file(eval_folders, capsys):
     assert f"{preds / first}: prediction has no dataset 'recon'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("fault, message", [
+    ("nan_prediction", "prediction 'reconstruction' holds NaN or inf"),
+    ("inf_prediction", "prediction 'reconstruction' holds NaN or inf"),
+    ("zero_target", "against {target}: metrics: the ground truth has no positive value"),
+])
+def test_evaluate_refuses_non_finite_predictions_and_targets_without_range(fault, message, eval_folders, tmp_path,
+                                                                          capsys):
+    """A NaN, inf or -inf score is no result: the volume is named and nothing is written."""
+    targets, preds = eval_folders
+    name = sorted(p.name for p in targets.iterdir())[0]
+    path, key = (targets, "reconstruction_esc") if fault == "zero_target" else (preds, "reconstruction")
+    with h5py.File(path / name, "r+") as hf:
+        data = hf[key][()]
+        data[...] = 0.0 if fault == "zero_target" else data
+        data[0, 0, 0] = {"nan_prediction": np.nan, "inf_prediction": np.inf}.get(fault, 0.0)
+        hf[key][...] = data
+    out = tmp_path / "scores.json"
+    assert cli("evaluate", "--target", targets, "--predictions", preds, "--json", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{preds / name}" + (" " if fault == "zero_target" else ": ") + message.format(target=targets / name) in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_volume_metrics_name_the_volume_that_cannot_be_scored():
+    from cmfnet.metrics import VolumeMetrics
+
+    metrics = VolumeMetrics()
+    metrics.add("good.h5", 0, np.ones((4, 4)), np.ones((4, 4)))
+    metrics.add("empty.h5", 0, np.zeros((4, 4)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match=r"^empty\.h5: metrics: the ground truth has no positive value"):
+        metrics.compute()
+
+
 # --------------------------------------------------------------------------------------------
 # end to end: a trained checkpoint reproduces trainer.test
 # --------------------------------------------------------------------------------------------

@@ -281,3 +281,19 @@ def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
     assert all(cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:])
     assert (sweep / "qualitative_x4_r4.png").stat().st_size > 10_000
     assert (sweep / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_metrics_json_is_strict_json_and_a_diverged_run_still_reports(tmp_path):
+    """NaN or infinite metrics (a diverged run) are written as null, never as JSON-breaking NaN or
+    Infinity, and the report shows the run's other numbers."""
+    from cmfnet.io import write_json_atomic
+
+    root = tmp_path / "sweep"
+    job = write_job(root, "0_model=cmfnet", {})
+    write_json_atomic(job / "metrics.json", metrics("cmfnet", 2, 4, sr_psnr_std=float("nan"), rec_psnr=float("-inf")))
+    text = (job / "metrics.json").read_text()
+    record = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert record["sr_psnr_std"] is None and record["rec_psnr"] is None and record["sr_psnr"] == 30.0
+    build_report([root], tmp_path / "out")
+    sr = cells((tmp_path / "out" / "report.md").read_text(), "Super-resolution")
+    assert sr["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**30.00**")
