@@ -93,6 +93,11 @@ class MaskFunc:
             num_cols = shape[-2]
             center_fraction, acceleration = self._choose_acceleration()
             num_low = round(num_cols * center_fraction)
+            if num_low < 1:  # fastMRI would go on with no centre: an input of noise-like aliasing
+                raise ValueError(
+                    f"mask: center fraction {center_fraction} of {num_cols} k-space columns keeps no centre "
+                    f"column (acceleration {acceleration}); raise center_fraction or lower the acceleration"
+                )
             center = self._center_mask(num_cols, num_low)
             outer = self._acceleration_mask(num_cols, acceleration, offset, num_low)
         mask = np.maximum(center, outer.astype(np.float32))

@@ -55,7 +55,7 @@ def run_identity(cfg: DictConfig) -> dict:
     return {
         "model": choices.get("model", "model"),
         "scale": int(cfg.scale),
-        "accel": int(cfg.accel),
+        "accel": int(cfg.accel) if float(cfg.accel).is_integer() else float(cfg.accel),
         "mask": choices.get("mask", "mask"),
         "data": choices.get("data", "data"),
         "seed": int(cfg.seed),

@@ -102,6 +102,15 @@ def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: data.root={tmp_path}/nope: folder not found"
     proc = run_py(tmp_path, "model=no_such_model", check=False)
     assert proc.returncode != 0 and "Could not find 'model/no_such_model'" in proc.stderr
+    proc = run_py(tmp_path, "experiment=smoke", "accel=100", "logger=none", check=False)  # 16 LR columns
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: mask: center fraction 0.0032 of 16 k-space columns keeps no centre column (acceleration 100)")
+
+
+def test_a_fractional_acceleration_is_recorded_as_given(tmp_path):
+    run_py(tmp_path, "experiment=smoke", "accel=2.5", "logger=none", "trainer.max_epochs=1", "hydra.run.dir=run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["accel"] == 2.5
 
 
 def test_help_lists_the_groups(tmp_path):
