@@ -131,11 +131,11 @@ def build_model_from_checkpoint(path: str | Path):
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit {model_cfg['_target_']}: {_mismatch_summary(model, weights)}") from err
+        raise CheckpointError(f"{path}: the weights do not fit {model_cfg['_target_']}: {mismatch_summary(model, weights)}") from err
     return model.eval(), config
 
 
-def _mismatch_summary(model, weights: dict) -> str:
+def mismatch_summary(model, weights: dict) -> str:
     """One line listing missing, unexpected and wrongly shaped parameters (first few of each)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from cmfnet.checkpoint import mismatch_summary
 from cmfnet.config import register_resolvers, sanitize_config, shrink_config
 from cmfnet.data.errors import DataError
 from cmfnet.data.paired import worker_error_message
@@ -34,6 +35,8 @@ from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.performance import apply_performance
 
 log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 register_resolvers()
 
@@ -86,9 +89,10 @@ def build_loggers(cfg: DictConfig, identity: dict, out: Path) -> list:
     return loggers
 
 
-def resolve_ckpt_path(ckpt_path: Optional[str], out: Path) -> Optional[str]:
-    """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist and be a
-    complete checkpoint (a torch zip archive whose members pass their CRC check)."""
+def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: torch.nn.Module) -> Optional[str]:
+    """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist, be a
+    complete checkpoint (a torch zip archive whose members pass their CRC check) and hold
+    weights that fit ``module`` (the run's configured network)."""
     if ckpt_path in (None, ""):
         return None
     path = out / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
@@ -101,6 +105,14 @@ def resolve_ckpt_path(ckpt_path: Optional[str], out: Path) -> Optional[str]:
         raise DataError(f"ckpt_path={ckpt_path}: {path} is truncated or not a checkpoint ({err})") from err
     if broken is not None:
         raise DataError(f"ckpt_path={ckpt_path}: {path} is corrupted ({broken} fails its CRC check)")
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    except Exception:  # e.g. pickled objects of an older Lightning: Lightning's own loading decides
+        return str(path)
+    expected = module.state_dict()
+    if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
+        raise DataError(f"ckpt_path={ckpt_path}: {path} does not fit this run's model "
+                        f"({type(module.model).__name__}): {mismatch_summary(module, weights)}")
     return str(path)
 
 
@@ -139,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
 
     trainable = getattr(model, "trainable", True)
     if trainable:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, out))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, out, module))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     else:
@@ -174,14 +186,28 @@ def finish_wandb() -> None:
             wandb.teardown()  # flush the run's files before the next job or the process exit
 
 
+def raised_by_cmfnet(err: BaseException) -> bool:
+    """Whether ``err`` is a built-in or cmfnet error raised by this package's code (its message
+    then names the file or setting), not a library's, nor a library's re-raise (OmegaConf gives
+    its own errors the traceback of the error they wrap)."""
+    if type(err).__module__.split(".")[0] not in ("builtins", "cmfnet"):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
 def one_line_error(err: BaseException) -> str:
-    """The error as one line: the first DataError's message (it names the file) or else the
-    root cause's (as raised, also when a DataLoader worker raised it), prefixed by the config
-    key if known."""
+    """The error as one line: the first DataError's message (it names the file), else the
+    outermost message raised by cmfnet's own code (it wraps a library's error with the setting
+    or file), else the root cause's (as raised, also when a DataLoader worker raised it),
+    prefixed by the config key if known."""
     chain = [err]
     while (chain[-1].__cause__ or chain[-1].__context__) is not None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
-    cause = next((e for e in chain if isinstance(e, DataError)), chain[-1])
+    cause = next((e for e in chain if isinstance(e, DataError)), None) or next(
+        (e for e in chain if raised_by_cmfnet(e)), chain[-1])
     lines = worker_error_message(str(cause)).strip().splitlines() or [type(cause).__name__]
     key = getattr(err, "full_key", None)
     return f"{key}: {lines[0]}" if key else lines[0]

@@ -354,6 +354,12 @@ def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
     good = run_cmfnet(tmp_path, *SMOKE, "logger=none", "trainer.max_epochs=1", "hydra.run.dir=run")
     assert good.returncode == 0, good.stderr[-2000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    other = run_cmfnet(tmp_path, *SMOKE, "logger=none", "model=edsr", "trainer.max_epochs=2", "hydra.run.dir=run",
+                       "ckpt_path=last")  # a checkpoint of another network
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    line = last_stderr_line(other)
+    assert line.startswith(f"error: ckpt_path=last: {last} does not fit this run's model (EDSR): "), line
+    assert "missing" in line and "unexpected" in line, line
     last.write_bytes(last.read_bytes()[:4096])
     proc = run_cmfnet(tmp_path, *SMOKE, "logger=none", "trainer.max_epochs=2", "hydra.run.dir=run", "ckpt_path=last")
     assert proc.returncode == 1
