@@ -7,8 +7,6 @@ Used by ``cmfnet report``; the functions take plain numbers and arrays, not swee
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -17,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from cmfnet.io import atomic_path  # noqa: E402
 
 #: one point of a curve: (acceleration, mean, error-bar half-length)
 CurvePoint = tuple[int, float, float]
@@ -197,15 +197,9 @@ def plot_synthetic_preview(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], p
 def _save(fig: plt.Figure, path: Path) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename) and close."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         plt.close(fig)
     return path

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,20 +386,15 @@ def write_prediction(path: Path, source: Path, sr, rec, attrs: dict) -> None:
     ``reconstruction_lr`` (slices, h, w) = ``rec``, the source file's attrs plus ``attrs``."""
     import h5py
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(source, "r") as src, h5py.File(tmp, "w") as out:
-            for key, value in src.attrs.items():
-                out.attrs[key] = value
-            for key, value in attrs.items():
-                out.attrs[key] = value
-            out.create_dataset("reconstruction", data=sr)
-            out.create_dataset("reconstruction_lr", data=rec)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from cmfnet.io import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(source, "r") as src, h5py.File(tmp, "w") as out:
+        for key, value in src.attrs.items():
+            out.attrs[key] = value
+        for key, value in attrs.items():
+            out.attrs[key] = value
+        out.create_dataset("reconstruction", data=sr)
+        out.create_dataset("reconstruction_lr", data=rec)
 
 
 def output_attrs(config: dict, degradation: Degradation, checkpoint: Path) -> dict:
@@ -478,10 +474,17 @@ def run(args: argparse.Namespace) -> int:
     data_cfg = config.get("data") or {}
     batch_size = args.batch_size or int(data_cfg.get("eval_batch_size") or data_cfg.get("batch_size") or 8)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = predict_dataset(
-        model, dataset, out_dir, output_attrs(config, degradation, checkpoint), batch_size, device,
-        progress=not args.quiet,
-    )
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predicting-"))
+    try:  # all volumes or none: a failure part-way leaves --out as it was
+        staged = predict_dataset(
+            model, dataset, staging, output_attrs(config, degradation, checkpoint), batch_size, device,
+            progress=not args.quiet,
+        )
+        written = [out_dir / path.name for path in staged]
+        for path, final in zip(staged, written):
+            os.replace(path, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if not args.quiet:
         print(f"wrote {len(written)} volumes ({len(dataset)} slices) to {out_dir}")
     return 0

@@ -156,6 +156,25 @@ def normalise(image: np.ndarray, clamp: float = 6.0) -> tuple[torch.Tensor, floa
     return torch.from_numpy(np.clip((image - mean) / std, -clamp, clamp).astype(np.float32))[None, None], mean, std
 
 
+def test_predict_writes_all_volumes_or_none_with_ordinary_file_permissions(checkpoint, data_root, predictions,
+                                                                          tmp_path, capsys):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in predictions.iterdir()} == {oct(0o666 & ~umask)}
+    data = tmp_path / split_dir(data_root).name
+    shutil.copytree(split_dir(data_root), data)
+    shutil.copy(data_root / f"{data.name}_split_less.csv", tmp_path)
+    last = data / target_names(data_root)[-1]  # volumes before it are predicted first
+    with h5py.File(last, "r+") as hf:
+        kspace = hf["kspace"][()]
+        kspace[1, 0, 0] = np.nan
+        hf["kspace"][...] = kspace
+    out = tmp_path / "out"
+    assert cli("predict", checkpoint, "--data", data, "--out", out, "--quiet", "--batch-size", "1") == 2
+    assert f"{last}" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # no volume left behind that looks like a finished prediction
+
+
 def test_predict_undersampled_file_with_its_own_mask(checkpoint, data_root, tmp_path):
     folder = tmp_path / "singlecoil_challenge"
     folder.mkdir()
