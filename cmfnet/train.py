@@ -37,6 +37,7 @@ from cmfnet.performance import apply_performance
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")  # what wandb accepts
 
 register_resolvers()
 
@@ -73,6 +74,9 @@ def build_loggers(cfg: DictConfig, identity: dict, out: Path) -> list:
     for name, logger_cfg in cfg.logger.items():
         extra: dict[str, Any] = {}
         if "wandb" in str(logger_cfg.get("_target_", "")).lower():
+            if logger_cfg.get("mode") not in WANDB_MODES:
+                raise ValueError(f"logger.{name}.mode: {logger_cfg.get('mode')!r} is not one of {', '.join(WANDB_MODES)} "
+                                 "(it follows WANDB_MODE unless given)")
             os.environ.setdefault("WANDB_DIR", str(out))
             os.environ.setdefault("WANDB_CACHE_DIR", str(out / "wandb" / "cache"))
             os.environ.setdefault("WANDB_CONFIG_DIR", str(out / "wandb" / "config"))

@@ -19,9 +19,25 @@ from cmfnet.train import one_line_error
 
 
 def _datamodule(root, workers, fill_cache=True):
-    split = functools.partial(FastMRIPairDataset, root=root / "singlecoil_val", pairs_csv=root / "pairs.csv")
-    return JointDataModule(root=str(root), splits={"train": split, "val": split}, mask_func=RandomMaskFunc([0.08], [4]),
+    """Training on the fixture's pairs, validation on a copy of them (splits may not share files)."""
+    shutil.copytree(root / "singlecoil_val", root / "val_copy", dirs_exist_ok=True)
+    train = functools.partial(FastMRIPairDataset, root=root / "singlecoil_val", pairs_csv=root / "pairs.csv")
+    val = functools.partial(FastMRIPairDataset, root=root / "val_copy", pairs_csv=root / "pairs.csv")
+    return JointDataModule(root=str(root), splits={"train": train, "val": val}, mask_func=RandomMaskFunc([0.08], [4]),
                            scale=2, seed=0, batch_size=2, num_workers=workers, fill_cache=fill_cache)
+
+
+def test_a_file_in_both_the_training_and_a_scored_split_is_refused(fastmri_pairs):
+    split = functools.partial(FastMRIPairDataset, root=fastmri_pairs / "singlecoil_val", pairs_csv=fastmri_pairs / "pairs.csv")
+    datamodule = JointDataModule(root=str(fastmri_pairs), splits={"train": split, "val": split, "test": split},
+                                 mask_func=RandomMaskFunc([0.08], [4]), scale=2, fill_cache=False)
+    with pytest.raises(DataError, match=r"data\.splits: .*file0_pdfs\.h5 is a target of both the val and the train "
+                                        r"split \(2 shared file\(s\)\); training files must not be scored"):
+        datamodule.setup("fit")
+    scored_only = JointDataModule(root=str(fastmri_pairs), splits={"val": split, "test": split},
+                                  mask_func=RandomMaskFunc([0.08], [4]), scale=2, fill_cache=False)
+    scored_only.setup()  # validation and test may share files (fastMRI knee: test = val)
+    assert set(scored_only.datasets) == {"val", "test"}
 
 
 def _epochs(datamodule, epochs=2):

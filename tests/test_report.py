@@ -297,3 +297,12 @@ def test_metrics_json_is_strict_json_and_a_diverged_run_still_reports(tmp_path):
     build_report([root], tmp_path / "out")
     sr = cells((tmp_path / "out" / "report.md").read_text(), "Super-resolution")
     assert sr["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**30.00**")
+
+
+def test_history_rows_read_back_keep_epoch_and_step_as_integers(tmp_path):
+    """A resumed run rewrites the rows it keeps: they must read and write back unchanged."""
+    from cmfnet.lit.history import read_history
+
+    text = history_csv([{"epoch": 0, "step": 3, "train/loss": 0.5, "val/sr_psnr": 20.25}])
+    (tmp_path / "history.csv").write_text(text)
+    assert history_csv(read_history(tmp_path / "history.csv")) == text

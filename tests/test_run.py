@@ -106,6 +106,8 @@ def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
     proc = run_py(tmp_path, "experiment=smoke", "mask=fixed", f"mask.path={tmp_path}/text.npy", "logger=none", check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: mask.path: {tmp_path}/text.npy is not a readable .npy array")
+    proc = run_py(tmp_path, "experiment=smoke", "logger.wandb.mode=bogus", check=False)
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: logger.wandb.mode: 'bogus' is not one of offline, ")
     proc = run_py(tmp_path, "experiment=smoke", "accel=100", "logger=none", check=False)  # 16 LR columns
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith(

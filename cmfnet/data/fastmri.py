@@ -196,10 +196,11 @@ def read_pairs_csv(csv_path: Path) -> list[tuple[str, str]]:
         row = [cell.strip() for cell in row]
         if not row or not any(row):
             continue
-        if line_no == 1 and row[0].lower() in ("pd_file", "pd", "aux", "aux_file"):
-            continue
-        if len(row) < 2 or not row[0] or not row[1]:
-            raise DataError(f"{csv_path}: line {line_no} needs 'pd_file,pdfs_file[,score]', got {row}")
+        names = row[:2]
+        if line_no == 1 and not any(name.endswith(".h5") for name in names):
+            continue  # a header row (pd_file,pdfs_file,... in any spelling)
+        if len(names) < 2 or not all(name.endswith(".h5") for name in names):
+            raise DataError(f"{csv_path}: line {line_no} needs 'pd_file.h5,pdfs_file.h5[,score]', got {row}")
         if row[0] == row[1]:
             raise DataError(f"{csv_path}: line {line_no} pairs {row[0]} with itself")
         pairs.append((row[0], row[1]))

@@ -104,6 +104,10 @@ class PairedSliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.slices)
 
+    def target_files(self) -> set[Path]:
+        """The resolved target files this dataset reads slices of."""
+        return {self.pair_paths(pair_idx)[1].resolve() for pair_idx in {pair for pair, _ in self.slices}}
+
     def lowres_pair(self, index: int) -> LowResPair:
         """The deterministic degradation of item ``index``, checked usable in float32."""
         if index in self._cache:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cmfnet.data.errors import DataError
+from cmfnet.data.paired import PairedSliceDataset
 from cmfnet.data.synth_cache import ensure_dataset
 from cmfnet.data.transforms import JointRecSRTransform
 
@@ -134,11 +135,26 @@ class JointDataModule(L.LightningDataModule):
         for split in wanted.get(stage, SPLITS) if stage else SPLITS:
             if split not in self.datasets and split in self.splits:
                 self.datasets[split] = self.build_dataset(split)
+                self.check_no_leak(split)
                 if self.fill_cache and hasattr(self.datasets[split], "fill_cache"):
                     started = time.perf_counter()
                     added = self.datasets[split].fill_cache(self.num_workers, desc=f"caching {split} slices")
                     if added:
                         log.info("cached %d %s slices in %.1f s", added, split, time.perf_counter() - started)
+
+    def check_no_leak(self, split: str) -> None:
+        """Refuse a target file that the training split shares with validation or test (a CSV row
+        naming another split's file): its scores would measure memory, not generalisation.
+        Validation and test may share files (fastMRI knee: test = val)."""
+        def target_files(dataset: Optional[Dataset]) -> set[Path]:
+            return dataset.target_files() if isinstance(dataset, PairedSliceDataset) else set()
+
+        files = target_files(self.datasets[split])
+        for other in ("val", "test") if split == "train" else ("train",):
+            shared = files & target_files(self.datasets.get(other))
+            if shared:
+                raise DataError(f"data.splits: {sorted(shared)[0]} is a target of both the {split} and the {other} split "
+                                f"({len(shared)} shared file(s)); training files must not be scored")
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSeededSampler(self.datasets["train"], self.seed)

@@ -14,9 +14,11 @@ from cmfnet.io import write_text_atomic
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """Rows of a history.csv as ``{column: value}``; empty cells are left out."""
+    """Rows of a history.csv as ``{column: value}`` (``epoch`` and ``step`` as int, the rest as
+    float); empty cells are left out."""
     with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+        return [{k: int(float(v)) if k in ("epoch", "step") else float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(handle)]
 
 
 def history_csv(rows: list[dict[str, float]]) -> str:
