@@ -120,10 +120,37 @@ def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: torch.nn.Modu
     return str(path)
 
 
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Top-level settings checked before anything is built: (key, test, what the key must be).
+SETTING_CHECKS = (
+    ("seed", lambda v: is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    ("scale", is_int, "an integer"),
+    ("accel", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    ("summary_input_hw", lambda v: len(v) == 2 and all(is_int(x) and x >= 1 for x in v), "two positive integers"),
+)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse a top-level setting of the wrong type or range, naming it (a library would fail
+    later with a message that names neither the setting nor the value)."""
+    for key, test, wanted in SETTING_CHECKS:
+        value = cfg.get(key)
+        try:
+            ok = test(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{key} must be {wanted}, got {value!r}")
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (unless the model has no parameters to train), test, and return the metrics."""
     job_started_at = time.time()
     out = output_dir()
+    check_settings(cfg)
     cfg = shrink_config(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else ())
     identity = run_identity(cfg)
     L.seed_everything(cfg.seed, workers=True)

@@ -127,3 +127,29 @@ def test_secrets_never_survive_sanitising(monkeypatch):
     assert clean["logger"]["api_key"] == "<redacted>"
     assert "fake-key" not in str(clean)
     assert clean["lr"] == 1e-5 and clean["items"] == ["a"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=1.5", "seed must be an integer in [0, 2**32), got 1.5"),
+    ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),
+    ("scale=abc", "scale must be an integer, got 'abc'"),
+    ("accel=four", "accel must be a number, got 'four'"),
+    ("summary_input_hw=[0,0]", "summary_input_hw must be two positive integers"),
+])
+def test_top_level_settings_of_the_wrong_type_are_named(override, message):
+    from cmfnet.train import check_settings
+
+    with pytest.raises(ValueError) as raised:
+        check_settings(_compose(override))
+    assert str(raised.value).startswith(message)
+    check_settings(_compose())  # the defaults pass
+
+
+@pytest.mark.parametrize("key, value", [("batch_size", "abc"), ("eval_batch_size", -3), ("num_workers", -1),
+                                        ("batch_size", 2.5)])
+def test_loader_settings_of_the_wrong_type_are_named(key, value, tmp_path):
+    from cmfnet.lit.datamodule import JointDataModule
+
+    settings = {"batch_size": 2, key: value}
+    with pytest.raises(ValueError, match=rf"^data\.{key} must be an integer >= \d, got {value!r}$"):
+        JointDataModule(root=str(tmp_path), splits={}, mask_func=None, scale=2, **settings)

@@ -101,8 +101,10 @@ class JointDataModule(L.LightningDataModule):
         unknown = set(splits) - set(SPLITS)
         if unknown:
             raise ValueError(f"data.splits: unknown split(s) {sorted(unknown)}; use {SPLITS}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                  ("num_workers", num_workers, 0)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise ValueError(f"data.{key} must be an integer >= {least}, got {value!r}")
         self.root = Path(root)
         self.splits = dict(splits)
         self.mask_func = mask_func
