@@ -99,20 +99,19 @@ def shrink_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
         raise ValueError(f"width_factor must be > 0, got {factor}")
 
     def scaled(key: str, width: Any) -> Any:
-        if key.startswith("model.") and key.endswith("width") and isinstance(width, int) and width >= 1:
+        if factor != 1.0 and key.startswith("model.") and key.endswith("width") and isinstance(width, int) and width >= 1:
             return max(WIDTH_FLOOR, round(width * factor))
         return width
 
     with open_dict(cfg):
-        if factor != 1.0:
-            for key in [k for k in cfg.model if str(k).endswith("width")]:
-                cfg.model[key] = scaled(f"model.{key}", cfg.model[key])
+        for key in [k for k in cfg.model if str(k).endswith("width")]:
+            cfg.model[key] = scaled(f"model.{key}", cfg.model[key])
         for group in TINY_GROUPS:
             node = cfg.get(group)
             if isinstance(node, DictConfig):
                 cfg[group] = apply_tiny_preset(node, bool(cfg.tiny))
         for key, value in explicit.items():
-            OmegaConf.update(cfg, key, scaled(key, value) if factor != 1.0 else value, merge=False)
+            OmegaConf.update(cfg, key, scaled(key, value), merge=False)
     return cfg
 
 
