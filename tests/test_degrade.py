@@ -74,3 +74,32 @@ def test_training_masks_are_fresh_per_sample_and_reproducible_per_stream():
     assert any(not torch.equal(first[0], m) for m in first[1:])
     train.set_stream(seed=1, epoch=0, worker=0)
     assert all(torch.equal(m, train(pair, "f.h5", 0).mask) for m in first)
+
+
+def test_instance_normalisation_equals_fastmri():
+    from fastmri.data.transforms import normalize_instance as fastmri_normalize_instance
+
+    from cmfnet.data.transforms import normalize_instance
+
+    image = np.random.default_rng(3).random((20, 24)).astype(np.float32)
+    ours, mean, std = normalize_instance(image, eps=1e-11)
+    reference, ref_mean, ref_std = fastmri_normalize_instance(torch.from_numpy(image), eps=1e-11)
+    assert (mean, std) == pytest.approx((float(ref_mean), float(ref_std)), rel=1e-6)
+    np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_training_loader_drops_only_a_trailing_batch_of_one(fastmri_pairs):
+    import functools
+
+    from cmfnet.data.fastmri import FastMRIPairDataset
+    from cmfnet.lit.datamodule import JointDataModule
+    from cmfnet.masks import RandomMaskFunc
+
+    split = functools.partial(FastMRIPairDataset, root=fastmri_pairs / "singlecoil_val", pairs_csv=fastmri_pairs / "pairs.csv")
+    sizes = {}
+    for batch_size in (2, 3, 4):  # 7 training slices: 1, 1 and 3 left over
+        datamodule = JointDataModule(root=str(fastmri_pairs), splits={"train": split}, mask_func=RandomMaskFunc([0.08], [4]),
+                                     scale=2, batch_size=batch_size, fill_cache=False)
+        datamodule.setup("fit")
+        sizes[batch_size] = [batch.target_input.shape[0] for batch in datamodule.train_dataloader()]
+    assert sizes == {2: [2, 2, 2], 3: [3, 3], 4: [4, 3]}

@@ -60,10 +60,19 @@ def test_shape_mismatch_raises():
         JointL1Loss()(rec, sr[..., :12, :12], rec_target, sr_target)
 
 
-@pytest.mark.parametrize("name, weights", [("l1", (1.0, 1.0)), ("t2net", (0.2, 0.8))])
-def test_loss_configs(name, weights):
+@pytest.mark.parametrize("overrides, weights", [
+    (["loss=l1"], (1.0, 1.0)), (["loss=t2net"], (0.2, 0.8)),
+    ([], (1.0, 1.0)), (["model=t2net"], (0.2, 0.8)),  # the default: each method's own weighting
+    (["model=edsr"], (1.0, 1.0)), (["model=t2net", "loss=l1"], (1.0, 1.0)), (["model=t2net", "loss.w_rec=0.5"], (0.5, 0.8)),
+])
+def test_loss_configs(overrides, weights):
+    from cmfnet.config import register_resolvers
+    from cmfnet.models import build_model
+
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(overrides=[f"+loss={name}"])
+        cfg = compose("train", overrides=overrides)
     loss = hydra.utils.instantiate(cfg.loss)
     assert isinstance(loss, JointL1Loss)
     assert (loss.w_rec, loss.w_sr) == weights
+    build_model(cfg.model, tiny=True)  # loss_weights in a model config is not a model argument

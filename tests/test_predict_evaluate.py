@@ -152,7 +152,7 @@ def write_undersampled_copy(source: Path, dest: Path, accel: int = 4) -> np.ndar
 
 
 def normalise(image: np.ndarray, clamp: float = 6.0) -> tuple[torch.Tensor, float, float]:
-    mean, std = float(image.mean()), float(image.std()) + 1e-11
+    mean, std = float(image.mean()), float(image.std(ddof=1)) + 1e-11
     return torch.from_numpy(np.clip((image - mean) / std, -clamp, clamp).astype(np.float32))[None, None], mean, std
 
 

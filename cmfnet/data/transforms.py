@@ -41,9 +41,10 @@ class JointSample(NamedTuple):
 
 
 def normalize_instance(data: np.ndarray, eps: float = 1e-11) -> tuple[np.ndarray, float, float]:
-    """(data - mean) / (std + eps) with the data's own statistics -> (normalised, mean, std)."""
+    """(data - mean) / (std + eps) with the data's own statistics -> (normalised, mean, std).
+    The std is the sample std (``ddof=1``), as fastMRI's ``normalize_instance`` (``torch.std``)."""
     mean = float(data.mean())
-    std = float(data.std())
+    std = float(data.std(ddof=1))
     return (data - mean) / (std + eps), mean, std
 
 

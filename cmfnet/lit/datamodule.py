@@ -160,6 +160,8 @@ class JointDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSeededSampler(self.datasets["train"], self.seed)
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = -(-len(self.datasets["train"]) // ranks)  # Lightning's distributed sampler pads to equal shares
         return DataLoader(
             self.datasets["train"],
             batch_size=self.batch_size,
@@ -168,7 +170,7 @@ class JointDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             collate_fn=collate_samples,
             worker_init_fn=functools.partial(_seed_worker_masks, sampler=sampler) if self.num_workers else None,
-            drop_last=len(self.datasets["train"]) > self.batch_size,  # no trailing batch of 1 for BatchNorm
+            drop_last=per_rank % self.batch_size == 1,  # no trailing batch of 1 on any rank (MMF's BatchNorm)
         )
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -39,8 +39,8 @@ __all__ = [
 def build_model(model_cfg: DictConfig | Mapping[str, Any], tiny: bool = False) -> nn.Module:
     """Instantiate a composed ``model`` config node (``_target_`` plus keyword arguments).
 
-    The node's ``tiny`` sub-dict is removed; with ``tiny=True`` its values override the
-    full-size ones (small widths for smoke tests). Interpolations such as
+    The node's ``tiny`` sub-dict and ``loss_weights`` (read by ``loss=recipe``) are removed; with
+    ``tiny=True`` the preset's values override the full-size ones (small widths for smoke tests). Interpolations such as
     ``scale: ${scale}`` are resolved against the node's root config.
     """
     if isinstance(model_cfg, DictConfig):
@@ -49,4 +49,5 @@ def build_model(model_cfg: DictConfig | Mapping[str, Any], tiny: bool = False) -
         cfg = dict(model_cfg)
     if "defaults" in cfg:
         raise ValueError("model config still has a 'defaults' list: compose it with Hydra before building")
+    cfg.pop("loss_weights", None)  # the method's training recipe (conf/loss/recipe.yaml), not an argument
     return hydra.utils.instantiate(apply_tiny_preset(cfg, tiny))
