@@ -371,16 +371,22 @@ def print_results(results: dict) -> None:
         console.print(f"target {check['name']}: {check['value']:.3g} {check['compare']} {check['target']:g} {verdict}")
 
 
-def check_options(options, batch: int) -> None:
+def check_settings(cfg) -> None:
     """Refuse, before anything is measured, an option that is not a speed option, a ``+``
-    combination of them or ``fit_loop``, and a batch below 1."""
-    for option in options:
+    combination of them or ``fit_loop``; a batch that is not an integer >= 1; and a ``json``
+    path that cannot be written (a folder, or below something that is not a folder)."""
+    for option in cfg.options:
         unknown = sorted(set(str(option).split("+")) - set(SPEED_OPTIONS)) if option != "fit_loop" else []
         if unknown:
             raise ValueError(f"options: unknown speed option {unknown[0]!r} in {option!r}; "
                              f"choose from {list(SPEED_OPTIONS)} (joined by +) or fit_loop")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    if not isinstance(cfg.batch, int) or isinstance(cfg.batch, bool) or cfg.batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {cfg.batch!r}")
+    if cfg.json:
+        path = Path(cfg.json)
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if path.is_dir() or (parent is not None and not parent.is_dir()):
+            raise ValueError(f"json={cfg.json}: cannot write a file there ({'a folder' if path.is_dir() else f'{parent} is not a folder'})")
 
 
 def save_partial(cfg, results: dict, line: str) -> None:
@@ -407,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
-    check_options(cfg.options, int(cfg.batch))
+    check_settings(cfg)
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs

@@ -17,6 +17,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     renamed over ``path``, with the permissions any new file gets (the umask's; a bare temporary
     file is private to its owner); otherwise it is removed and ``path`` is left as it was."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

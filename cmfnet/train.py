@@ -8,6 +8,7 @@ constant here.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -124,20 +125,26 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-#: Top-level settings checked before anything is built: (key, test, what the key must be).
+#: Settings checked before anything is built: (key, test, what the key must be).
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 SETTING_CHECKS = (
     ("seed", lambda v: is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     ("scale", is_int, "an integer"),
-    ("accel", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    ("accel", lambda v: is_number(v) and v > 1, "a finite number > 1"),
     ("summary_input_hw", lambda v: len(v) == 2 and all(is_int(x) and x >= 1 for x in v), "two positive integers"),
+    ("trainer.max_epochs", lambda v: is_int(v) and v >= -1, "an integer >= -1 (-1: no limit)"),
+    ("optimizer.lr", lambda v: v is None or (is_number(v) and v > 0), "a finite number > 0"),
 )
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Refuse a top-level setting of the wrong type or range, naming it (a library would fail
-    later with a message that names neither the setting nor the value)."""
+    """Refuse a setting of the wrong type or range, naming it (a library would fail later with a
+    message that names neither the setting nor the value)."""
     for key, test, wanted in SETTING_CHECKS:
-        value = cfg.get(key)
+        value = OmegaConf.select(cfg, key)
         try:
             ok = test(value)
         except TypeError:
@@ -184,6 +191,11 @@ def train(cfg: DictConfig) -> dict:
     if trainable:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, out, module))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best and not Path(best).resolve().is_relative_to(Path(trainer.checkpoint_callback.dirpath).resolve()):
+            # resumed from another run's checkpoint and no epoch trained here: Lightning keeps that
+            # run's best path; score what this run holds instead of another folder's file
+            log.warning("best checkpoint %s is another run's; testing this run's weights", best)
+            best = ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     else:
         trainer.validate(module, datamodule=datamodule)

@@ -133,7 +133,11 @@ def test_secrets_never_survive_sanitising(monkeypatch):
     ("seed=1.5", "seed must be an integer in [0, 2**32), got 1.5"),
     ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),
     ("scale=abc", "scale must be an integer, got 'abc'"),
-    ("accel=four", "accel must be a number, got 'four'"),
+    ("accel=four", "accel must be a finite number > 1, got 'four'"),
+    ("accel=inf", "accel must be a finite number > 1, got inf"),
+    ("accel=1", "accel must be a finite number > 1, got 1"),
+    ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1"),
+    ("optimizer.lr=abc", "optimizer.lr must be a finite number > 0, got 'abc'"),
     ("summary_input_hw=[0,0]", "summary_input_hw must be two positive integers"),
 ])
 def test_top_level_settings_of_the_wrong_type_are_named(override, message):

@@ -58,8 +58,11 @@ def test_csv_reader_accepts_minet_rows_and_rejects_bad_ones(tmp_path):
     path.write_text("a.h5,b.h5\nc.h5,b.h5\n")
     with pytest.raises(DataError, match="listed in more than one pair"):
         read_pairs_csv(path)
-    path.write_text("pdfs_file,pd_file,score\na.h5,b.h5,1\n")  # any header spelling is skipped
+    path.write_text("pdfs_file,pd_file,score\nb.h5,a.h5,1\n")  # a header says which column is which
     assert read_pairs_csv(path) == [("a.h5", "b.h5")]
+    path.write_text("first,second\na.h5,b.h5\n")  # a header that does not name them is refused
+    with pytest.raises(DataError, match=r"p\.csv: line 1 is neither two \.h5 names nor a header naming"):
+        read_pairs_csv(path)
     path.write_text("a.h5,b.h5\n.,d.h5\n")  # not a file name: the CSV and line are named, not a folder
     with pytest.raises(DataError, match=r"p\.csv: line 2 needs 'pd_file\.h5,pdfs_file\.h5\[,score\]', got \['\.', 'd\.h5'\]"):
         read_pairs_csv(path)

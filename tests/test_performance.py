@@ -89,18 +89,24 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("override, message", [
     ("options=[bf16+turbo]", "options: unknown speed option 'turbo' in 'bf16+turbo'"),
-    ("batch=0", "batch must be >= 1, got 0"),
+    ("batch=0", "batch must be an integer >= 1, got 0"),
+    ("batch=abc", "batch must be an integer >= 1, got 'abc'"),
     ("no_such_key=3", "Could not override 'no_such_key'"),
+    ("json={tmp}", "json={tmp}: cannot write a file there (a folder)"),
+    ("json={tmp}/bench.json/x.json", "is not a folder"),
 ])
 def test_bench_refuses_bad_settings_with_one_line_before_measuring(override, message, tmp_path, monkeypatch, capsys):
     import cmfnet.bench as bench
 
     monkeypatch.setattr(bench, "measure_model_isolated", lambda *args: pytest.fail("measured despite a bad setting"))
     out = tmp_path / "bench.json"
-    assert main(["bench", "experiment=smoke", override, f"json={out}"]) == 2
+    override, message = override.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    if "bench.json/" in override:
+        out.write_text("a file where the bench would need a folder")
+    assert main(["bench", "experiment=smoke", override, *([] if "json=" in override else [f"json={out}"])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cmfnet bench: error:") and message in err and len(err.splitlines()) == 1, err
-    assert not out.exists()
+    assert not out.exists() or "bench.json/" in override
 
 
 def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, capsys):

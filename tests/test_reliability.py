@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,14 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails_midway(tmp_path, mon
         write_text_atomic(target, "job,status\n" + "1,completed\n" * 10_000)
     assert target.read_text() == "job,status\n0,completed\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_atomic_write_onto_a_folder_names_it_and_leaves_nothing_behind(tmp_path):
+    folder = tmp_path / "scores.json"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"scores\.json: is a folder, not a file to write"):
+        write_text_atomic(folder, "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"] and folder.is_dir()
 
 
 def make_job(sweep: Path, name: str, metrics: dict | bytes | None, overrides: Sequence[str] = ()) -> Path:
@@ -465,3 +474,19 @@ def test_offline_by_default_with_no_key_no_network_and_an_unwritable_home(tmp_pa
     assert len(offline) == 1 and offline[0].name.endswith(metrics["wandb_run_id"])
     assert list(offline[0].glob("*.wandb"))
     assert not home.exists()
+
+
+@pytest.mark.slow
+def test_resuming_from_another_runs_finished_checkpoint_tests_its_weights_not_that_runs_files(tmp_path):
+    """Lightning restores the donor run's best-checkpoint path; with no epoch left to train, the
+    test must score the resumed weights, not a file in (or missing from) the donor's folder."""
+    donor = run_cmfnet(tmp_path, *SMOKE, "logger=none", "hydra.run.dir=donor")
+    assert donor.returncode == 0, donor.stderr[-2000:]
+    copied = tmp_path / "copied.ckpt"
+    copied.write_bytes((tmp_path / "donor" / "checkpoints" / "last.ckpt").read_bytes())
+    shutil.rmtree(tmp_path / "donor")
+    proc = run_cmfnet(tmp_path, *SMOKE, "logger=none", "hydra.run.dir=run", f"ckpt_path={copied}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["status"] == "completed" and np.isfinite(metrics["sr_psnr"])
+    assert "is another run's" in proc.stdout + proc.stderr

@@ -96,7 +96,7 @@ def test_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
 def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
     proc = run_py(tmp_path, "experiment=smoke", "accel=1", "logger=none", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == "error: center_fraction: accel must be > 1, got 1"
+    assert proc.stderr.strip().splitlines()[-1] == "error: accel must be a finite number > 1, got 1"
     proc = run_py(tmp_path, "experiment=smoke", "data=fastmri_knee", f"data.root={tmp_path}/nope", "logger=none", check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == f"error: data.root={tmp_path}/nope: folder not found"

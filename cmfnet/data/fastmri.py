@@ -182,8 +182,14 @@ def read_slice(info: VolumeInfo, slice_idx: int, target_key: str) -> tuple[np.nd
     return image, target
 
 
+AUX_COLUMNS = ("pd_file", "pd", "aux_file", "aux")
+TARGET_COLUMNS = ("pdfs_file", "pdfs", "target_file", "target")
+
+
 def read_pairs_csv(csv_path: Path) -> list[tuple[str, str]]:
-    """(pd_file, pdfs_file) rows of a pairing CSV; a header row naming the columns is skipped."""
+    """(pd_file, pdfs_file) rows of a pairing CSV. Without a header the first two columns are
+    the auxiliary and the target file (MINet's layout); a header row must name both columns
+    (``pd_file``, ``pdfs_file`` or ``aux``/``target``), in any order."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: pairing CSV not found")
     try:
@@ -192,18 +198,26 @@ def read_pairs_csv(csv_path: Path) -> list[tuple[str, str]]:
     except (UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{csv_path}: not a readable CSV text file ({one_line(err)})") from err
     pairs = []
+    columns = (0, 1)
     for line_no, row in enumerate(rows, start=1):
         row = [cell.strip() for cell in row]
         if not row or not any(row):
             continue
-        names = row[:2]
-        if line_no == 1 and not any(name.endswith(".h5") for name in names):
-            continue  # a header row (pd_file,pdfs_file,... in any spelling)
+        if line_no == 1 and not any(cell.endswith(".h5") for cell in row[:2]):
+            header = [cell.lower() for cell in row]
+            aux = next((header.index(name) for name in AUX_COLUMNS if name in header), None)
+            target = next((header.index(name) for name in TARGET_COLUMNS if name in header), None)
+            if aux is None or target is None:
+                raise DataError(f"{csv_path}: line 1 is neither two .h5 names nor a header naming the "
+                                f"'pd_file' and 'pdfs_file' columns, got {row}")
+            columns = (aux, target)
+            continue
+        names = [row[i] for i in columns if i < len(row)]
         if len(names) < 2 or not all(name.endswith(".h5") for name in names):
             raise DataError(f"{csv_path}: line {line_no} needs 'pd_file.h5,pdfs_file.h5[,score]', got {row}")
-        if row[0] == row[1]:
-            raise DataError(f"{csv_path}: line {line_no} pairs {row[0]} with itself")
-        pairs.append((row[0], row[1]))
+        if names[0] == names[1]:
+            raise DataError(f"{csv_path}: line {line_no} pairs {names[0]} with itself")
+        pairs.append((names[0], names[1]))
     if not pairs:
         raise DataError(f"{csv_path}: no pairs listed")
     seen: set[str] = set()
