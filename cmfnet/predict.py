@@ -471,6 +471,9 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.resolve() == inputs.data_dir.resolve():
         raise ValueError(f"--out {out_dir}: is the data folder; predictions would overwrite the inputs")
     dataset = build_dataset(inputs, degradation, build_mask_func(degradation, checkpoint))
+    if args.target_key and not any(target.has_target for _, target in dataset.pairs):
+        raise ValueError(f"--target-key {args.target_key}: no target file has that dataset "
+                         f"(e.g. {dataset.pairs[0][1].info.path})")
     data_cfg = config.get("data") or {}
     batch_size = args.batch_size or int(data_cfg.get("eval_batch_size") or data_cfg.get("batch_size") or 8)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -223,6 +223,9 @@ def test_predict_without_csv_or_into_the_data_folder_fails_clearly(checkpoint, d
     assert "bare_split_less.csv: pairing CSV not found" in capsys.readouterr().err
     assert cli("predict", checkpoint, "--data", split_dir(data_root), "--out", split_dir(data_root)) == 2
     assert "would overwrite the inputs" in capsys.readouterr().err
+    assert cli("predict", checkpoint, "--data", split_dir(data_root), "--out", tmp_path / "o", "--target-key", "nope") == 2
+    assert "--target-key nope: no target file has that dataset" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------------------------
