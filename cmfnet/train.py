@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +38,7 @@ from cmfnet.performance import apply_performance
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+TEST_CHECKPOINTS = ("best", "last")
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")  # what wandb accepts
 
 register_resolvers()
@@ -137,6 +138,7 @@ SETTING_CHECKS = (
     ("summary_input_hw", lambda v: len(v) == 2 and all(is_int(x) and x >= 1 for x in v), "two positive integers"),
     ("trainer.max_epochs", lambda v: is_int(v) and v >= -1, "an integer >= -1 (-1: no limit)"),
     ("optimizer.lr", lambda v: v is None or (is_number(v) and v > 0), "a finite number > 0"),
+    ("test_checkpoint", lambda v: v in TEST_CHECKPOINTS, "'best' or 'last'"),
 )
 
 
@@ -151,6 +153,20 @@ def check_settings(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise ValueError(f"{key} must be {wanted}, got {value!r}")
+
+
+def tested_checkpoint(choice: str, callback: Optional[ModelCheckpoint]) -> Optional[str]:
+    """The checkpoint the test set scores (``test_checkpoint``): ``best`` on validation SR PSNR,
+    or ``last`` (None: the weights as training left them). A best path outside this run's
+    checkpoint folder is another run's (Lightning restores it when a run resumes from that run's
+    finished checkpoint and trains no epoch), so this run's weights are tested instead."""
+    if choice not in TEST_CHECKPOINTS:
+        raise ValueError(f"test_checkpoint must be 'best' or 'last', got {choice!r}")
+    best = callback.best_model_path if callback is not None and choice == "best" else ""
+    if best and not Path(best).resolve().is_relative_to(Path(callback.dirpath).resolve()):
+        log.warning("best checkpoint %s is another run's; testing this run's weights", best)
+        return None
+    return best or None
 
 
 def train(cfg: DictConfig) -> dict:
@@ -190,13 +206,8 @@ def train(cfg: DictConfig) -> dict:
     trainable = getattr(model, "trainable", True)
     if trainable:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, out, module))
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if best and not Path(best).resolve().is_relative_to(Path(trainer.checkpoint_callback.dirpath).resolve()):
-            # resumed from another run's checkpoint and no epoch trained here: Lightning keeps that
-            # run's best path; score what this run holds instead of another folder's file
-            log.warning("best checkpoint %s is another run's; testing this run's weights", best)
-            best = ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        ckpt = tested_checkpoint(cfg.test_checkpoint, trainer.checkpoint_callback)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     else:
         trainer.validate(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule)

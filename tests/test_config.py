@@ -138,6 +138,7 @@ def test_secrets_never_survive_sanitising(monkeypatch):
     ("accel=1", "accel must be a finite number > 1, got 1"),
     ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1"),
     ("optimizer.lr=abc", "optimizer.lr must be a finite number > 0, got 'abc'"),
+    ("test_checkpoint=first", "test_checkpoint must be 'best' or 'last', got 'first'"),
     ("summary_input_hw=[0,0]", "summary_input_hw must be two positive integers"),
 ])
 def test_top_level_settings_of_the_wrong_type_are_named(override, message):

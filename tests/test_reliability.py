@@ -490,3 +490,19 @@ def test_resuming_from_another_runs_finished_checkpoint_tests_its_weights_not_th
     metrics = read_metrics(tmp_path / "run")
     assert metrics["status"] == "completed" and np.isfinite(metrics["sr_psnr"])
     assert "is another run's" in proc.stdout + proc.stderr
+
+
+def test_the_tested_checkpoint_is_best_or_last_and_never_another_runs(tmp_path):
+    from types import SimpleNamespace
+
+    from cmfnet.train import tested_checkpoint
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    own = SimpleNamespace(dirpath=str(tmp_path / "run" / "checkpoints"), best_model_path=str(tmp_path / "run" / "checkpoints" / "best-001.ckpt"))
+    assert tested_checkpoint("best", own) == own.best_model_path
+    assert tested_checkpoint("last", own) is None  # the weights as training left them
+    foreign = SimpleNamespace(dirpath=own.dirpath, best_model_path=str(tmp_path / "donor" / "checkpoints" / "best-001.ckpt"))
+    assert tested_checkpoint("best", foreign) is None
+    assert tested_checkpoint("best", None) is None
+    with pytest.raises(ValueError, match="test_checkpoint must be 'best' or 'last', got 'first'"):
+        tested_checkpoint("first", own)
