@@ -126,11 +126,11 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-#: Settings checked before anything is built: (key, test, what the key must be).
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: Settings checked before anything is built: (key, test, what the key must be).
 SETTING_CHECKS = (
     ("seed", lambda v: is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     ("scale", is_int, "an integer"),
