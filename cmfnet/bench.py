@@ -383,10 +383,9 @@ def check_settings(cfg) -> None:
     if not isinstance(cfg.batch, int) or isinstance(cfg.batch, bool) or cfg.batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {cfg.batch!r}")
     if cfg.json:
-        path = Path(cfg.json)
-        parent = next((p for p in path.absolute().parents if p.exists()), None)
-        if path.is_dir() or (parent is not None and not parent.is_dir()):
-            raise ValueError(f"json={cfg.json}: cannot write a file there ({'a folder' if path.is_dir() else f'{parent} is not a folder'})")
+        from cmfnet.io import check_writable_file
+
+        check_writable_file(Path(cfg.json), f"json={cfg.json}")
 
 
 def save_partial(cfg, results: dict, line: str) -> None:

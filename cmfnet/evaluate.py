@@ -202,8 +202,10 @@ def evaluate_folders(target_dir: Path, prediction_dir: Path, target_key: str = "
 
 
 def run(args: argparse.Namespace) -> int:
-    from cmfnet.io import write_json_atomic
+    from cmfnet.io import check_writable_file, write_json_atomic
 
+    if args.json:
+        check_writable_file(Path(args.json), f"--json {args.json}")
     result = evaluate_folders(
         Path(args.target), Path(args.predictions), args.target_key, args.prediction_key,
         args.acquisition, args.only_predicted,

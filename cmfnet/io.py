@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def check_writable_file(path: Path, setting: str) -> None:
+    """Refuse, before any work, a file path that cannot be written: a folder, or a path below
+    something that is not a folder. ``setting`` names the option in the one-line error."""
+    path = Path(path)
+    existing = next(parent for parent in path.absolute().parents if parent.exists())
+    if path.is_dir():
+        raise ValueError(f"{setting}: cannot write a file there ({path} is a folder)")
+    if not existing.is_dir():
+        raise ValueError(f"{setting}: cannot write a file there ({existing} is not a folder)")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path in ``path``'s folder to write to. When the block ends without error it is

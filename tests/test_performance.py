@@ -92,7 +92,7 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     ("batch=0", "batch must be an integer >= 1, got 0"),
     ("batch=abc", "batch must be an integer >= 1, got 'abc'"),
     ("no_such_key=3", "Could not override 'no_such_key'"),
-    ("json={tmp}", "json={tmp}: cannot write a file there (a folder)"),
+    ("json={tmp}", "json={tmp}: cannot write a file there ({tmp} is a folder)"),
     ("json={tmp}/bench.json/x.json", "is not a folder"),
 ])
 def test_bench_refuses_bad_settings_with_one_line_before_measuring(override, message, tmp_path, monkeypatch, capsys):

@@ -423,6 +423,14 @@ def test_evaluate_refuses_non_finite_predictions_and_targets_without_range(fault
     assert not out.exists()
 
 
+def test_evaluate_refuses_a_json_path_it_cannot_write_before_scoring(eval_folders, tmp_path, capsys):
+    targets, preds = eval_folders
+    assert cli("evaluate", "--target", targets, "--predictions", preds, "--json", tmp_path) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"cmfnet evaluate: error: --json {tmp_path}: cannot write a file there ({tmp_path} is a folder)"
+    assert captured.out == ""  # refused before any volume was scored or printed
+
+
 def test_volume_metrics_name_the_volume_that_cannot_be_scored():
     from cmfnet.metrics import VolumeMetrics
 
