@@ -358,7 +358,11 @@ def print_results(results: dict) -> None:
     if data:
         lines = [f"data path ({data['samples']} slices, one process): cold {data['cold_samples_per_s']:.1f}/s, warm (cached) {data['warm_samples_per_s']:.1f}/s",
                  f"  cache fill at set-up: {data['train_slices']} training slices in {data['cache_fill_s']:.1f} s"]
-        lines += [f"  {k.replace('_', ' ')}: {v:.2f}" for k, v in data.items() if k.startswith("loader_")]
+        for workers in sorted({int(k.split("_")[1]) for k in data if k.startswith("loader_")}):
+            rate = data[f"loader_{workers}_workers_samples_per_s"]
+            each = f" ({rate / workers:.1f} per worker)" if workers else ""
+            lines.append(f"  loader, {workers} workers: {rate:.1f} samples/s{each}, "
+                         f"first batch of an epoch after {data[f'loader_{workers}_workers_first_batch_s']:.2f} s")
         lines.append(f"  loader (default workers) / what the fastest option ({results['data_to_model_ratio_against']}) trains on: "
                      f"{results['data_to_model_ratio']:.1f}x")
         console.print("\n".join(lines))
