@@ -81,6 +81,14 @@ def peak_memory_mb(device: str, rss: PeakRSS, base_rss: int) -> float:
     return (rss.peak - base_rss) / 2**20
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued work (timings on a GPU are otherwise of launches only)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def compose_bench_config(overrides: list[str]):
     """The bench config (``conf/bench.yaml`` over ``conf/train.yaml``) with ``tiny`` presets applied."""
     from hydra import compose, initialize_config_dir
@@ -126,10 +134,6 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     inputs = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h, w, device=device)
     targets = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h * cfg.scale, w * cfg.scale, device=device)
 
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     def train_step() -> None:
         with autocast:
             rec, sr = model(*inputs)
@@ -145,22 +149,22 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
         start = time.perf_counter()
         for _ in range(cfg.warmup_steps):
             train_step()
-        sync()
+        sync(device)
         result["warmup_s"] = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(cfg.timed_steps):
             train_step()
-        sync()
+        sync(device)
         result["train_samples_per_s"] = batch * cfg.timed_steps / (time.perf_counter() - start)
         model.eval()
         with torch.no_grad(), autocast:
             for _ in range(cfg.warmup_steps):
                 model(*inputs)
-            sync()
+            sync(device)
             start = time.perf_counter()
             for _ in range(cfg.timed_steps):
                 model(*inputs)
-            sync()
+            sync(device)
         result["infer_samples_per_s"] = batch * cfg.timed_steps / (time.perf_counter() - start)
     result["peak_memory_mb"] = peak_memory_mb(device, rss, base_rss)
     return result
@@ -201,18 +205,14 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
         def __getitem__(self, index: int) -> JointSample:
             return sample
 
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     class StepTimer(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
             if batch_idx == warmup:
-                sync()
+                sync(device)
                 self.timed_from = time.perf_counter()
 
         def on_train_end(self, trainer, pl_module) -> None:
-            sync()
+            sync(device)
             self.timed_to = time.perf_counter()
 
     model = apply_performance(build_model(cfg.model), **cfg.performance)
@@ -379,12 +379,14 @@ def check_settings(cfg) -> None:
     """Refuse, before anything is measured, an option that is not a speed option, a ``+``
     combination of them or ``fit_loop``; a batch that is not an integer >= 1; and a ``json``
     path that cannot be written (a folder, or below something that is not a folder)."""
+    from cmfnet.config import is_int
+
     for option in cfg.options:
         unknown = sorted(set(str(option).split("+")) - set(SPEED_OPTIONS)) if option != "fit_loop" else []
         if unknown:
             raise ValueError(f"options: unknown speed option {unknown[0]!r} in {option!r}; "
                              f"choose from {list(SPEED_OPTIONS)} (joined by +) or fit_loop")
-    if not isinstance(cfg.batch, int) or isinstance(cfg.batch, bool) or cfg.batch < 1:
+    if not is_int(cfg.batch) or cfg.batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {cfg.batch!r}")
     if cfg.json:
         from cmfnet.io import check_writable_file
@@ -396,10 +398,15 @@ def save_partial(cfg, results: dict, line: str) -> None:
     """Say what was just measured (stderr), and write the results so far to ``json`` (marked
     ``"complete": false``), so a bench stopped by a time limit keeps what it measured."""
     print(f"measured {line}", file=sys.stderr, flush=True)
+    write_results(cfg, results, complete=False)
+
+
+def write_results(cfg, results: dict, complete: bool) -> None:
+    """The results to ``json`` (if set), marked complete or not."""
     if cfg.json:
         from cmfnet.io import write_json_atomic
 
-        write_json_atomic(Path(cfg.json), {**results, "complete": False})
+        write_json_atomic(Path(cfg.json), {**results, "complete": complete})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -453,8 +460,5 @@ def run(args: argparse.Namespace) -> int:
         results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
     results["targets"] = check_targets(results, cfg.targets)
     print_results(results)
-    if cfg.json:
-        from cmfnet.io import write_json_atomic
-
-        write_json_atomic(Path(cfg.json), {**results, "complete": True})
+    write_results(cfg, results, complete=True)
     return 0

@@ -75,6 +75,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def _names_a_target(value: Any) -> bool:
+    """Whether a config value holds a ``_target_`` key at any depth."""
+    if isinstance(value, dict):
+        return "_target_" in value or any(_names_a_target(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_names_a_target(v) for v in value)
+    return False
+
+
 def check_trusted_target(node: dict, key: str, namespace: str, base: type, path: str | Path) -> None:
     """Refuse ``cmfnet_config[key]`` unless its ``_target_`` is ``<namespace>.<Class>`` for a
     public class of that cmfnet module derived from ``base``, and no value nested in it names a
@@ -85,7 +94,7 @@ def check_trusted_target(node: dict, key: str, namespace: str, base: type, path:
     target = node.get("_target_")
     name = target[len(namespace) + 1:] if isinstance(target, str) and target.startswith(namespace + ".") else ""
     found = getattr(importlib.import_module(namespace), name, None) if name.isidentifier() and not name.startswith("_") else None
-    nested = [k for k, v in node.items() if k != "_target_" and "_target_" in repr(v)]
+    nested = [k for k, v in node.items() if k != "_target_" and _names_a_target(v)]
     if not (isinstance(found, type) and issubclass(found, base) and found.__module__.startswith(namespace)) or nested:
         what = f"a nested _target_ under {nested[0]!r}" if nested and found else repr(target)
         raise CheckpointError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from typing import Any, Sequence
@@ -54,6 +55,16 @@ def fastest_precision() -> str:
     if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8:
         return "bf16-mixed"
     return "32-true"
+
+
+def is_int(value: Any) -> bool:
+    """An int and not a bool (YAML's true/false are bools, and bool is an int subclass)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def apply_tiny_preset(node: DictConfig | dict, tiny: bool) -> DictConfig | dict:

@@ -8,7 +8,6 @@ constant here.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cmfnet.checkpoint import mismatch_summary
-from cmfnet.config import register_resolvers, sanitize_config, shrink_config
+from cmfnet.config import is_int, is_number, register_resolvers, sanitize_config, shrink_config
 from cmfnet.data.errors import DataError
 from cmfnet.data.paired import worker_error_message
 from cmfnet.io import write_json_atomic
@@ -120,14 +119,6 @@ def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: torch.nn.Modu
         raise DataError(f"ckpt_path={ckpt_path}: {path} does not fit this run's model "
                         f"({type(module.model).__name__}): {mismatch_summary(module, weights)}")
     return str(path)
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: Settings checked before anything is built: (key, test, what the key must be).

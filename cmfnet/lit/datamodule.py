@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cmfnet.config import is_int
 from cmfnet.data.errors import DataError
 from cmfnet.data.paired import PairedSliceDataset
 from cmfnet.data.synth_cache import ensure_dataset
@@ -103,7 +104,7 @@ class JointDataModule(L.LightningDataModule):
             raise ValueError(f"data.splits: unknown split(s) {sorted(unknown)}; use {SPLITS}")
         for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
                                   ("num_workers", num_workers, 0)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            if value is not None and (not is_int(value) or value < least):
                 raise ValueError(f"data.{key} must be an integer >= {least}, got {value!r}")
         self.root = Path(root)
         self.splits = dict(splits)
