@@ -244,6 +244,13 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
     the training DataLoader over the filled cache with each worker count, as samples/s over
     whole epochs (workers start again every epoch, and that is counted) and the wait for each
     epoch's first batch.
+
+    The loader's CPU time is measured too, because on a machine with fewer cores than
+    workers + 1 (this project's CI has 2) the wall-clock rate measures the contention, not the
+    loader: the training process's CPU ms per batch (receiving and unpacking batches; on a GPU
+    this thread also launches the model's kernels) and the workers' CPU ms per sample. From
+    them, ``..._projected_samples_per_s`` is what the loader delivers with a free core for
+    every process: ``min(workers * 1000 / worker_ms_per_sample, 1000 * samples / training_process_ms)``.
     """
     import hydra
 
@@ -267,7 +274,8 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
     for workers in worker_counts:
         datamodule.num_workers = workers
         loader = datamodule.train_dataloader()
-        seen, waits, start = 0, [], time.perf_counter()
+        seen, batches, waits = 0, 0, []
+        children_cpu, own_cpu, start = children_cpu_s(), time.process_time(), time.perf_counter()
         for epoch in range(int(cfg.loader_epochs)):
             loader.sampler.set_epoch(epoch)
             epoch_start = time.perf_counter()
@@ -275,9 +283,27 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
                 if step == 0:
                     waits.append(time.perf_counter() - epoch_start)
                 seen += batch.target_input.shape[0]
-        result[f"loader_{workers}_workers_samples_per_s"] = seen / (time.perf_counter() - start)
-        result[f"loader_{workers}_workers_first_batch_s"] = sum(waits) / len(waits)
+                batches += 1
+        # the workers are joined at the end of each epoch, so their CPU time is counted by now
+        own_ms, workers_ms = 1e3 * (time.process_time() - own_cpu), 1e3 * (children_cpu_s() - children_cpu)
+        name = f"loader_{workers}_workers"
+        result[f"{name}_samples_per_s"] = seen / (time.perf_counter() - start)
+        result[f"{name}_first_batch_s"] = sum(waits) / len(waits)
+        result[f"{name}_training_process_cpu_ms_per_batch"] = own_ms / batches
+        projected = 1e3 * seen / own_ms
+        if workers:
+            result[f"{name}_worker_cpu_ms_per_sample"] = workers_ms / seen
+            projected = min(projected, workers * 1e3 * seen / workers_ms)
+        result[f"{name}_projected_samples_per_s"] = projected
     return result
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished (joined) child processes."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_launch(overrides: list[str]) -> dict[str, Any]:
@@ -359,10 +385,15 @@ def print_results(results: dict) -> None:
         lines = [f"data path ({data['samples']} slices, one process): cold {data['cold_samples_per_s']:.1f}/s, warm (cached) {data['warm_samples_per_s']:.1f}/s",
                  f"  cache fill at set-up: {data['train_slices']} training slices in {data['cache_fill_s']:.1f} s"]
         for workers in sorted({int(k.split("_")[1]) for k in data if k.startswith("loader_")}):
-            rate = data[f"loader_{workers}_workers_samples_per_s"]
+            name = f"loader_{workers}_workers"
+            rate = data[f"{name}_samples_per_s"]
             each = f" ({rate / workers:.1f} per worker)" if workers else ""
             lines.append(f"  loader, {workers} workers: {rate:.1f} samples/s{each}, "
-                         f"first batch of an epoch after {data[f'loader_{workers}_workers_first_batch_s']:.2f} s")
+                         f"first batch of an epoch after {data[f'{name}_first_batch_s']:.2f} s")
+            cost = f"training process {data[f'{name}_training_process_cpu_ms_per_batch']:.2f} CPU ms/batch"
+            if workers:
+                cost += f", workers {data[f'{name}_worker_cpu_ms_per_sample']:.3f} CPU ms/sample"
+            lines.append(f"    {cost}: {data[f'{name}_projected_samples_per_s']:.0f} samples/s with a free core per process")
         lines.append(f"  loader (default workers) / what the fastest option ({results['data_to_model_ratio_against']}) trains on: "
                      f"{results['data_to_model_ratio']:.1f}x")
         console.print("\n".join(lines))

@@ -60,7 +60,7 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     out = tmp_path / "bench.json"
     status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
                    "options=[channels_last,activation_checkpointing+channels_last,fit_loop]", "data_samples=4",
-                   "data_workers=[0]", "loader_epochs=2", "launch=false", "targets.data_to_model_ratio=1e12",
+                   "data_workers=[0,1]", "loader_epochs=2", "launch=false", "targets.data_to_model_ratio=1e12",
                    f"json={out}"])
     assert status == 0
     results = json.loads(out.read_text())
@@ -78,6 +78,14 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     data = results["data_path"]
     assert data["warm_samples_per_s"] > 0 and data["train_slices"] == 6 and data["cache_fill_s"] >= 0
     assert data["loader_0_workers_samples_per_s"] > 0 and data["loader_0_workers_first_batch_s"] > 0
+    # CPU accounting: the worker's time is counted (it is joined every epoch), and the projection
+    # with a free core per process is the slower of the worker and the training process
+    assert data["loader_1_workers_worker_cpu_ms_per_sample"] > 0
+    own_ms_per_sample = data["loader_1_workers_training_process_cpu_ms_per_batch"] / 2  # batch 2
+    assert data["loader_1_workers_projected_samples_per_s"] == pytest.approx(
+        1e3 / max(data["loader_1_workers_worker_cpu_ms_per_sample"], own_ms_per_sample))
+    assert data["loader_0_workers_projected_samples_per_s"] == pytest.approx(
+        1e3 * 2 / data["loader_0_workers_training_process_cpu_ms_per_batch"])
     assert results["data_to_model_ratio_against"] == fastest["option"]
     assert results["data_to_model_ratio"] == pytest.approx(data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"])
     # targets: only what was measured is judged (no GPU peak here, no launch), against the config's value
