@@ -169,6 +169,9 @@ class FixedMaskFunc:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"mask.path: no mask file at {self.path}")
+        with open(self.path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # else numpy's error suggests unpickling the file
+                raise ValueError(f"mask.path: {self.path} is not a .npy file (no NumPy header)")
         try:
             columns = np.load(self.path, allow_pickle=False)
         except (ValueError, OSError) as err:

@@ -97,3 +97,10 @@ def test_fixed_mask_rejects_bad_files(tmp_path):
     np.save(tmp_path / "values.npy", np.array([0, 0.5, 1]))
     with pytest.raises(ValueError, match="only 0 and 1"):
         masks.FixedMaskFunc(tmp_path / "values.npy")
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(ValueError, match=r"text\.npy is not a \.npy file \(no NumPy header\)$"):
+        masks.FixedMaskFunc(tmp_path / "text.npy")
+    np.save(tmp_path / "whole.npy", np.ones(64))
+    (tmp_path / "truncated.npy").write_bytes((tmp_path / "whole.npy").read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"truncated\.npy is not a readable \.npy array"):
+        masks.FixedMaskFunc(tmp_path / "truncated.npy")
