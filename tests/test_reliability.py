@@ -506,3 +506,22 @@ def test_the_tested_checkpoint_is_best_or_last_and_never_another_runs(tmp_path):
     assert tested_checkpoint("best", None) is None
     with pytest.raises(ValueError, match="test_checkpoint must be 'best' or 'last', got 'first'"):
         tested_checkpoint("first", own)
+
+
+@pytest.mark.parametrize("value, finite", [
+    (torch.tensor([1.0, float("nan"), 2.0]), False),
+    (torch.tensor([1.0, float("inf"), -float("inf")]), False),  # inf - inf: the sum is NaN
+    (torch.full((4,), 3e38), True),  # overflows a float32 sum, not a float64 one
+    (torch.tensor([1e308, 1e308], dtype=torch.float64), True),  # overflows the float64 sum: looked at element-wise
+    (torch.tensor([1e308, float("nan")], dtype=torch.float64), False),
+    (torch.tensor([1, 2, 3]), True),
+    (np.array([0.5, np.nan], dtype=np.float32), False),
+    (np.array([1 + 1j, complex(np.inf, 0)], dtype=np.complex64), False),
+    (np.full(3, 3e38, dtype=np.float32), True),
+    ("name.h5", True),
+])
+def test_all_finite_matches_an_element_wise_check(value, finite):
+    from cmfnet.data.paired import all_finite, non_finite_field
+
+    assert all_finite(value) is finite
+    assert non_finite_field((torch.zeros(2), value)) == (None if finite else "1")
