@@ -174,11 +174,11 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
     """Training samples/s through the run's own loop: Lightning's Trainer built from the
     ``trainer`` config as ``python run.py`` resolves it on this device (precision, cuDNN
     autotuning), the LightningModule with its per-step checks and logging, the speed switches
-    under ``performance:``, and the rich progress bar, on one random batch held on the host and
+    under ``performance:``, and the run's progress bar, on one random batch held on the host and
     moved to the device every step as a loader's batch would be. Inference is not measured."""
     import hydra
     import torch
-    from lightning.pytorch.callbacks import Callback, RichProgressBar
+    from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader, Dataset
 
     from cmfnet.data.paired import collate_as_is
@@ -218,12 +218,14 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
     model = apply_performance(build_model(cfg.model), **cfg.performance)
     module = hydra.utils.instantiate(cfg.module, model=model, loss=hydra.utils.instantiate(cfg.loss))
     timer = StepTimer()
+    bar = (cfg.get("callbacks") or {}).get("progress_bar")
+    progress_bar = [hydra.utils.instantiate(bar)] if bar else []
     loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
         trainer = hydra.utils.instantiate(
             cfg.trainer, **({"accelerator": "cpu"} if device == "cpu" else {}), max_epochs=1, max_steps=steps,
             logger=False, enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
-            num_sanity_val_steps=0, callbacks=[RichProgressBar(), timer], default_root_dir=tmp)
+            num_sanity_val_steps=0, callbacks=[*progress_bar, timer], default_root_dir=tmp)
         started = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader)
     result: dict[str, Any] = {

@@ -1,6 +1,7 @@
 """Speed switches keep the numbers and parameter names; the bench command reports ratios."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,9 +157,10 @@ def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(
                         mask=torch.ones(2, 12), mean=torch.zeros(2), std=torch.ones(2),
                         fname=["a.h5", "b.h5"], slice_idx=[0, 1])
     reads = []
-    to_bool, to_item = torch.Tensor.__bool__, torch.Tensor.item
+    to_bool, to_item, to_list = torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append("bool") or to_bool(self))
     monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append("item") or to_item(self))
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append("tolist") or to_list(self))
     loss = module.training_step(batch, 0)
     assert reads == []
     loss.backward()
@@ -193,3 +195,64 @@ def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
     from cmfnet.bench import bf16_peak_flops
 
     assert bf16_peak_flops(name) == peak
+
+
+def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(monkeypatch, tmp_path):
+    """Through Lightning's loop with the configured progress bar: one read per step (the checks,
+    which also fetch the loss the bar shows), plus the logger's three losses every
+    log_every_n_steps. Reads are counted from a step's start to the next one's; the optimizer's
+    reads of its step counters are left out, as they stay on the host on a GPU too."""
+    import traceback
+    from collections import Counter
+
+    import hydra
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from cmfnet.data.paired import collate_as_is
+    from cmfnet.data.transforms import JointSample
+    from cmfnet.lit.module import JointRecSRModule
+    from cmfnet.losses import JointL1Loss
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        bar = hydra.utils.instantiate(compose("train").callbacks.progress_bar)
+    batch = JointSample(target_input=torch.randn(2, 1, 12, 12), aux_input=torch.randn(2, 1, 12, 12),
+                        rec_target=torch.randn(2, 1, 12, 12), sr_target=torch.randn(2, 1, 24, 24),
+                        mask=torch.ones(2, 12), mean=torch.zeros(2), std=torch.ones(2),
+                        fname=["a.h5", "b.h5"], slice_idx=[0, 1])
+    module = JointRecSRModule(_tiny(), JointL1Loss(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+    reads, step = Counter(), [None]
+
+    def counted(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if step[0] is not None and "/torch/optim/" not in traceback.extract_stack(limit=2)[0].filename:
+                reads[step[0]] += 1
+            return original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, read)
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        counted(name)
+
+    class StepTracker(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            step[0] = batch_idx
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.loss = outputs["loss"].detach().clone()  # read once training is over
+
+        def on_train_end(self, trainer, pl_module):
+            step[0] = None
+
+    tracker = StepTracker()
+    trainer = L.Trainer(accelerator="cpu", max_steps=20, logger=CSVLogger(tmp_path), log_every_n_steps=10,
+                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[bar, tracker], default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader([batch] * 20, batch_size=None, collate_fn=collate_as_is))
+    assert sorted(Counter(reads.values()).items()) == [(1, 18), (4, 2)]
+    assert module.last_train_loss == pytest.approx(float(tracker.loss))
+    assert bar.get_metrics(trainer, module)["train/loss"] == module.last_train_loss

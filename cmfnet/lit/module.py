@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -71,6 +72,7 @@ class JointRecSRModule(L.LightningModule):
         self.skip_nonfinite = skip_nonfinite
         self.skipped_batches = 0
         self._unchecked: list[_StepLoss] = []
+        self.last_train_loss: Optional[float] = None
         self._metrics = {}
         self.example_images: list[dict] = []
         self.results: dict[str, dict] = {}
@@ -119,20 +121,26 @@ class JointRecSRModule(L.LightningModule):
         """Stop (or skip the step) on a NaN/inf loss or gradient, then log the losses.
 
         The check of every batch since the last optimizer step and of all gradients costs one
-        device-to-host read per step: a flag per loss and the largest |gradient| (NaN if any is
-        NaN). Only a failing step looks for the batch or the parameter to name. Under DDP the
-        gradients are averaged over ranks, so every rank sees a bad batch and skips together.
+        device-to-host read per step: each loss and the largest |gradient| (NaN if any is NaN).
+        The last loss read is kept in :attr:`last_train_loss` for the progress bar
+        (:class:`~cmfnet.lit.progress.CheckedLossProgressBar`), which would otherwise read the
+        logged loss again after the optimizer step. Only a failing step looks for the batch or
+        the parameter to name. Under DDP the gradients are averaged over ranks, so every rank
+        sees a bad batch and skips together.
         """
         unchecked, self._unchecked = self._unchecked, []
-        checks = [torch.isfinite(step.losses.total) for step in unchecked]
+        values = [step.losses.total.detach().float() for step in unchecked]
         grads = [param.grad for param in self.model.parameters() if param.grad is not None]
         if grads:
-            checks.append(torch.isfinite(get_total_norm(grads, norm_type=float("inf"))))
-        if not checks or torch.stack(checks).all():
-            for step in unchecked:
-                self.log("train/loss", step.losses.total, prog_bar=True, batch_size=step.batch_size)
+            values.append(get_total_norm(grads, norm_type=float("inf")).float())
+        read = torch.stack(values).tolist() if values else []
+        if all(math.isfinite(value) for value in read):
+            for step in unchecked:  # the logger reads these every log_every_n_steps, not every step
+                self.log("train/loss", step.losses.total, batch_size=step.batch_size)
                 self.log("train/loss_rec", step.losses.rec, batch_size=step.batch_size)
                 self.log("train/loss_sr", step.losses.sr, batch_size=step.batch_size)
+            if unchecked:
+                self.last_train_loss = read[len(unchecked) - 1]
             return
         bad = next((step for step in unchecked if not torch.isfinite(step.losses.total)), None)
         if bad is not None:
