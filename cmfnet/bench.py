@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -242,17 +243,20 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
 
     One process: samples/s of the first ``data_samples`` slices read and degraded (cold), then
     again from the cache with only masks drawn (warm). Set-up: seconds to fill the whole
-    training split's cache with the configured workers. Loader: ``data.loader_epochs`` epochs of
+    training split's cache with the configured workers. Loader: ``loader_epochs`` epochs of
     the training DataLoader over the filled cache with each worker count, as samples/s over
     whole epochs (workers start again every epoch, and that is counted) and the wait for each
-    epoch's first batch.
+    epoch's first batch. An epoch is the training split listed again up to
+    ``loader_epoch_slices`` (null: the split once).
 
     The loader's CPU time is measured too, because on a machine with fewer cores than
     workers + 1 (this project's CI has 2) the wall-clock rate measures the contention, not the
     loader: the training process's CPU ms per batch (receiving and unpacking batches; on a GPU
     this thread also launches the model's kernels) and the workers' CPU ms per sample. From
-    them, ``..._projected_samples_per_s`` is what the loader delivers with a free core for
-    every process: ``min(workers * 1000 / worker_ms_per_sample, 1000 * samples / training_process_ms)``.
+    them, ``..._projected_samples_per_s`` is what a loader with workers delivers with a free
+    core for every process: ``min(workers * 1000 / worker_ms_per_sample, 1000 * samples /
+    training_process_ms)``. (Without workers the process's CPU time also counts its intra-op
+    threads, so there is no projection: the wall-clock rate is the figure.)
     """
     import hydra
 
@@ -273,6 +277,9 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
     train.fill_cache(int(cfg.data.num_workers))
     result["train_slices"] = len(train)
     result["cache_fill_s"] = time.perf_counter() - start
+    if cfg.loader_epoch_slices:
+        datamodule.datasets["train"] = RepeatedSlices(train, int(cfg.loader_epoch_slices))
+    result["loader_epoch_slices"] = len(datamodule.datasets["train"])
     for workers in worker_counts:
         datamodule.num_workers = workers
         loader = datamodule.train_dataloader()
@@ -292,12 +299,27 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
         result[f"{name}_samples_per_s"] = seen / (time.perf_counter() - start)
         result[f"{name}_first_batch_s"] = sum(waits) / len(waits)
         result[f"{name}_training_process_cpu_ms_per_batch"] = own_ms / batches
-        projected = 1e3 * seen / own_ms
         if workers:
             result[f"{name}_worker_cpu_ms_per_sample"] = workers_ms / seen
-            projected = min(projected, workers * 1e3 * seen / workers_ms)
-        result[f"{name}_projected_samples_per_s"] = projected
+            result[f"{name}_projected_samples_per_s"] = min(1e3 * seen / own_ms, workers * 1e3 * seen / workers_ms)
     return result
+
+
+class RepeatedSlices:
+    """A training split listed again and again up to ``length`` items (at least once): a long
+    epoch over a small split, so that the workers' start at every epoch weighs as little as on
+    a real data set. Keeps the split's ``transform`` for the epoch-seeded sampler."""
+
+    def __init__(self, dataset, length: int):
+        self.dataset = dataset
+        self.transform = dataset.transform
+        self.length = max(length, len(dataset))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.dataset[index % len(self.dataset)]
 
 
 def children_cpu_s() -> float:
@@ -385,17 +407,18 @@ def print_results(results: dict) -> None:
     data = results.get("data_path", {})
     if data:
         lines = [f"data path ({data['samples']} slices, one process): cold {data['cold_samples_per_s']:.1f}/s, warm (cached) {data['warm_samples_per_s']:.1f}/s",
-                 f"  cache fill at set-up: {data['train_slices']} training slices in {data['cache_fill_s']:.1f} s"]
-        for workers in sorted({int(k.split("_")[1]) for k in data if k.startswith("loader_")}):
+                 f"  cache fill at set-up: {data['train_slices']} training slices in {data['cache_fill_s']:.1f} s",
+                 f"  loader epochs of {data['loader_epoch_slices']} slices:"]
+        for workers in sorted(int(k.split("_")[1]) for k in data if re.fullmatch(r"loader_\d+_workers_samples_per_s", k)):
             name = f"loader_{workers}_workers"
             rate = data[f"{name}_samples_per_s"]
             each = f" ({rate / workers:.1f} per worker)" if workers else ""
             lines.append(f"  loader, {workers} workers: {rate:.1f} samples/s{each}, "
                          f"first batch of an epoch after {data[f'{name}_first_batch_s']:.2f} s")
-            cost = f"training process {data[f'{name}_training_process_cpu_ms_per_batch']:.2f} CPU ms/batch"
             if workers:
-                cost += f", workers {data[f'{name}_worker_cpu_ms_per_sample']:.3f} CPU ms/sample"
-            lines.append(f"    {cost}: {data[f'{name}_projected_samples_per_s']:.0f} samples/s with a free core per process")
+                lines.append(f"    training process {data[f'{name}_training_process_cpu_ms_per_batch']:.2f} CPU ms/batch, "
+                             f"workers {data[f'{name}_worker_cpu_ms_per_sample']:.3f} CPU ms/sample: "
+                             f"{data[f'{name}_projected_samples_per_s']:.0f} samples/s with a free core per process")
         lines.append(f"  loader (default workers) / what the fastest option ({results['data_to_model_ratio_against']}) trains on: "
                      f"{results['data_to_model_ratio']:.1f}x")
         console.print("\n".join(lines))
@@ -410,8 +433,9 @@ def print_results(results: dict) -> None:
 
 def check_settings(cfg) -> None:
     """Refuse, before anything is measured, an option that is not a speed option, a ``+``
-    combination of them or ``fit_loop``; a batch that is not an integer >= 1; and a ``json``
-    path that cannot be written (a folder, or below something that is not a folder)."""
+    combination of them or ``fit_loop``; a count (batch, steps, samples, epochs, workers) that
+    is not an integer of at least its least value; and a ``json`` path that cannot be written
+    (a folder, or below something that is not a folder)."""
     from cmfnet.config import is_int
 
     for option in cfg.options:
@@ -419,8 +443,13 @@ def check_settings(cfg) -> None:
         if unknown:
             raise ValueError(f"options: unknown speed option {unknown[0]!r} in {option!r}; "
                              f"choose from {list(SPEED_OPTIONS)} (joined by +) or fit_loop")
-    if not is_int(cfg.batch) or cfg.batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {cfg.batch!r}")
+    counts = [("batch", cfg.batch, 1), ("timed_steps", cfg.timed_steps, 1), ("warmup_steps", cfg.warmup_steps, 0),
+              ("data_samples", cfg.data_samples, 1), ("loader_epochs", cfg.loader_epochs, 1),
+              *((("loader_epoch_slices", cfg.loader_epoch_slices, 1),) if cfg.loader_epoch_slices is not None else ()),
+              *(("data_workers", workers, 0) for workers in cfg.data_workers)]
+    for key, value, least in counts:
+        if not is_int(value) or value < least:
+            raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
     if cfg.json:
         from cmfnet.io import check_writable_file
 
@@ -488,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
     results["data_to_model_ratio_against"] = fastest["option"]
     save_partial(cfg, results, f"data path: {loader_rate:.1f} samples/s from the loader with {default_workers} workers")
     if cfg.launch:
-        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=",
+        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=", "loader_epoch_slices=",
                       "launch=", "json=", "device=", "targets.", "+targets.")
         results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
     results["targets"] = check_targets(results, cfg.targets)

@@ -26,8 +26,9 @@ def register_resolvers() -> None:
     the same second get different folders.
     ``${cuda_available:}``: whether this process sees a CUDA device (cuDNN autotuning, pinned
     memory). ``${fastest_precision:}``: the trainer precision of the GPU default (see
-    :func:`fastest_precision`). Both are resolved in the job, so a ``launcher=gpus`` job sees
-    the one GPU it is pinned to.
+    :func:`fastest_precision`). ``${on_cuda:a,b}``: ``a`` where this process sees a CUDA
+    device, else ``b`` (the loader's workers). All three are resolved in the job, so a
+    ``launcher=gpus`` job sees the one GPU it is pinned to.
     """
     if not OmegaConf.has_resolver("fastmri_center_fraction"):
         OmegaConf.register_new_resolver("fastmri_center_fraction", center_fraction_for)
@@ -37,6 +38,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("cuda_available", cuda_available)
     if not OmegaConf.has_resolver("fastest_precision"):
         OmegaConf.register_new_resolver("fastest_precision", fastest_precision)
+    if not OmegaConf.has_resolver("on_cuda"):
+        OmegaConf.register_new_resolver("on_cuda", lambda if_cuda, otherwise: if_cuda if cuda_available() else otherwise)
 
 
 def cuda_available() -> bool:

@@ -53,12 +53,12 @@ def test_every_combination_instantiates(model, data, mask, tmp_path):
 
 
 @pytest.mark.parametrize("cuda, capability, trainer, expected", [
-    (False, None, "default", ("32-true", False, False)),
-    (True, (9, 0), "default", ("bf16-mixed", True, True)),  # H100 / H200
-    (True, (7, 0), "default", ("32-true", True, True)),  # V100: no native bf16
-    (True, (9, 0), "cpu", ("32-true", False, True)),
-    (True, (9, 0), "gpu", ("bf16-mixed", True, True)),
-    (True, (7, 0), "ddp", ("32-true", True, True)),
+    (False, None, "default", ("32-true", False, False, 2)),
+    (True, (9, 0), "default", ("bf16-mixed", True, True, 4)),  # H100 / H200
+    (True, (7, 0), "default", ("32-true", True, True, 4)),  # V100: no native bf16
+    (True, (9, 0), "cpu", ("32-true", False, True, 4)),
+    (True, (9, 0), "gpu", ("bf16-mixed", True, True, 4)),
+    (True, (7, 0), "ddp", ("32-true", True, True, 4)),
 ])
 def test_gpu_defaults_follow_the_device_the_job_sees(monkeypatch, cuda, capability, trainer, expected):
     import torch
@@ -66,7 +66,7 @@ def test_gpu_defaults_follow_the_device_the_job_sees(monkeypatch, cuda, capabili
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     cfg = _compose(f"trainer={trainer}")
-    assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.data.pin_memory) == expected
+    assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.data.pin_memory, cfg.data.num_workers) == expected
 
 
 def test_center_fraction_follows_acceleration_unless_set():
