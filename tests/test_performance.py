@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -260,3 +261,33 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(mon
     assert sorted(Counter(reads.values()).items()) == [(1, 18), (4, 2)]
     assert module.last_train_loss == pytest.approx(float(tracker.loss))
     assert bar.get_metrics(trainer, module)["train/loss"] == module.last_train_loss
+
+
+class _Item(NamedTuple):
+    """A sample with fields of two dtypes (module level: workers pickle it)."""
+
+    image: torch.Tensor
+    target: torch.Tensor
+    mean: torch.Tensor
+    label: torch.Tensor
+    name: str
+
+
+def test_a_worker_batch_crosses_to_the_training_process_as_one_buffer_per_dtype():
+    """Each tensor storage sent from a worker costs a shared-memory file and descriptor: the
+    collated fields of one dtype must arrive as views of one storage, equal to plain stacking."""
+    from torch.utils.data import DataLoader
+
+    from cmfnet.lit.datamodule import collate_samples
+
+    torch.manual_seed(0)
+    items = [_Item(torch.randn(1, 4, 4), torch.randn(1, 8, 8), torch.randn(()), torch.tensor([i, 2 * i]), f"f{i}")
+             for i in range(6)]
+    batches = list(DataLoader(items, batch_size=3, num_workers=1, collate_fn=collate_samples, timeout=60))
+    for batch, start in zip(batches, (0, 3)):
+        for field in ("image", "target", "mean", "label"):
+            assert torch.equal(getattr(batch, field), torch.stack([getattr(i, field) for i in items[start:start + 3]]))
+        assert batch.name == [f"f{i}" for i in range(start, start + 3)]
+        floats = {getattr(batch, field).untyped_storage().data_ptr() for field in ("image", "target", "mean")}
+        assert len(floats) == 1 and batch.image.is_shared()
+        assert batch.label.dtype == torch.int64 and batch.label.untyped_storage().data_ptr() not in floats
