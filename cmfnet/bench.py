@@ -24,8 +24,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 #: The speed options ``options=[...]`` may name, alone or joined by ``+``. ``options`` may also
-#: name ``fit_loop``: the run's own training loop (:func:`measure_fit_loop`), alone.
+#: name the run's own training loop (:func:`measure_fit_loop`), alone: ``fit_loop`` on one batch
+#: held on the host, ``fit_loop_data`` fed by the run's training DataLoader.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
+LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets;
 #: the first fragment found in the device name wins, so variants come before their family.
@@ -171,12 +173,15 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     return result
 
 
-def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
+def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any]:
     """Training samples/s through the run's own loop: Lightning's Trainer built from the
     ``trainer`` config as ``python run.py`` resolves it on this device (precision, cuDNN
     autotuning), the LightningModule with its per-step checks and logging, the speed switches
-    under ``performance:``, and the run's progress bar, on one random batch held on the host and
-    moved to the device every step as a loader's batch would be. Inference is not measured."""
+    under ``performance:``, and the run's progress bar. Without ``with_data`` it trains on one
+    random batch held on the host and moved to the device every step as a loader's batch would
+    be; with it, on the run's own training DataLoader (the configured data, workers and pinned
+    memory; the split listed again until it fills the steps), so the two rows' ratio is what the
+    data path costs the loop. Inference is not measured."""
     import hydra
     import torch
     from lightning.pytorch.callbacks import Callback
@@ -221,7 +226,15 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
     timer = StepTimer()
     bar = (cfg.get("callbacks") or {}).get("progress_bar")
     progress_bar = [hydra.utils.instantiate(bar)] if bar else []
-    loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
+    if with_data:
+        datamodule = hydra.utils.instantiate(cfg.data, mask_func=hydra.utils.instantiate(cfg.mask), scale=scale,
+                                             seed=cfg.seed, batch_size=batch)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        datamodule.datasets["train"] = RepeatedSlices(datamodule.datasets["train"], steps * batch)
+        loader = datamodule.train_dataloader()
+    else:
+        loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
         trainer = hydra.utils.instantiate(
             cfg.trainer, **({"accelerator": "cpu"} if device == "cpu" else {}), max_epochs=1, max_steps=steps,
@@ -230,10 +243,14 @@ def measure_fit_loop(cfg, device: str) -> dict[str, Any]:
         started = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader)
     result: dict[str, Any] = {
-        "option": "fit_loop", "precision": str(trainer.precision), "warmup_s": timer.timed_from - started,
+        "option": "fit_loop_data" if with_data else "fit_loop", "precision": str(trainer.precision),
+        "warmup_s": timer.timed_from - started,
         "train_samples_per_s": batch * int(cfg.timed_steps) / (timer.timed_to - timer.timed_from),
         "infer_samples_per_s": None,
     }
+    if with_data:
+        result["loader"] = {"workers": loader.num_workers, "pin_memory": loader.pin_memory,
+                            "split_slices": len(datamodule.datasets["train"].dataset)}
     result["peak_memory_mb"] = peak_memory_mb(device, rss, base_rss)
     return result
 
@@ -433,16 +450,16 @@ def print_results(results: dict) -> None:
 
 def check_settings(cfg) -> None:
     """Refuse, before anything is measured, an option that is not a speed option, a ``+``
-    combination of them or ``fit_loop``; a count (batch, steps, samples, epochs, workers) that
+    combination of them, ``fit_loop`` or ``fit_loop_data``; a count (batch, steps, samples, epochs, workers) that
     is not an integer of at least its least value; and a ``json`` path that cannot be written
     (a folder, or below something that is not a folder)."""
     from cmfnet.config import is_int
 
     for option in cfg.options:
-        unknown = sorted(set(str(option).split("+")) - set(SPEED_OPTIONS)) if option != "fit_loop" else []
+        unknown = sorted(set(str(option).split("+")) - set(SPEED_OPTIONS)) if option not in LOOP_OPTIONS else []
         if unknown:
             raise ValueError(f"options: unknown speed option {unknown[0]!r} in {option!r}; "
-                             f"choose from {list(SPEED_OPTIONS)} (joined by +) or fit_loop")
+                             f"choose from {list(SPEED_OPTIONS)} (joined by +), fit_loop or fit_loop_data")
     counts = [("batch", cfg.batch, 1), ("timed_steps", cfg.timed_steps, 1), ("warmup_steps", cfg.warmup_steps, 0),
               ("data_samples", cfg.data_samples, 1), ("loader_epochs", cfg.loader_epochs, 1),
               *((("loader_epoch_slices", cfg.loader_epoch_slices, 1),) if cfg.loader_epoch_slices is not None else ()),
@@ -480,8 +497,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = compose_bench_config(list(args.overrides))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     if args.only_option:
-        if args.only_option == "fit_loop":
-            print(json.dumps(measure_fit_loop(cfg, device)))
+        if args.only_option in LOOP_OPTIONS:
+            print(json.dumps(measure_fit_loop(cfg, device, with_data=args.only_option == "fit_loop_data")))
         else:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0

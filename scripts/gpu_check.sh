@@ -54,7 +54,7 @@ for stage in $stages; do
   case $stage in
     bench)
       step bench python3 -m cmfnet.cli bench model=cmfnet scale=4 batch=8 warmup_steps=3 timed_steps=10 \
-        "options=[bf16,channels_last,cudnn_benchmark,activation_checkpointing,compile,bf16+channels_last+cudnn_benchmark,bf16+channels_last+cudnn_benchmark+compile,bf16+activation_checkpointing,fit_loop]" \
+        "options=[bf16,channels_last,cudnn_benchmark,activation_checkpointing,compile,bf16+channels_last+cudnn_benchmark,bf16+channels_last+cudnn_benchmark+compile,bf16+activation_checkpointing,fit_loop,fit_loop_data]" \
         "data_workers=[0,2,4]" "json=$out/bench.json" "${extra[@]}"
       ;;
     overhead)

@@ -61,7 +61,7 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
-                   "options=[channels_last,activation_checkpointing+channels_last,fit_loop]", "data_samples=4",
+                   "options=[channels_last,activation_checkpointing+channels_last,fit_loop,fit_loop_data]", "data_samples=4",
                    "data_workers=[0,1]", "loader_epochs=2", "loader_epoch_slices=10", "launch=false",
                    "targets.data_to_model_ratio=1e12",
                    f"json={out}"])
@@ -69,11 +69,14 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     results = json.loads(out.read_text())
     assert results["complete"] is True
     rows = {row["option"]: row for row in results["model_options"]}
-    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop"]
-    fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])  # fit_loop included
-    fit_loop = rows.pop("fit_loop")  # the run's own Trainer loop, as run.py resolves it on the CPU
-    assert fit_loop["precision"] == "32-true" and fit_loop["infer_samples_per_s"] is None
-    assert fit_loop["train_samples_per_s"] > 0 and "infer_ratio" not in fit_loop
+    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop", "fit_loop_data"]
+    fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])  # the loops included
+    for loop in ("fit_loop", "fit_loop_data"):  # the run's own Trainer loop, as run.py resolves it on the CPU
+        row = rows.pop(loop)
+        assert row["precision"] == "32-true" and row["infer_samples_per_s"] is None
+        assert row["train_samples_per_s"] > 0 and "infer_ratio" not in row
+        if loop == "fit_loop_data":  # fed by the run's loader over the smoke data (6 training slices)
+            assert row["loader"] == {"workers": 0, "pin_memory": False, "split_slices": 6}
     assert rows["eager_fp32"]["train_ratio"] == 1.0
     for row in rows.values():
         assert row["train_samples_per_s"] > 0 and row["infer_samples_per_s"] > 0
