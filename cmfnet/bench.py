@@ -450,9 +450,9 @@ def print_results(results: dict) -> None:
 
 def check_settings(cfg) -> None:
     """Refuse, before anything is measured, an option that is not a speed option, a ``+``
-    combination of them, ``fit_loop`` or ``fit_loop_data``; a count (batch, steps, samples, epochs, workers) that
-    is not an integer of at least its least value; and a ``json`` path that cannot be written
-    (a folder, or below something that is not a folder)."""
+    combination of them, ``fit_loop`` or ``fit_loop_data``; a count (batch, steps, samples,
+    epochs, workers) that is not an integer of at least its least value; and a ``json`` path
+    that cannot be written (a folder, or below something that is not a folder)."""
     from cmfnet.config import is_int
 
     for option in cfg.options:
@@ -534,8 +534,8 @@ def run(args: argparse.Namespace) -> int:
     results["data_to_model_ratio_against"] = fastest["option"]
     save_partial(cfg, results, f"data path: {loader_rate:.1f} samples/s from the loader with {default_workers} workers")
     if cfg.launch:
-        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=", "loader_epoch_slices=",
-                      "launch=", "json=", "device=", "targets.", "+targets.")
+        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=",
+                      "loader_epoch_slices=", "launch=", "json=", "device=", "targets.", "+targets.")
         results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
     results["targets"] = check_targets(results, cfg.targets)
     print_results(results)
