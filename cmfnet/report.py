@@ -333,7 +333,7 @@ def format_cell(value: CellStats, metric: str, bold: bool = False) -> str:
     digits = DIGITS[metric]
     mean = f"{value.mean:.{digits}f}"
     text = f"**{mean}**" if bold else mean
-    if math.isfinite(value.std):
+    if math.isfinite(value.std) and math.isfinite(value.mean):  # a NaN mean has no spread to show
         text += f" ± {value.std:.{digits}f}"
     if value.seed_sd is not None:
         text += f" (seeds: {value.n_seeds}, sd {value.seed_sd:.{digits}f})"

@@ -185,6 +185,7 @@ def test_seed_sweep_with_cell_presets_adds_seeds_to_the_same_methods(sweep, tmp_
 def test_cell_format_without_std_and_with_seeds():
     assert format_cell(CellStats(0.123456, float("nan"), 1, None), "nmse") == "0.1235"
     assert format_cell(CellStats(30.0, 1.0, 3, 0.25), "psnr", bold=True) == "**30.00** ± 1.00 (seeds: 3, sd 0.25)"
+    assert format_cell(CellStats(float("nan"), 0.0, 1, None), "psnr") == "nan"  # a metrics.json edited by hand
 
 
 def test_cli_writes_tables_and_figures(sweep, capsys):
