@@ -92,6 +92,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def bench_keys() -> set[str]:
+    """The settings ``conf/bench.yaml`` adds to the run config (left out of the launch timing's run)."""
+    from omegaconf import OmegaConf
+
+    return set(OmegaConf.load(REPO / "conf" / "bench.yaml")) - {"defaults"}
+
+
 def compose_bench_config(overrides: list[str]):
     """The bench config (``conf/bench.yaml`` over ``conf/train.yaml``) with ``tiny`` presets applied."""
     from hydra import compose, initialize_config_dir
@@ -185,10 +192,11 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
     import hydra
     import torch
     from lightning.pytorch.callbacks import Callback
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader
 
     from cmfnet.data.paired import collate_as_is
     from cmfnet.data.transforms import JointSample
+    from cmfnet.lit.datamodule import datamodule_from_config
     from cmfnet.models import build_model
     from cmfnet.performance import apply_performance
 
@@ -197,19 +205,6 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
     h, w = lowres_size(cfg)
     batch, scale = int(cfg.batch), int(cfg.scale)
     warmup, steps = int(cfg.warmup_steps), int(cfg.warmup_steps) + int(cfg.timed_steps)
-    sample = JointSample(
-        target_input=torch.randn(batch, 1, h, w), aux_input=torch.randn(batch, 1, h, w),
-        rec_target=torch.randn(batch, 1, h, w), sr_target=torch.randn(batch, 1, h * scale, w * scale),
-        mask=torch.ones(batch, w), mean=torch.zeros(batch), std=torch.ones(batch),
-        fname=["bench.h5"] * batch, slice_idx=list(range(batch)),
-    )
-
-    class RepeatedBatch(Dataset):
-        def __len__(self) -> int:
-            return steps
-
-        def __getitem__(self, index: int) -> JointSample:
-            return sample
 
     class StepTimer(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
@@ -227,14 +222,19 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
     bar = (cfg.get("callbacks") or {}).get("progress_bar")
     progress_bar = [hydra.utils.instantiate(bar)] if bar else []
     if with_data:
-        datamodule = hydra.utils.instantiate(cfg.data, mask_func=hydra.utils.instantiate(cfg.mask), scale=scale,
-                                             seed=cfg.seed, batch_size=batch)
+        datamodule = datamodule_from_config(cfg, batch_size=batch)
         datamodule.prepare_data()
         datamodule.setup("fit")
         datamodule.datasets["train"] = RepeatedSlices(datamodule.datasets["train"], steps * batch)
         loader = datamodule.train_dataloader()
     else:
-        loader = DataLoader(RepeatedBatch(), batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
+        sample = JointSample(
+            target_input=torch.randn(batch, 1, h, w), aux_input=torch.randn(batch, 1, h, w),
+            rec_target=torch.randn(batch, 1, h, w), sr_target=torch.randn(batch, 1, h * scale, w * scale),
+            mask=torch.ones(batch, w), mean=torch.zeros(batch), std=torch.ones(batch),
+            fname=["bench.h5"] * batch, slice_idx=list(range(batch)),
+        )
+        loader = DataLoader([sample] * steps, batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
         trainer = hydra.utils.instantiate(
             cfg.trainer, **({"accelerator": "cpu"} if device == "cpu" else {}), max_epochs=1, max_steps=steps,
@@ -275,10 +275,9 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
     training_process_ms)``. (Without workers the process's CPU time also counts its intra-op
     threads, so there is no projection: the wall-clock rate is the figure.)
     """
-    import hydra
+    from cmfnet.lit.datamodule import datamodule_from_config
 
-    mask_func = hydra.utils.instantiate(cfg.mask)
-    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed, fill_cache=False)
+    datamodule = datamodule_from_config(cfg, fill_cache=False)
     datamodule.prepare_data()
     probe = datamodule.build_dataset("train")
     count = min(int(cfg.data_samples), len(probe))
@@ -534,9 +533,7 @@ def run(args: argparse.Namespace) -> int:
     results["data_to_model_ratio_against"] = fastest["option"]
     save_partial(cfg, results, f"data path: {loader_rate:.1f} samples/s from the loader with {default_workers} workers")
     if cfg.launch:
-        bench_keys = ("batch=", "options=", "timed_steps=", "warmup_steps=", "data_samples=", "data_workers=", "loader_epochs=",
-                      "loader_epoch_slices=", "launch=", "json=", "device=", "targets.", "+targets.")
-        results["launch"] = measure_launch([o for o in args.overrides if not o.startswith(bench_keys)])
+        results["launch"] = measure_launch([o for o in args.overrides if o.lstrip("+").split("=")[0].split(".")[0] not in bench_keys()])
     results["targets"] = check_targets(results, cfg.targets)
     print_results(results)
     write_results(cfg, results, complete=True)

@@ -30,6 +30,7 @@ from cmfnet.config import is_int, is_number, register_resolvers, sanitize_config
 from cmfnet.data.errors import DataError
 from cmfnet.data.paired import worker_error_message
 from cmfnet.io import write_json_atomic
+from cmfnet.lit.datamodule import datamodule_from_config
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.performance import apply_performance
@@ -171,8 +172,7 @@ def train(cfg: DictConfig) -> dict:
     run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.save(OmegaConf.create(run_config), out / "config.yaml")
 
-    mask_func = hydra.utils.instantiate(cfg.mask)
-    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed, _recursive_=True)
+    datamodule = datamodule_from_config(cfg)
     model = build_model(cfg.model)
     summary = model_summary(model, input_hw=tuple(cfg.summary_input_hw), scale=cfg.scale)
     log.info("model summary\n%s", format_summary(summary))

@@ -211,3 +211,12 @@ class JointDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def datamodule_from_config(cfg, **settings) -> JointDataModule:
+    """The run's data module from a composed run config: ``cfg.data`` with the mask function of
+    ``cfg.mask``, ``cfg.scale`` and ``cfg.seed``; ``settings`` replace data settings."""
+    import hydra
+
+    return hydra.utils.instantiate(cfg.data, mask_func=hydra.utils.instantiate(cfg.mask), scale=cfg.scale,
+                                   seed=cfg.seed, **settings)

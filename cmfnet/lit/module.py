@@ -142,7 +142,7 @@ class JointRecSRModule(L.LightningModule):
             if unchecked:
                 self.last_train_loss = read[len(unchecked) - 1]
             return
-        bad = next((step for step in unchecked if not torch.isfinite(step.losses.total)), None)
+        bad = next((step for step, value in zip(unchecked, read) if not math.isfinite(value)), None)
         if bad is not None:
             where = ", ".join(f"{fname} slice {index}" for fname, index in bad.slices)
             message = f"non-finite training loss at step {self.global_step} (batch {bad.batch_idx}: {where})"
