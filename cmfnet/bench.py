@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: held on the host, ``fit_loop_data`` fed by the run's training DataLoader.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
+BENCH_WRITER = "cmfnet bench"  # marks its JSON, which only a later bench may replace
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets;
 #: the first fragment found in the device name wins, so variants come before their family.
@@ -469,7 +470,7 @@ def check_settings(cfg) -> None:
     if cfg.json:
         from cmfnet.io import check_writable_file
 
-        check_writable_file(Path(cfg.json), f"json={cfg.json}")
+        check_writable_file(Path(cfg.json), f"json={cfg.json}", written_by=BENCH_WRITER)
 
 
 def save_partial(cfg, results: dict, line: str) -> None:
@@ -484,7 +485,7 @@ def write_results(cfg, results: dict, complete: bool) -> None:
     if cfg.json:
         from cmfnet.io import write_json_atomic
 
-        write_json_atomic(Path(cfg.json), {**results, "complete": complete})
+        write_json_atomic(Path(cfg.json), {**results, "complete": complete, "written_by": BENCH_WRITER})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ import copy
 import math
 import os
 import re
-from typing import Any, Sequence
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -132,6 +134,31 @@ def shrink_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
 def _secret_values() -> set[str]:
     """Values of environment variables whose names look like secrets (e.g. WANDB_API_KEY)."""
     return {v for k, v in os.environ.items() if SECRET_KEY_PATTERN.search(k) and len(v) >= 8}
+
+
+def redact_argument(arg: str, secrets: set[str]) -> str:
+    """A command-line argument with a secret-looking override's value (``+hf_token=...``) and any
+    secret environment value replaced by ``<redacted>``."""
+    key, sep, _ = arg.partition("=")
+    if sep and SECRET_KEY_PATTERN.search(key):
+        return f"{key}={REDACTED}"
+    for secret in secrets:
+        arg = arg.replace(secret, REDACTED)
+    return arg
+
+
+@contextmanager
+def redacted_argv() -> Iterator[None]:
+    """Within the block, ``sys.argv`` has its secrets redacted (W&B records the command line in
+    its run files, which ``wandb sync`` uploads); the original is restored afterwards, as
+    Lightning's DDP launcher starts the other ranks with it."""
+    original = list(sys.argv)
+    secrets = _secret_values()
+    sys.argv[:] = [original[0], *(redact_argument(arg, secrets) for arg in original[1:])]
+    try:
+        yield
+    finally:
+        sys.argv[:] = original
 
 
 def sanitize_config(data: Any, _secrets: set[str] | None = None) -> Any:

@@ -27,6 +27,7 @@ from typing import Optional
 METRICS = ("nmse", "psnr", "ssim")
 OVERALL = "all"
 UNKNOWN_ACQUISITION = "unknown"
+EVALUATE_WRITER = "cmfnet evaluate"  # marks its JSON, which only a later evaluate may replace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     from cmfnet.io import check_writable_file, write_json_atomic
 
     if args.json:
-        check_writable_file(Path(args.json), f"--json {args.json}")
+        check_writable_file(Path(args.json), f"--json {args.json}", written_by=EVALUATE_WRITER)
     result = evaluate_folders(
         Path(args.target), Path(args.predictions), args.target_key, args.prediction_key,
         args.acquisition, args.only_predicted,
@@ -214,5 +215,5 @@ def run(args: argparse.Namespace) -> int:
     if result["skipped_without_prediction"]:
         print(f"skipped {len(result['skipped_without_prediction'])} target volumes without a prediction")
     if args.json:
-        write_json_atomic(Path(args.json), result)
+        write_json_atomic(Path(args.json), {**result, "written_by": EVALUATE_WRITER})
     return 0

@@ -11,15 +11,28 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def check_writable_file(path: Path, setting: str) -> None:
-    """Refuse, before any work, a file path that cannot be written: a folder, or a path below
-    something that is not a folder. ``setting`` names the option in the one-line error."""
+def check_writable_file(path: Path, setting: str, written_by: str) -> None:
+    """Refuse, before any work, a file path that cannot be written: a folder, a path below
+    something that is not a folder, or an existing file that is not a JSON record with
+    ``"written_by": written_by`` (cmfnet replaces only what it wrote). ``setting`` names the
+    option in the one-line error."""
+    from cmfnet.ownership import check_replaceable_file
+
     path = Path(path)
     existing = next(parent for parent in path.absolute().parents if parent.exists())
     if path.is_dir():
         raise ValueError(f"{setting}: cannot write a file there ({path} is a folder)")
     if not existing.is_dir():
         raise ValueError(f"{setting}: cannot write a file there ({existing} is not a folder)")
+    check_replaceable_file(path, setting, written_by)
+
+
+def permissions_for_new(mode: int) -> int:
+    """``mode`` less the process's umask: what an ordinary new file (0o666) or folder (0o777)
+    gets; ``tempfile`` makes its files and folders private to their owner instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 @contextmanager
@@ -35,9 +48,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, permissions_for_new(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

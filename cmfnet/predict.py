@@ -67,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the checkpoint's own data split (train, val, test): the folder, "
                              "pairing CSV and target key its data config names")
     parser.add_argument("--csv", metavar="PAIRS.csv",
-                        help="pd_file,pdfs_file rows (with --data; default "
-                             "DIR/../<DIR name>_split_less.csv)")
+                        help="pd_file,pdfs_file rows, names with or without .h5 (with --data; default "
+                             "DIR/<DIR name>_split_less.csv, else DIR/../<DIR name>_split_less.csv)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--target-key", metavar="KEY",
                         help=f"HR target dataset, used when present (default: the split's, or {DEFAULT_TARGET_KEY})")
@@ -94,13 +94,20 @@ class PredictionInputs:
 
 
 def default_pairs_csv(data_dir: Path) -> Path:
-    """``DIR/../<DIR name>_split_less.csv``, the layout of the fastMRI data config."""
-    data_dir = data_dir.resolve()
-    return data_dir.parent / f"{data_dir.name}_split_less.csv"
+    """``DIR/<DIR name>_split_less.csv`` (the CMF-Net release), else ``DIR/../<DIR name>_split_less.csv``
+    (MINet): the candidates of the fastMRI data config (ValueError if neither exists)."""
+    from cmfnet.data.fastmri import find_pairs_csv
+
+    try:
+        return find_pairs_csv(None, data_dir)
+    except ValueError as err:
+        raise ValueError(f"{err} (no --csv given; pass one)") from None
 
 
 def resolve_inputs(args: argparse.Namespace, config: dict, checkpoint: Path) -> PredictionInputs:
     """The data folder, CSV and target key from ``--data``/``--csv`` or from ``--split``."""
+    from cmfnet.data.fastmri import find_pairs_csv
+
     if args.split is not None:
         if args.csv is not None:
             raise ValueError("--csv goes with --data; --split takes the CSV from the checkpoint's data config")
@@ -114,14 +121,14 @@ def resolve_inputs(args: argparse.Namespace, config: dict, checkpoint: Path) -> 
                 "fastMRI-layout split; pass --data DIR --csv PAIRS.csv"
             )
         target_key = args.target_key or split.get("target_key", DEFAULT_TARGET_KEY)
-        return PredictionInputs(Path(split["root"]), Path(split["pairs_csv"]), target_key)
+        root = Path(split["root"])
+        return PredictionInputs(root, find_pairs_csv(split.get("pairs_csv"), root), target_key)
     data_dir = Path(args.data)
     if not data_dir.is_dir():
         raise ValueError(f"--data {data_dir}: folder not found")
     pairs_csv = Path(args.csv) if args.csv is not None else default_pairs_csv(data_dir)
     if not pairs_csv.is_file():
-        hint = "" if args.csv is not None else " (no --csv given; pass one)"
-        raise ValueError(f"{pairs_csv}: pairing CSV not found{hint}")
+        raise ValueError(f"{pairs_csv}: pairing CSV not found")
     return PredictionInputs(data_dir, pairs_csv, args.target_key or DEFAULT_TARGET_KEY)
 
 
@@ -459,6 +466,7 @@ def predict_dataset(model, dataset, out_dir: Path, attrs: dict, batch_size: int,
 
 def run(args: argparse.Namespace) -> int:
     from cmfnet.checkpoint import build_model_from_checkpoint
+    from cmfnet.ownership import claim_folder
 
     checkpoint = Path(args.checkpoint)
     if args.batch_size is not None and args.batch_size < 1:
@@ -476,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
                          f"(e.g. {dataset.pairs[0][1].info.path})")
     data_cfg = config.get("data") or {}
     batch_size = args.batch_size or int(data_cfg.get("eval_batch_size") or data_cfg.get("batch_size") or 8)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, "predictions", setting="--out")
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predicting-"))
     try:  # all volumes or none: a failure part-way leaves --out as it was
         staged = predict_dataset(

@@ -604,6 +604,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb-project", default="cmfnet", metavar="NAME", help="W&B project (cmfnet)")
 
 
+def claim_report_folder(out: Path) -> Path:
+    """``out`` claimed for a report: new, empty, a report folder or a sweep folder (a sweep run
+    before cmfnet marked its folders is recognised by Hydra's ``multirun.yaml``)."""
+    from cmfnet.ownership import claim_folder, mark, owner_kind
+
+    if out.is_dir() and owner_kind(out) is None and (out / "multirun.yaml").is_file():
+        mark(out, "sweep")
+    return claim_folder(out, "report", setting="--out", accept=("sweep",))
+
+
 def build_report(sweep_dirs: Sequence[Path], out: Path, use_wandb: bool = False,
                  wandb_project: str = "cmfnet", name: str = "report") -> dict[str, Any]:
     """Write ``<name>.md``, ``<name>.csv`` and the figures into ``out`` (and the W&B run if
@@ -613,8 +623,7 @@ def build_report(sweep_dirs: Sequence[Path], out: Path, use_wandb: bool = False,
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: expected a plain file name such as 'report'")
     report = load_report(sweep_dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_report_folder(Path(out))
     stats = all_stats(report)
     figures, figure_notes = write_figures(report, stats, out)
     markdown, table = out / f"{name}.md", out / f"{name}.csv"

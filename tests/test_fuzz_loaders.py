@@ -389,18 +389,21 @@ def test_missing_dataset_or_a_group_in_its_place_is_a_clear_error(name, key, as_
 # Pairing CSVs
 # --------------------------------------------------------------------------------------------
 
-csv_names = st.sampled_from(["a0_pd.h5", "a0_pdfs.h5", "a1_pd.h5", "a1_pdfs.h5", "missing.h5", ""])
+# Names with and without .h5 (the published CSVs leave it out): "a0_pdfs" and "a0_pdfs.h5" are one file.
+csv_names = st.sampled_from(["a0_pd.h5", "a0_pdfs.h5", "a1_pd.h5", "a1_pdfs.h5", "missing.h5", "",
+                             "a0_pdfs", "a1_pd", "missing"])
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(csv_names, csv_names), min_size=0, max_size=5), header=st.booleans())
-def test_csv_pair_lists_are_valid_or_a_clear_error(rows, header):
+@given(rows=st.lists(st.tuples(csv_names, csv_names), min_size=0, max_size=5), header=st.booleans(),
+       bom=st.booleans())
+def test_csv_pair_lists_are_valid_or_a_clear_error(rows, header, bom):
     """Any list of rows (duplicates, missing files, empty cells, self-pairs, no rows) either
     loads pairs of existing distinct files with each target once, or fails naming a file."""
     with scratch() as root:
         write_fastmri_set(root, 1)
         lines = (["pd_file,pdfs_file,score"] if header else []) + [f"{aux},{target},1" for aux, target in rows]
-        (root / "pairs.csv").write_text("\n".join(lines) + "\n")
+        (root / "pairs.csv").write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
         try:
             dataset = FastMRIPairDataset(root / "data", root / "pairs.csv", scale=2, transform=transform())
             samples = read_everything(dataset)

@@ -29,6 +29,7 @@ from cmfnet.data.transforms import JointRecSRTransform
 from cmfnet.kspace import center_crop, fft2c, ifft2c
 from cmfnet.masks import RandomMaskFunc, seed_from_name
 from cmfnet.metrics import nmse, psnr, ssim
+from cmfnet.ownership import MARKER, owner_kind
 from conftest import CONF_DIR, REPO
 
 SCALE = 4
@@ -103,7 +104,8 @@ def predictions(checkpoint, data_root, tmp_path_factory) -> Path:
 
 
 def test_predict_writes_one_file_per_target_with_shapes_and_attrs(predictions, data_root, checkpoint):
-    assert sorted(p.name for p in predictions.iterdir()) == target_names(data_root)  # no aux, no temp files
+    names = sorted(p.name for p in predictions.iterdir())
+    assert names == sorted([*target_names(data_root), MARKER])  # no aux, no temp files
     for name in target_names(data_root):
         with h5py.File(predictions / name, "r") as out, h5py.File(split_dir(data_root) / name, "r") as src:
             assert out["reconstruction"].shape == (2, HR, HR) and out["reconstruction"].dtype == np.float32
@@ -172,7 +174,7 @@ def test_predict_writes_all_volumes_or_none_with_ordinary_file_permissions(check
     out = tmp_path / "out"
     assert cli("predict", checkpoint, "--data", data, "--out", out, "--quiet", "--batch-size", "1") == 2
     assert f"{last}" in capsys.readouterr().err
-    assert list(out.iterdir()) == []  # no volume left behind that looks like a finished prediction
+    assert [p.name for p in out.iterdir()] == [MARKER]  # no volume left that looks like a finished prediction
 
 
 def test_predict_undersampled_file_with_its_own_mask(checkpoint, data_root, tmp_path):
@@ -226,6 +228,19 @@ def test_predict_without_csv_or_into_the_data_folder_fails_clearly(checkpoint, d
     assert cli("predict", checkpoint, "--data", split_dir(data_root), "--out", tmp_path / "o", "--target-key", "nope") == 2
     assert "--target-key nope: no target file has that dataset" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_out_refuses_a_users_folder_and_replaces_only_its_own_files(checkpoint, data_root, predictions,
+                                                                           tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    users = mine / target_names(data_root)[0]  # a user's file of the very name a prediction would take
+    users.write_bytes(b"a user's own volume\n")
+    assert cli("predict", checkpoint, "--data", split_dir(data_root), "--out", mine, "--quiet") == 2
+    assert "holds files that cmfnet did not write" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == [users.name] and users.read_bytes() == b"a user's own volume\n"
+    assert owner_kind(predictions) == "predictions"
+    assert cli("predict", checkpoint, "--data", split_dir(data_root), "--out", predictions, "--quiet") == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from cmfnet.cli import main
 from cmfnet.lit.history import history_csv
+from cmfnet.ownership import mark, owner_kind
 from cmfnet.report import build_report, curve_panels, format_cell, CellStats, load_report
 from conftest import REPO
 
@@ -67,6 +68,8 @@ def sweep(tmp_path) -> Path:
     """2 scales x 1 accel; cmfnet beats edsr at x2 but not x4; zero_filled is worst; two seeds
     for cmfnet at x2; one failed t2net job."""
     root = tmp_path / "multirun" / "paper" / "2026-01-01_00-00-00_1"
+    root.mkdir(parents=True)
+    mark(root, "sweep")  # as the run's folder callback marks every sweep folder
     write_job(root, "0_model=cmfnet,scale=2", metrics("cmfnet", 2, 4, sr_psnr=33.0), examples_seed=1,
               history=[30.0, 32.0, 33.0])
     write_job(root, "1_model=cmfnet,scale=2,seed=7", metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0),
@@ -199,6 +202,20 @@ def test_cli_writes_tables_and_figures(sweep, capsys):
     assert "report.md" in capsys.readouterr().out
     markdown = (sweep / "report.md").read_text()
     assert "`qualitative_x2_r4.png`" in markdown and "psnr_vs_accel.png" in markdown
+
+
+def test_report_out_refuses_a_users_folder_and_accepts_an_older_unmarked_sweep(sweep, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_bytes(b"my own report\n")
+    assert main(["report", str(sweep), "--out", str(mine), "--no-wandb"]) == 2
+    assert "holds files that cmfnet did not write" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["report.md"] and (mine / "report.md").read_bytes() == b"my own report\n"
+    (sweep / ".cmfnet-owned").unlink()
+    assert main(["report", str(sweep), "--no-wandb"]) == 2  # unmarked, and not a Hydra sweep folder
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra writes at a sweep's root
+    assert main(["report", str(sweep), "--no-wandb"]) == 0
+    assert owner_kind(sweep) == "sweep" and (sweep / "report.md").is_file()
 
 
 def test_learning_curves_come_from_history_csv_one_curve_per_seed(sweep):

@@ -1,7 +1,11 @@
 """ISLES 2015 SISS pairs (T1 auxiliary, T2 target) from NIfTI volumes.
 
-Each subject folder holds one NIfTI file per modality, found by a glob pattern on its name
-(``*MR_T1*`` and ``*MR_T2*`` in the challenge's layout). Volumes are co-registered, about
+Each subject folder holds one NIfTI file per modality, found (at any depth) by a glob pattern
+on its name. The challenge's layout, read as distributed: subject folders ``1`` ... ``28``, each
+with ``VSD.Brain.XX.O.MR_T1.<id>/VSD.Brain.XX.O.MR_T1.<id>.nii`` and the same for ``MR_T2``,
+``MR_Flair``, ``MR_DWI`` and ``VSD.Brain_3more.XX.O.OT.<id>``; the patterns ``*.MR_T1.*`` and
+``*.MR_T2.*`` match the T1 and T2 files only (not their folders, not ``MR_T1c``, not hidden
+``._*`` copies that archivers leave). Volumes are co-registered, about
 230 x 230 in plane; axial slices (last axis) in ``slice_range`` are centre-cropped to
 ``hr_size`` (the CMF-Net protocol: 224 x 224, slices 20-119). Magnitude images have no raw
 k-space, so the HR k-space is the FFT of the real image.
@@ -33,12 +37,16 @@ class NiftiVolume:
 
 
 def find_modality(subject_dir: Path, pattern: str) -> Path:
-    """The single NIfTI file under ``subject_dir`` whose name matches ``pattern``."""
+    """The single NIfTI file (``.nii`` or ``.nii.gz``) at any depth under ``subject_dir`` whose name
+    matches ``pattern``; folders and hidden files (``.*``, e.g. macOS ``._`` copies) never match."""
     matches = sorted(
-        p for p in subject_dir.rglob(pattern) if p.is_file() and p.name.endswith((".nii", ".nii.gz"))
+        p for p in subject_dir.rglob(pattern)
+        if p.is_file() and not p.name.startswith(".") and p.name.endswith((".nii", ".nii.gz"))
     )
     if len(matches) != 1:
-        raise DataError(f"{subject_dir}: expected one NIfTI file matching '{pattern}', found {len(matches)}")
+        listed = ": " + ", ".join(str(p.relative_to(subject_dir)) for p in matches) if matches else ""
+        raise DataError(f"{subject_dir}: expected one NIfTI file matching '{pattern}', "
+                        f"found {len(matches)}{listed}")
     return matches[0]
 
 
@@ -134,8 +142,8 @@ class ISLESPairDataset(PairedSliceDataset):
         transform: Callable,
         hr_size: Sequence[int] = (224, 224),
         slice_range: Sequence[int] = (20, 120),
-        aux_pattern: str = "*MR_T1*",
-        target_pattern: str = "*MR_T2*",
+        aux_pattern: str = "*.MR_T1.*",
+        target_pattern: str = "*.MR_T2.*",
         cache_lowres: bool = True,
     ):
         super().__init__(root, transform, cache_lowres)

@@ -109,6 +109,7 @@ from scipy import ndimage
 
 from cmfnet.io import write_text_atomic
 from cmfnet.kspace import center_crop, fft2c, ifft2c
+from cmfnet.ownership import claim_folder
 
 __all__ = [
     "SIGNAL_SCALE",
@@ -703,20 +704,9 @@ def _validate(out_dir, n_train, n_val, n_test, slices, hr_size, width, seed, sou
 
 
 def _prepare_out_dir(out_dir) -> Path:
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"out_dir {str(out)!r} is not writable: {err.strerror or err}") from None
-    if not out.is_dir():
-        raise ValueError(f"out_dir {str(out)!r} is not a directory")
-    probe = out / ".cmfnet_write_probe.tmp"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"out_dir {str(out)!r} is not writable: {err.strerror or err}") from None
-    return out
+    """``out_dir`` claimed for a synthetic data set: new, empty, or one that cmfnet wrote before
+    (never a folder holding other files, which could be overwritten or mixed in)."""
+    return claim_folder(Path(out_dir), "synthetic", setting="out_dir")
 
 
 def _volume_score(a: np.ndarray, b: np.ndarray) -> float:

@@ -103,6 +103,8 @@ class JointDataModule(L.LightningDataModule):
             Splits whose dataset has ``cache_lowres: false`` are not filled.
         synthesize: generator settings; if given, the synthetic data set is generated into
             ``root`` on first use (once, under a lock) before the loaders are built.
+        cache_dir: the project's cache folder, which must hold ``root`` when ``synthesize`` is
+            given (claimed and marked by cmfnet; a folder holding other files is refused).
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class JointDataModule(L.LightningDataModule):
         clamp: float = 6.0,
         fill_cache: bool = True,
         synthesize: Optional[Mapping] = None,
+        cache_dir: Optional[str] = None,
     ):
         super().__init__()
         unknown = set(splits) - set(SPLITS)
@@ -140,11 +143,15 @@ class JointDataModule(L.LightningDataModule):
         self.clamp = clamp
         self.fill_cache = fill_cache
         self.synthesize = dict(synthesize) if synthesize else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         if self.synthesize is not None:
-            ensure_dataset(self.root, **self.synthesize)
+            if self.cache_dir is None or not self.root.absolute().is_relative_to(self.cache_dir.absolute()):
+                raise DataError(f"data.root={self.root}: data=synthetic generates its own data set inside "
+                                f"data.cache_dir; to read this folder use {suggest_data_choice(self.root)}")
+            ensure_dataset(self.cache_dir, self.root, **self.synthesize)
         elif not self.root.is_dir():
             raise DataError(f"data.root={self.root}: folder not found")
 
@@ -211,6 +218,18 @@ class JointDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def suggest_data_choice(folder: Path) -> str:
+    """The ``data=`` option that reads ``folder``, judged from its contents (for error messages)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"data=fastmri_knee or data=isles with data.root=<an existing folder> ({folder} does not exist)"
+    if any(folder.glob("singlecoil_*")) or any(folder.glob("*.h5")):
+        return f"data=fastmri_knee data.root={folder}"
+    if any(folder.glob("*/**/*.nii*")):
+        return f"data=isles data.root={folder}"
+    return f"data=fastmri_knee (fastMRI layout) or data=isles (ISLES 2015 subject folders) with data.root={folder}"
 
 
 def datamodule_from_config(cfg, **settings) -> JointDataModule:
