@@ -456,6 +456,26 @@ def test_a_secret_interpolated_into_the_config_is_redacted_in_every_file(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_secret_typed_on_the_command_line_is_in_no_file_wandb_would_upload(tmp_path):
+    """W&B records the command line in its run file; the secret-looking override and a secret
+    environment value typed as a value must appear there, and in the logged config, only redacted.
+    Hydra's own ``.hydra/`` record keeps the command line as typed (the README says so)."""
+    proc = run_cmfnet(tmp_path, *SMOKE, "logger=wandb", "trainer.max_epochs=1", "hydra.run.dir=run",
+                      "+hf_token=abc-secret-999", f"+notes=key-{FAKE_SERVICE_TOKEN}",
+                      env={"MY_SERVICE_TOKEN": FAKE_SERVICE_TOKEN})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    records = list((run / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(records) == 1
+    raw = records[0].read_bytes()
+    assert b"+hf_token=<redacted>" in raw and b"experiment=smoke" in raw  # the command line is recorded
+    assert files_containing(run / "wandb", ("abc-secret-999", FAKE_SERVICE_TOKEN)) == {
+        "abc-secret-999": [], FAKE_SERVICE_TOKEN: []}
+    assert "abc-secret-999" not in (run / "config.yaml").read_text()
+    assert "abc-secret-999" in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
 def test_offline_by_default_with_no_key_no_network_and_an_unwritable_home(tmp_path):
     """HOME points below a regular file: nothing can be created there, not even by root (which
     ignores permission bits, so chmod 0o555 would prove nothing)."""
