@@ -125,6 +125,8 @@ register_module("report", "build paper-style tables and figures from a sweep fol
 register_module("bench", "measure training/inference throughput, memory and the data path", "cmfnet.bench")
 register_module("predict", "write reconstructions of a data split as fastMRI-style HDF5", "cmfnet.predict")
 register_module("evaluate", "fastMRI metrics of predictions against targets, per acquisition", "cmfnet.evaluate")
+register_module("resume", "re-run the jobs of a sweep that did not complete, each in its own folder",
+                "cmfnet.sweep")
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ constant here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -23,17 +24,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cmfnet.checkpoint import mismatch_summary
-from cmfnet.config import is_int, is_number, register_resolvers, sanitize_config, shrink_config
+from cmfnet.config import (is_int, is_number, redacted_argv, register_resolvers, sanitize_config,
+                           shrink_config)
 from cmfnet.data.errors import DataError
+from cmfnet.data.synth_cache import synthetic_record
 from cmfnet.data.paired import worker_error_message
 from cmfnet.io import write_json_atomic
 from cmfnet.lit.datamodule import datamodule_from_config
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.performance import apply_performance
+from cmfnet.quiet import silence_third_party_noise
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ TEST_CHECKPOINTS = ("best", "last")
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")  # what wandb accepts
 
 register_resolvers()
+silence_third_party_noise()
 
 METRIC_KEYS = [f"{out}_{m}{suffix}" for out in ("sr", "rec") for m in ("psnr", "ssim", "nmse") for suffix in ("", "_std")]
 
@@ -56,25 +61,50 @@ def is_multirun() -> bool:
 
 
 def run_identity(cfg: DictConfig) -> dict:
-    """What identifies a run in tables and W&B: model, scale, accel, mask, seed."""
+    """What identifies a run in tables and W&B: model, scale, accel, mask, data, seed, scoring."""
     choices = HydraConfig.get().runtime.choices
     return {
         "model": choices.get("model", "model"),
         "scale": int(cfg.scale),
         "accel": int(cfg.accel) if float(cfg.accel).is_integer() else float(cfg.accel),
         "mask": choices.get("mask", "mask"),
-        "data": choices.get("data", "data"),
+        "data": data_read(cfg, choices.get("data", "data")),
         "seed": int(cfg.seed),
+        "scoring": OmegaConf.select(cfg, "scoring.name", default="fastmri"),
     }
 
 
-def build_loggers(cfg: DictConfig, identity: dict, out: Path) -> list:
-    """Instantiate the ``logger`` group with a run name, tags and a sweep-wide group."""
-    if not cfg.get("logger"):
-        return []
+def data_read(cfg: DictConfig, choice: str) -> str:
+    """The data a run reads, as recorded in metrics.json, W&B and tables: ``synthetic`` for a
+    folder that ``cmfnet synth`` (or the cache) wrote, whichever ``data=`` option reads it."""
+    root = OmegaConf.select(cfg, "data.root", throw_on_missing=False)
+    return "synthetic" if isinstance(root, str) and synthetic_record(Path(root)) else choice
+
+
+def named_run_config(cfg: DictConfig, identity: dict) -> DictConfig:
+    """``cfg`` with each W&B logger's unset ``name``, ``group`` and ``tags`` filled in: the run
+    name from the identity, the sweep-wide group ``<sweep>/<timestamp>_<pid>`` inside a multirun,
+    and ``key=value`` tags of the identity after any configured tags. The saved config.yaml then
+    records exactly what W&B is given."""
+    cfg = copy.deepcopy(cfg)
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    with open_dict(cfg):
+        for logger_cfg in (cfg.get("logger") or {}).values():
+            if "wandb" not in str(logger_cfg.get("_target_", "")).lower():
+                continue
+            logger_cfg.name = logger_cfg.get("name") or (
+                f"{identity['model']}-x{identity['scale']}-r{identity['accel']}-{identity['mask']}-s{identity['seed']}")
+            logger_cfg.group = logger_cfg.get("group") or (
+                f"{sweep_dir.parent.name}/{sweep_dir.name}" if is_multirun() else None)
+            logger_cfg.tags = list(logger_cfg.get("tags") or []) + [f"{k}={v}" for k, v in identity.items()]
+    return cfg
+
+
+def build_loggers(cfg: DictConfig, out: Path) -> list:
+    """Instantiate the ``logger`` group; W&B keeps its files in the run folder, offline unless
+    its ``mode`` says otherwise."""
     loggers = []
-    for name, logger_cfg in cfg.logger.items():
-        extra: dict[str, Any] = {}
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
         if "wandb" in str(logger_cfg.get("_target_", "")).lower():
             if logger_cfg.get("mode") not in WANDB_MODES:
                 raise ValueError(f"logger.{name}.mode: {logger_cfg.get('mode')!r} is not one of {', '.join(WANDB_MODES)} "
@@ -84,14 +114,7 @@ def build_loggers(cfg: DictConfig, identity: dict, out: Path) -> list:
             os.environ.setdefault("WANDB_CONFIG_DIR", str(out / "wandb" / "config"))
             os.environ.setdefault("WANDB_DATA_DIR", str(out / "wandb" / "data"))
             os.environ.setdefault("WANDB_SILENT", "true")
-            run_name = f"{identity['model']}-x{identity['scale']}-r{identity['accel']}-{identity['mask']}-s{identity['seed']}"
-            sweep_dir = Path(HydraConfig.get().sweep.dir)
-            extra = {
-                "name": logger_cfg.get("name") or run_name,
-                "group": logger_cfg.get("group") or (f"{sweep_dir.parent.name}/{sweep_dir.name}" if is_multirun() else None),
-                "tags": list(logger_cfg.get("tags") or []) + [f"{k}={v}" for k, v in identity.items()],
-            }
-        loggers.append(hydra.utils.instantiate(logger_cfg, **extra))
+        loggers.append(hydra.utils.instantiate(logger_cfg))
     return loggers
 
 
@@ -168,6 +191,7 @@ def train(cfg: DictConfig) -> dict:
     check_settings(cfg)
     cfg = shrink_config(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else ())
     identity = run_identity(cfg)
+    cfg = named_run_config(cfg, identity)
     L.seed_everything(cfg.seed, workers=True)
     run_config = sanitize_config(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.save(OmegaConf.create(run_config), out / "config.yaml")
@@ -182,17 +206,13 @@ def train(cfg: DictConfig) -> dict:
     module.job_started_at = job_started_at
 
     module.run_config = run_config
-    loggers = build_loggers(cfg, identity, out)
+    loggers = build_loggers(cfg, out)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out))
-    for logger in loggers:
-        logger.log_hyperparams(module.run_config)
-        logger.log_hyperparams({"model_summary/params": summary.total_params, "model_summary/macs": summary.macs})
-        if hasattr(logger, "log_table"):  # W&B: parameters and MACs per block
-            rows = [[b.name, b.type, b.params, b.macs] for b in summary.blocks]
-            logger.log_table(key="model_summary", columns=["block", "type", "params", "macs"], data=rows)
+    with redacted_argv():  # the first log starts the W&B run, which records the command line
+        log_run_header(loggers, module.run_config, summary)
 
     trainable = getattr(model, "trainable", True)
     if trainable:
@@ -209,6 +229,17 @@ def train(cfg: DictConfig) -> dict:
     metrics["skipped_batches"] = module.skipped_batches
     metrics.update(module.startup_times())
     return metrics
+
+
+def log_run_header(loggers: list, run_config: dict, summary) -> None:
+    """Log the (sanitized) run config and the model summary to every logger; W&B also gets the
+    parameters and MACs per block as a table."""
+    for logger in loggers:
+        logger.log_hyperparams(run_config)
+        logger.log_hyperparams({"model_summary/params": summary.total_params, "model_summary/macs": summary.macs})
+        if hasattr(logger, "log_table"):
+            rows = [[b.name, b.type, b.params, b.macs] for b in summary.blocks]
+            logger.log_table(key="model_summary", columns=["block", "type", "params", "macs"], data=rows)
 
 
 def save_examples(examples: list[dict], path: Path) -> None:
@@ -258,30 +289,139 @@ def one_line_error(err: BaseException) -> str:
     return f"{key}: {lines[0]}" if key else lines[0]
 
 
+def stop_exception(err: BaseException) -> Optional[BaseException]:
+    """What ends the process after ``err`` ended a job because a stop signal arrived: ``err``
+    itself when it carries an exit status (:class:`cmfnet.signals.Interrupted`; submitit's exit
+    after requeueing the job), else ``Interrupted`` for the signal (e.g. after Lightning's own
+    SIGTERM exit, or a DataLoader worker killed by the same signal); None when no stop signal
+    arrived (the job failed on its own)."""
+    import signal
+
+    from cmfnet import signals
+
+    if isinstance(err, signals.Interrupted):
+        return err
+    signum = signals.received()
+    if signum is None and isinstance(err, KeyboardInterrupt):
+        signum = signal.SIGINT
+    if signum is None:
+        return None
+    if isinstance(err, SystemExit) and err.code not in (None, 0):
+        return err
+    return signals.Interrupted(signum)
+
+
+def job_record(cfg: DictConfig, err: BaseException, out: Path, stop: Optional[BaseException]) -> dict:
+    """metrics.json of a job that did not complete: ``failed`` with the one-line error (the
+    traceback goes to error.log), or ``interrupted`` by a stop signal with the checkpoint it can
+    continue from and the job's overrides (a requeued job recognises its own record by them)."""
+    import signal
+
+    from cmfnet import signals
+
+    if stop is None:
+        record = {"status": "failed", "error": one_line_error(err)}
+        (out / "error.log").write_text("".join(traceback.format_exception(err)))
+    else:
+        name = signals.signal_name(getattr(stop, "signum", None) or signals.received() or signal.SIGINT)
+        last = out / "checkpoints" / "last.ckpt"
+        checkpoint = str(last.relative_to(out)) if last.is_file() else None
+        where = f"last epoch-end checkpoint: {checkpoint}" if checkpoint else "before its first checkpoint"
+        record = {"status": "interrupted", "error": f"stopped by {name} ({where})", "signal": name,
+                  "checkpoint": checkpoint, "overrides": list(HydraConfig.get().overrides.task)}
+    try:
+        record.update(run_identity(cfg))
+    except Exception:
+        pass
+    return record
+
+
+def resume_requeued_job(cfg: DictConfig, out: Path) -> None:
+    """Set ``ckpt_path=last`` for a submitit job requeued after a time-out or pre-emption, so that
+    it continues from its own ``checkpoints/last.ckpt``: only inside a submitit job, with no
+    ckpt_path given, when this folder's metrics.json records this very job (the same overrides)
+    as interrupted. A fresh run never picks up a checkpoint on its own."""
+    import json
+
+    if cfg.get("ckpt_path") not in (None, "") or "SUBMITIT_FOLDER" not in os.environ:
+        return
+    last = out / "checkpoints" / "last.ckpt"
+    try:
+        record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return
+    if not (isinstance(record, dict) and record.get("status") == "interrupted" and last.is_file()):
+        return
+    if record.get("overrides") != list(HydraConfig.get().overrides.task):
+        return
+    log.info("requeued job: continuing from %s", last)
+    cfg.ckpt_path = "last"
+
+
 def run_task(cfg: DictConfig) -> Optional[float]:
     """Hydra task: train, write ``metrics.json`` atomically with a status, and close W&B.
 
     A failing job records ``status: failed`` with the error and, inside a multirun, lets the
-    other jobs go on; a single run prints the one-line error and exits with status 1.
-    Returns the test SR PSNR (for sweepers that optimise).
+    other jobs go on; a single run prints the one-line error and exits with status 1. SIGINT or
+    SIGTERM (:mod:`cmfnet.signals`) records ``status: interrupted``, keeps the epoch-end
+    ``checkpoints/last.ckpt`` (resuming from it is deterministic) and ends the process, and so
+    the sweep, with status 130 or 143. A requeued submitit job continues from its last.ckpt
+    (:func:`resume_requeued_job`). Returns the test SR PSNR (for sweepers that optimise).
     """
+    from cmfnet import signals
+
     out = output_dir()
-    fatal = False
-    try:
-        metrics = {**train(cfg), "status": "completed"}
-    except (Exception, KeyboardInterrupt) as err:
-        metrics = {"status": "failed", "error": one_line_error(err)}
+    failure: Optional[BaseException] = None
+    stop: Optional[BaseException] = None
+    with signals.stop_on_signals():
         try:
-            metrics.update(run_identity(cfg))
-        except Exception:
-            pass
-        (out / "error.log").write_text(traceback.format_exc())
-        log.error("job failed: %s (traceback in %s)", metrics["error"], out / "error.log")
-        fatal = isinstance(err, KeyboardInterrupt) or not is_multirun()
-    finally:
-        finish_wandb()
-    write_json_atomic(out / "metrics.json", metrics)
-    if fatal:
+            resume_requeued_job(cfg, out)
+            metrics = {**train(cfg), "status": "completed"}
+        except BaseException as err:  # recorded below, a stop signal's exit included
+            failure = err
+        with signals.deferred():  # a signal from here on stops the process once the record is written
+            if failure is not None:
+                stop = stop_exception(failure)
+                if stop is None and not isinstance(failure, Exception):
+                    finish_wandb()
+                    raise failure  # an exit of its own, not a stop signal: no record, as before
+                metrics = job_record(cfg, failure, out, stop)
+                if stop is None:
+                    log.error("job failed: %s (traceback in %s)", metrics["error"], out / "error.log")
+                else:
+                    log.warning("job interrupted: %s", metrics["error"])
+            finish_wandb()
+            write_json_atomic(out / "metrics.json", metrics)
+    if stop is not None:
+        if not is_multirun():
+            print(f"interrupted: {metrics['error']}; resume: the same command with hydra.run.dir={out} "
+                  "ckpt_path=last", file=sys.stderr)
+        raise stop
+    if failure is not None and not is_multirun():
         print(f"error: {metrics['error']}", file=sys.stderr)
         raise SystemExit(1)
+    if failure is None:
+        print(outputs_summary(out, metrics), flush=True)
     return metrics.get("sr_psnr")
+
+
+def outputs_summary(out: Path, metrics: dict) -> str:
+    """Where a finished run's outputs are: its folder, metrics.json (with the test SR scores),
+    the example images, the offline W&B run and the line that uploads it."""
+    def score(key: str, digits: int) -> str:
+        value = metrics.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, float) else "-"
+
+    lines = [f"run folder: {out}",
+             f"  metrics:  {out / 'metrics.json'} (test SR PSNR {score('sr_psnr', 2)} dB, "
+             f"SSIM {score('sr_ssim', 4)}, scoring {metrics.get('scoring', 'fastmri')})"]
+    images = sorted((out / "images").glob("*.png"))
+    if images:
+        lines.append(f"  images:   {', '.join(str(p) for p in images)}")
+    if (out / "checkpoints").is_dir():
+        lines.append(f"  checkpoints: {out / 'checkpoints'}")
+    offline = sorted((out / "wandb").glob("offline-run-*"))
+    if offline:
+        lines.append(f"  W&B run (offline): {offline[-1]}")
+        lines.append(f"  upload it with:    wandb sync {offline[-1]}")
+    return "\n".join(lines)
