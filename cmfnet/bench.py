@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: held on the host, ``fit_loop_data`` fed by the run's training DataLoader.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
+#: measured on the idle 2-core CPU machine (docs/performance.md)
+BENCH_RUN_TIME = "typical run time: about {} with the defaults on a 2-core CPU; options=fit_loop is about {}."
 BENCH_WRITER = "cmfnet bench"  # marks its JSON, which only a later bench may replace
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets;
@@ -42,8 +44,20 @@ def bf16_peak_flops(device_name: str) -> float | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=cmfnet scale=4 batch=8")
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value settings: the bench's own (below) and any of run.py's "
+                             "(model=, scale=, accel=, data=, ...), e.g. model=cmfnet scale=4 batch=8")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = bench_settings_help()
     parser.add_argument("--only-option", metavar="NAME", help=argparse.SUPPRESS)
+
+
+def bench_settings_help() -> str:
+    """The bench's own settings with their defaults and comments (conf/bench.yaml, without its
+    defaults list), and what a default bench costs."""
+    text = (REPO / "conf" / "bench.yaml").read_text()
+    body = text[text.index("_self_") + len("_self_"):].strip("\n")
+    return (f"settings (conf/bench.yaml; set as key=value):\n{body}\n\n{BENCH_RUN_TIME}")
 
 
 class PeakRSS:

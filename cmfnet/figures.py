@@ -1,12 +1,14 @@
-"""Report figures (matplotlib, Agg backend): a metric against acceleration, learning curves,
-and qualitative comparisons of one test slice across methods.
+"""Figures (matplotlib, Agg backend): a metric against acceleration, learning curves, and
+qualitative comparisons of slices across methods.
 
-Used by ``cmfnet report``; the functions take plain numbers and arrays, not sweep folders.
+Used by ``cmfnet report`` and by a run's validation examples; the functions take plain numbers
+and arrays, not sweep folders.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -132,55 +134,89 @@ def _display_range(image: np.ndarray, percentile: float = 99.5) -> tuple[float, 
     return float(np.percentile(image, 100 - percentile)), float(np.percentile(image, percentile))
 
 
-def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray]], path: Path,
-                     title: str = "", lr_input: Optional[np.ndarray] = None,
-                     aux_input: Optional[np.ndarray] = None, error_percentile: float = 99.5) -> Path:
-    """Save a 2-row comparison of one test slice.
+@dataclass(frozen=True)
+class SliceComparison:
+    """One slice to compare: the HR ``target`` (H, W), ``outputs`` as (label, (H, W) image)
+    pairs, optionally the normalised LR ``lr_input`` and ``aux_input`` (h, w), and a ``label``
+    naming the slice (shown at the left of its rows)."""
 
-    Columns: the LR input (if given), one per method, the HR target. Top row: ``target``
-    (H, W) and each method's output (H, W) on the target's grey scale [0, target max], each
-    with its per-slice PSNR/SSIM (:func:`slice_scores`). Bottom row: absolute error maps in
-    units of the target's max, one colour scale for all methods (0 to the largest
-    ``error_percentile``-th percentile over the methods' errors), its colour bar under the
-    target; under the LR input, the auxiliary LR
-    input (the guide) if given. ``lr_input``/``aux_input`` are normalised (h, w) images, shown
-    bicubic-upsampled to (H, W) with their own grey window.
+    target: np.ndarray
+    outputs: Sequence[tuple[str, np.ndarray]]
+    lr_input: Optional[np.ndarray] = None
+    aux_input: Optional[np.ndarray] = None
+    label: str = ""
+
+
+def plot_comparison(slices: Sequence[SliceComparison], path: Path, title: str = "",
+                    error_percentile: float = 99.5) -> Path:
+    """Save two rows per slice of ``slices``: the methods' outputs and their error maps.
+
+    Columns: the LR input (if given), one per output, the HR target. Top row: the target and
+    each output on the target's grey scale [0, target max], each output with its per-slice
+    PSNR/SSIM (:func:`slice_scores`). Bottom row: absolute error maps in units of the target's
+    max, one colour scale per slice (0 to the largest ``error_percentile``-th percentile over
+    its outputs' errors) with its colour bar under the target; under the LR input, the
+    auxiliary LR input (the guide) if given. LR inputs are shown bicubic-upsampled to (H, W)
+    with their own grey window. Used for the run's validation examples and the report's
+    comparison across methods.
     """
-    columns = len(outputs) + 1 + (lr_input is not None)
-    fig, axes = plt.subplots(2, columns, figsize=(2.3 * columns, 5.2), squeeze=False, layout="constrained")
-    vmax = float(target.max()) or 1.0
-    errors = [np.abs(output - target) / vmax for _, output in outputs]
-    error_max = max((float(np.percentile(e, error_percentile)) for e in errors), default=0.0) or 1.0
-    col = 0
-    if lr_input is not None:
-        shown = upsample(lr_input, target.shape)
-        low, high = _display_range(shown)
-        _show(axes[0, col], shown, "LR input (bicubic,\nnormalised)", cmap="gray", vmin=low, vmax=high)
-        if aux_input is not None:
-            shown = upsample(aux_input, target.shape)
-            low, high = _display_range(shown)
-            _show(axes[1, col], shown, "auxiliary LR (guide)", cmap="gray", vmin=low, vmax=high)
-        else:
-            axes[1, col].axis("off")
-        col += 1
-    error_image = None
-    for (label, output), error in zip(outputs, errors):
-        _show(axes[0, col], output, label, cmap="gray", vmin=0, vmax=vmax)
-        psnr_db, ssim_value = slice_scores(target, output)
-        axes[0, col].text(0.03, 0.03, f"{psnr_db:.2f} dB\nSSIM {ssim_value:.4f}", transform=axes[0, col].transAxes,
-                          fontsize=8, color="white", va="bottom", ha="left",
-                          bbox=dict(facecolor="black", alpha=0.6, pad=2, linewidth=0))
-        error_image = _show(axes[1, col], error, f"|{label} - HR|", cmap="inferno", vmin=0, vmax=error_max)
-        col += 1
-    _show(axes[0, col], target, "HR target", cmap="gray", vmin=0, vmax=vmax)
-    axes[1, col].axis("off")
-    if error_image is not None:
-        bar = fig.colorbar(error_image, cax=axes[1, col].inset_axes([0.05, 0.5, 0.9, 0.08]), orientation="horizontal")
-        bar.ax.tick_params(labelsize=7)
-        bar.set_label("|output - HR| / HR max", fontsize=8)
+    with_lr = any(s.lr_input is not None for s in slices)
+    columns = max(len(s.outputs) for s in slices) + 1 + with_lr
+    fig, axes = plt.subplots(2 * len(slices), columns, figsize=(2.3 * columns, 2.6 * 2 * len(slices)),
+                             squeeze=False, layout="constrained")
+    for block, comparison in enumerate(slices):
+        _draw_comparison(comparison, axes[2 * block], axes[2 * block + 1], fig, with_lr, error_percentile)
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def _draw_comparison(comparison: SliceComparison, top: np.ndarray, bottom: np.ndarray, fig: plt.Figure,
+                     with_lr: bool, error_percentile: float) -> None:
+    """Draw one :class:`SliceComparison` into a row of ``top`` and a row of ``bottom`` axes."""
+    target = comparison.target
+    vmax = float(target.max()) or 1.0
+    errors = [np.abs(output - target) / vmax for _, output in comparison.outputs]
+    error_max = max((float(np.percentile(e, error_percentile)) for e in errors), default=0.0) or 1.0
+    col = 0
+    if with_lr:
+        for ax, image, name in ((top[0], comparison.lr_input, "LR input (bicubic,\nnormalised)"),
+                                (bottom[0], comparison.aux_input, "auxiliary LR (guide)")):
+            if image is None:
+                ax.axis("off")
+                continue
+            shown = upsample(image, target.shape)
+            low, high = _display_range(shown)
+            _show(ax, shown, name, cmap="gray", vmin=low, vmax=high)
+        col += 1
+    if comparison.label:
+        top[0].set_ylabel(comparison.label, fontsize=8)
+    error_image = None
+    for (label, output), error in zip(comparison.outputs, errors):
+        _show(top[col], output, label, cmap="gray", vmin=0, vmax=vmax)
+        psnr_db, ssim_value = slice_scores(target, output)
+        top[col].text(0.03, 0.03, f"{psnr_db:.2f} dB\nSSIM {ssim_value:.4f}", transform=top[col].transAxes,
+                      fontsize=8, color="white", va="bottom", ha="left",
+                      bbox=dict(facecolor="black", alpha=0.6, pad=2, linewidth=0))
+        error_image = _show(bottom[col], error, f"|{label} - HR|", cmap="inferno", vmin=0, vmax=error_max)
+        col += 1
+    for unused in range(col, len(top) - 1):
+        top[unused].axis("off")
+        bottom[unused].axis("off")
+    _show(top[-1], target, "HR target", cmap="gray", vmin=0, vmax=vmax)
+    bottom[-1].axis("off")
+    if error_image is not None:
+        bar = fig.colorbar(error_image, cax=bottom[-1].inset_axes([0.05, 0.5, 0.9, 0.08]), orientation="horizontal")
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("|output - HR| / HR max", fontsize=8)
+
+
+def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray]], path: Path,
+                     title: str = "", lr_input: Optional[np.ndarray] = None,
+                     aux_input: Optional[np.ndarray] = None, error_percentile: float = 99.5) -> Path:
+    """Save the 2-row comparison (:func:`plot_comparison`) of one slice across methods."""
+    return plot_comparison([SliceComparison(target, outputs, lr_input, aux_input)], path, title=title,
+                           error_percentile=error_percentile)
 
 
 def plot_synthetic_preview(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:

@@ -398,9 +398,25 @@ def report_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+#: what each ``scoring`` choice (conf/scoring/) does to the outputs before they are scored
+SCORING_NOTES = {
+    "fastmri": "outputs scored as they are (fastMRI's convention)",
+    "fastmri_nonneg": "outputs clamped at zero before scoring",
+}
+
+
+def scoring_line(runs: Sequence[Run]) -> str:
+    """Which scoring the runs' numbers use (``scoring`` in metrics.json; runs made before it was
+    recorded used fastMRI's convention)."""
+    used = sorted({str(run.metrics.get("scoring", "fastmri")) for run in runs})
+    described = "; ".join(f"`{name}`: {SCORING_NOTES.get(name, 'see conf/scoring/')}" for name in used)
+    return f"Scoring: {described or 'no runs'}."
+
+
 def report_markdown(report: Report, stats: dict, figures: list[str], figure_notes: list[str]) -> str:
     """The whole report.md: both tables, the failures, superseded runs and the figures."""
-    lines = ["# Report: " + ", ".join(f"`{d}`" for d in report.sweep_dirs), "", NUMBERS_LINE, ""]
+    lines = ["# Report: " + ", ".join(f"`{d}`" for d in report.sweep_dirs), "", NUMBERS_LINE, "",
+             scoring_line(report.runs), ""]
     for output in OUTPUTS:
         lines += [f"## {OUTPUT_TITLES[output]}", ""]
         if report.methods:

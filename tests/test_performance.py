@@ -205,7 +205,8 @@ def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
     assert bf16_peak_flops(name) == peak
 
 
-def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(monkeypatch, tmp_path):
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(monkeypatch, tmp_path, terminal):
     """Through Lightning's loop with the configured progress bar: one read per step (the checks,
     which also fetch the loss the bar shows), plus the logger's three losses every
     log_every_n_steps. Reads are counted from a step's start to the next one's; the optimizer's
@@ -226,7 +227,9 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(mon
     from cmfnet.losses import JointL1Loss
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        bar = hydra.utils.instantiate(compose("train").callbacks.progress_bar)
+        callbacks = compose("train").callbacks
+        bar = hydra.utils.instantiate(callbacks.progress_bar, terminal=terminal, plain_interval_s=0)
+        estimate = hydra.utils.instantiate(callbacks.run_time_estimate)
     batch = JointSample(target_input=torch.randn(2, 1, 12, 12), aux_input=torch.randn(2, 1, 12, 12),
                         rec_target=torch.randn(2, 1, 12, 12), sr_target=torch.randn(2, 1, 24, 24),
                         mask=torch.ones(2, 12), mean=torch.zeros(2), std=torch.ones(2),
@@ -259,11 +262,14 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(mon
     tracker = StepTracker()
     trainer = L.Trainer(accelerator="cpu", max_steps=20, logger=CSVLogger(tmp_path), log_every_n_steps=10,
                         enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
-                        callbacks=[bar, tracker], default_root_dir=tmp_path)
+                        callbacks=[bar, estimate, tracker], default_root_dir=tmp_path)
     trainer.fit(module, DataLoader([batch] * 20, batch_size=None, collate_fn=collate_as_is))
     assert sorted(Counter(reads.values()).items()) == [(1, 18), (4, 2)]
     assert module.last_train_loss == pytest.approx(float(tracker.loss))
-    assert bar.get_metrics(trainer, module)["train/loss"] == module.last_train_loss
+    if terminal:
+        assert bar.get_metrics(trainer, module)["train/loss"] == module.last_train_loss
+    else:  # a plain line every step (interval 0): the bar read nothing more
+        assert f"loss {module.last_train_loss:.4g}" in bar.write_line(trainer, module)
 
 
 class _Item(NamedTuple):

@@ -34,9 +34,13 @@ def run_py(tmp_path: Path, *args: str, timeout: int = 300, check: bool = True) -
 
 
 def test_smoke_run_writes_metrics_checkpoints_images_and_offline_wandb(tmp_path):
-    run_py(tmp_path, "experiment=smoke", "hydra.run.dir=run")
+    proc = run_py(tmp_path, "experiment=smoke", "hydra.run.dir=run")
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
+    offline_run = next((run / "wandb").glob("offline-run-*"))
+    for line in (f"run folder: {run}", f"metrics:  {run / 'metrics.json'}", f"images:   {run / 'images' / 'val_examples.png'}",
+                 f"W&B run (offline): {offline_run}", f"upload it with:    wandb sync {offline_run}"):
+        assert line in proc.stdout  # the run ends by saying where everything is
     assert metrics["status"] == "completed"
     for key in ("sr_psnr", "sr_ssim", "sr_nmse", "rec_psnr", "rec_ssim", "rec_nmse", "sr_psnr_std"):
         assert isinstance(metrics[key], float), key
@@ -75,6 +79,11 @@ def test_two_by_two_multirun_writes_job_folders_and_results(tmp_path):
         assert (job / "config.yaml").is_file()
         offline = list((job / "wandb").glob("offline-run-*"))
         assert len(offline) == 1 and offline[0].name.endswith(metrics["wandb_run_id"])  # no job logs into another's run
+        named = OmegaConf.load(job / "config.yaml").logger.wandb  # the saved config says what W&B got
+        assert named.name == f"cmfnet_no_mmf-x{metrics['scale']}-r{metrics['accel']}-random-s42"
+        assert named.group == f"adhoc/{sweep.name}" and f"scale={metrics['scale']}" in named.tags
+        raw = next(offline[0].glob("*.wandb")).read_bytes()
+        assert all(value.encode() in raw for value in (named.name, named.group, *named.tags))
     assert cells == {(2, 4), (2, 8), (4, 4), (4, 8)}
     assert len(run_ids) == 4
     table = (sweep / "results.md").read_text()

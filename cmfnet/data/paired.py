@@ -121,6 +121,29 @@ class PairedSliceDataset(Dataset):
         """The resolved target files this dataset reads slices of."""
         return {self.pair_paths(pair_idx)[1].resolve() for pair_idx in {pair for pair, _ in self.slices}}
 
+    def spread_slices(self, count: int) -> list[tuple[str, int]]:
+        """``count`` (target file name, slice index) keys spread across volumes and anatomy: the
+        middle slice of evenly spaced volumes; with fewer volumes than ``count``, several slices
+        of each at evenly spaced depths (for example figures)."""
+        volumes: Dict[int, list[int]] = {}
+        for pair_idx, slice_idx in self.slices:
+            volumes.setdefault(pair_idx, []).append(slice_idx)
+        pairs = sorted(volumes)
+        if not pairs or count < 1:
+            return []
+        per_volume = -(-count // len(pairs))
+        if per_volume == 1:
+            chosen = [pairs[round(i * (len(pairs) - 1) / max(1, count - 1))] for i in range(count)]
+            return [(self.target_name(p), sorted(volumes[p])[len(volumes[p]) // 2]) for p in dict.fromkeys(chosen)]
+        keys = []
+        for depth in range(per_volume):
+            for pair in pairs:
+                ordered = sorted(volumes[pair])
+                key = (self.target_name(pair), ordered[(2 * depth + 1) * len(ordered) // (2 * per_volume)])
+                if key not in keys:
+                    keys.append(key)
+        return keys[:count]
+
     def lowres_pair(self, index: int) -> LowResPair:
         """The deterministic degradation of item ``index``, checked usable in float32."""
         if index in self._cache:

@@ -52,6 +52,9 @@ class JointRecSRModule(L.LightningModule):
         num_example_images: how many slices (the first of the validation or test set) to keep.
         skip_nonfinite: skip an optimizer step whose loss or gradients are NaN/inf (the weights
             stay as they are) instead of stopping the run.
+        output_floor: if set, de-normalised outputs are clamped at this value before they are
+            scored and kept as examples (``scoring=fastmri_nonneg``: 0); None scores them as
+            they are (fastMRI's convention).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class JointRecSRModule(L.LightningModule):
         scheduler: Optional[Callable] = None,
         num_example_images: int = 4,
         skip_nonfinite: bool = False,
+        output_floor: Optional[float] = None,
     ):
         super().__init__()
         self.model = model
@@ -70,11 +74,13 @@ class JointRecSRModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.num_example_images = num_example_images
         self.skip_nonfinite = skip_nonfinite
+        self.output_floor = output_floor
         self.skipped_batches = 0
         self._unchecked: list[_StepLoss] = []
         self.last_train_loss: Optional[float] = None
         self._metrics = {}
         self.example_images: list[dict] = []
+        self._example_keys: Optional[list[tuple[str, int]]] = None
         self.results: dict[str, dict] = {}
         self.run_config: Optional[dict] = None
         self.job_started_at = time.time()
@@ -167,8 +173,8 @@ class JointRecSRModule(L.LightningModule):
         mean = batch.mean.view(-1, 1, 1, 1)
         std = batch.std.view(-1, 1, 1, 1)
         denorm = {
-            "sr": (sr * std + mean, batch.sr_target * std + mean),
-            "rec": (rec * std + mean, batch.rec_target * std + mean),
+            "sr": (self._scored(sr * std + mean), batch.sr_target * std + mean),
+            "rec": (self._scored(rec * std + mean), batch.rec_target * std + mean),
         }
         for out, (pred, target) in denorm.items():
             pred_np = pred.float().squeeze(1).cpu().numpy()
@@ -177,10 +183,25 @@ class JointRecSRModule(L.LightningModule):
                 self._metrics[out].add(fname, slice_idx, target_np[i], pred_np[i])
         self._keep_examples(batch, denorm)
 
+    def _scored(self, output: torch.Tensor) -> torch.Tensor:
+        """A de-normalised output as it is scored: clamped at :attr:`output_floor` if set."""
+        return output if self.output_floor is None else output.clamp_min(self.output_floor)
+
+    def _choose_examples(self, dataloaders) -> None:
+        """Pick the example slices of this evaluation: spread across volumes and anatomy when the
+        dataset can say which (:meth:`~cmfnet.data.paired.PairedSliceDataset.spread_slices`),
+        else the first ones met."""
+        self.example_images = []
+        dataset = getattr(dataloaders, "dataset", None)
+        spread = getattr(dataset, "spread_slices", None)
+        self._example_keys = spread(self.num_example_images) if spread is not None else None
+
     def _keep_examples(self, batch: JointSample, denorm: dict) -> None:
         for i in range(batch.target_input.shape[0]):
             if len(self.example_images) >= self.num_example_images:
                 return
+            if self._example_keys is not None and (batch.fname[i], int(batch.slice_idx[i])) not in self._example_keys:
+                continue
             self.example_images.append(
                 {
                     "fname": batch.fname[i],
@@ -214,7 +235,7 @@ class JointRecSRModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._start_eval()
-        self.example_images = []
+        self._choose_examples(self.trainer.val_dataloaders)
 
     def validation_step(self, batch: JointSample, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -224,7 +245,7 @@ class JointRecSRModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._start_eval()
-        self.example_images = []
+        self._choose_examples(self.trainer.test_dataloaders)
 
     def test_step(self, batch: JointSample, batch_idx: int) -> None:
         self._eval_step(batch, "test")

@@ -1,0 +1,41 @@
+"""Silence third-party messages that mean nothing to a cmfnet user; real warnings stay.
+
+Each filter names one message and why it is noise here:
+
+- Lightning's tip advertising its LitLogger service, printed at every trainer start;
+- torch's FutureWarning that Lightning's ``_pytree`` helper still uses ``LeafSpec`` (Lightning's
+  code, not ours, and harmless);
+- Lightning's "Total FLOPs: 0" is avoided by ``trainer.enable_model_summary: false``: cmfnet
+  logs its own parameter and MAC counts (``cmfnet.models.summary``);
+- W&B's "anonymous setting has no effect" is avoided in :class:`cmfnet.lit.loggers.WandbRunLogger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+NOISE_LOG_MESSAGES = {"lightning.pytorch.utilities.rank_zero": ("litlogger",)}
+NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message contains one of ``fragments``."""
+
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+def silence_third_party_noise() -> None:
+    """Install the filters above (idempotent)."""
+    for name, fragments in NOISE_LOG_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(fragments))
+    for message in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
