@@ -40,8 +40,23 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("cuda_available", cuda_available)
     if not OmegaConf.has_resolver("fastest_precision"):
         OmegaConf.register_new_resolver("fastest_precision", fastest_precision)
+    if not OmegaConf.has_resolver("folder_name"):
+        OmegaConf.register_new_resolver("folder_name", folder_name)
     if not OmegaConf.has_resolver("on_cuda"):
         OmegaConf.register_new_resolver("on_cuda", lambda if_cuda, otherwise: if_cuda if cuda_available() else otherwise)
+
+
+def folder_name(text: str, limit: int = 160) -> str:
+    """``text`` as one folder name: each ``/`` becomes ``_`` (a path given as an override value
+    would otherwise nest folders), and beyond ``limit`` characters it is cut and ends in a short
+    hash of the whole text (file systems allow 255 bytes per name)."""
+    import hashlib
+
+    name = str(text).replace(os.sep, "_")
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return name.encode()[: limit - 11].decode(errors="ignore") + "~" + digest
 
 
 def cuda_available() -> bool:

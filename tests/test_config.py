@@ -158,3 +158,16 @@ def test_loader_settings_of_the_wrong_type_are_named(key, value, tmp_path):
     settings = {"batch_size": 2, key: value}
     with pytest.raises(ValueError, match=rf"^data\.{key} must be an integer >= \d, got {value!r}$"):
         JointDataModule(root=str(tmp_path), splits={}, mask_func=None, scale=2, **settings)
+
+
+def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
+    from cmfnet.config import folder_name
+
+    assert folder_name("data.root=/data/knee,scale=2") == "data.root=_data_knee,scale=2"
+    long = "mask.path=/" + "x" * 400
+    short = folder_name(long)
+    assert "/" not in short and len(short.encode()) <= 160 and short != folder_name(long + "y")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["mask=fixed", "mask.path=/tmp/m.npy", "data=fastmri_knee",
+                                          "data.root=/d/knee"], return_hydra_config=True)
+    assert "data.root" in cfg.hydra.job.config.override_dirname.exclude_keys
