@@ -63,6 +63,19 @@ def test_a_run_piped_to_a_file_shows_plain_progress_and_a_projection(tmp_path):
     # no GPU and a projection over long_run_minutes (0 here): the quick alternative is named
     assert "No GPU here: for a quick look use experiment=quickstart" in text
     assert not re.search(r"Epoch \d+/\d+ .*━", text)  # no rich bar in a file
+    for noise in ("litlogger", "anonymous setting has no effect", "LeafSpec", "Total FLOPs"):
+        assert noise not in text, noise  # third-party noise that means nothing to a cmfnet user
+
+
+@pytest.mark.slow
+def test_a_sweep_projects_its_own_time_from_its_job_list(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "scale=2,4", "experiment=smoke", "logger=csv",
+                           "trainer.limit_train_batches=6", "callbacks.run_time_estimate.after_steps=2"],
+                          cwd=tmp_path, env=cmfnet_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout + proc.stderr
+    assert re.search(r"the sweep: about \d+:\d\d:\d\d more if its other jobs are alike \(job 1 of 2\)", text), text[-3000:]
+    assert "(job 2 of 2)" in text
 
 
 def test_example_slices_are_spread_across_volumes_and_depths(fastmri_pairs):
