@@ -29,13 +29,25 @@ REPO = Path(__file__).resolve().parents[1]
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
 #: measured on the idle 2-core CPU machine (docs/performance.md)
-BENCH_RUN_TIME = "typical run time: about {} with the defaults on a 2-core CPU; options=fit_loop is about {}."
+BENCH_RUN_TIME = (
+    "typical run time: about {} with the defaults on a 2-core CPU; options=fit_loop is about {}."
+)
 BENCH_WRITER = "cmfnet bench"  # marks its JSON, which only a later bench may replace
 
 #: Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, from the vendors' data sheets;
 #: the first fragment found in the device name wins, so variants come before their family.
-BF16_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200", 989.4e12), ("H100", 989.4e12),
-                   ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("A10G", 70e12), ("A10", 125e12), ("L4", 121e12))
+BF16_PEAK_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H200", 989.4e12),
+    ("H100", 989.4e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("A10G", 70e12),
+    ("A10", 125e12),
+    ("L4", 121e12),
+)
 
 
 def bf16_peak_flops(device_name: str) -> float | None:
@@ -44,9 +56,12 @@ def bf16_peak_flops(device_name: str) -> float | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*",
-                        help="key=value settings: the bench's own (below) and any of run.py's "
-                             "(model=, scale=, accel=, data=, ...), e.g. model=cmfnet scale=4 batch=8")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value settings: the bench's own (below) and any of run.py's "
+        "(model=, scale=, accel=, data=, ...), e.g. model=cmfnet scale=4 batch=8",
+    )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = bench_settings_help()
     parser.add_argument("--only-option", metavar="NAME", help=argparse.SUPPRESS)
@@ -56,8 +71,8 @@ def bench_settings_help() -> str:
     """The bench's own settings with their defaults and comments (conf/bench.yaml, without its
     defaults list), and what a default bench costs."""
     text = (REPO / "conf" / "bench.yaml").read_text()
-    body = text[text.index("_self_") + len("_self_"):].strip("\n")
-    return (f"settings (conf/bench.yaml; set as key=value):\n{body}\n\n{BENCH_RUN_TIME}")
+    body = text[text.index("_self_") + len("_self_") :].strip("\n")
+    return f"settings (conf/bench.yaml; set as key=value):\n{body}\n\n{BENCH_RUN_TIME}"
 
 
 class PeakRSS:
@@ -108,27 +123,31 @@ def sync(device: str) -> None:
 
 
 def bench_keys() -> set[str]:
-    """The settings ``conf/bench.yaml`` adds to the run config (left out of the launch timing's run)."""
+    """The settings ``conf/bench.yaml`` adds to the run config (left out of the launch timing's
+    run)."""
     from omegaconf import OmegaConf
 
     return set(OmegaConf.load(REPO / "conf" / "bench.yaml")) - {"defaults"}
 
 
 def compose_bench_config(overrides: list[str]):
-    """The bench config (``conf/bench.yaml`` over ``conf/train.yaml``) with ``tiny`` presets applied."""
+    """The bench config: ``conf/bench.yaml`` over ``conf/train.yaml``, composed with
+    ``overrides``."""
     from hydra import compose, initialize_config_dir
 
-    from cmfnet.config import register_resolvers, shrink_config
+    from cmfnet.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("bench", overrides=overrides)
-    return shrink_config(cfg, overrides)
+        return compose("bench", overrides=overrides)
 
 
 def lowres_size(cfg) -> tuple[int, int]:
     """LR input size of the configured data: HR size / scale."""
-    hr = cfg.data.get("synthesize", {}).get("hr_size") or cfg.data.splits.train.get("hr_size", [320])[0]
+    hr = (
+        cfg.data.get("synthesize", {}).get("hr_size")
+        or cfg.data.splits.train.get("hr_size", [320])[0]
+    )
     if hr % cfg.scale:
         raise ValueError(f"scale={cfg.scale} does not divide the HR size {hr}")
     return hr // cfg.scale, hr // cfg.scale
@@ -148,16 +167,29 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     h, w = lowres_size(cfg)
     batch = int(cfg.batch)
     parts = set(option.split("+"))
-    switches = {name: name in parts for name in ("channels_last", "compile", "activation_checkpointing")}
+    switches = {
+        name: name in parts for name in ("channels_last", "compile", "activation_checkpointing")
+    }
     model = apply_performance(build_model(cfg.model).to(device), **{**cfg.performance, **switches})
     if device == "cuda":
         torch.backends.cudnn.benchmark = "cudnn_benchmark" in parts
         torch.cuda.reset_peak_memory_stats()
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16) if "bf16" in parts else nullcontext()
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch.bfloat16)
+        if "bf16" in parts
+        else nullcontext()
+    )
     loss_fn = hydra.utils.instantiate(cfg.loss)
-    optimizer = hydra.utils.instantiate(cfg.optimizer)(model.parameters()) if getattr(model, "trainable", True) else None
+    optimizer = (
+        hydra.utils.instantiate(cfg.optimizer)(model.parameters())
+        if getattr(model, "trainable", True)
+        else None
+    )
     inputs = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h, w, device=device)
-    targets = torch.randn(batch, 1, h, w, device=device), torch.randn(batch, 1, h * cfg.scale, w * cfg.scale, device=device)
+    targets = (
+        torch.randn(batch, 1, h, w, device=device),
+        torch.randn(batch, 1, h * cfg.scale, w * cfg.scale, device=device),
+    )
 
     def train_step() -> None:
         with autocast:
@@ -232,7 +264,9 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
             self.timed_to = time.perf_counter()
 
     model = apply_performance(build_model(cfg.model), **cfg.performance)
-    module = hydra.utils.instantiate(cfg.module, model=model, loss=hydra.utils.instantiate(cfg.loss))
+    module = hydra.utils.instantiate(
+        cfg.module, model=model, loss=hydra.utils.instantiate(cfg.loss)
+    )
     timer = StepTimer()
     bar = (cfg.get("callbacks") or {}).get("progress_bar")
     progress_bar = [hydra.utils.instantiate(bar)] if bar else []
@@ -244,28 +278,51 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
         loader = datamodule.train_dataloader()
     else:
         sample = JointSample(
-            target_input=torch.randn(batch, 1, h, w), aux_input=torch.randn(batch, 1, h, w),
-            rec_target=torch.randn(batch, 1, h, w), sr_target=torch.randn(batch, 1, h * scale, w * scale),
-            mask=torch.ones(batch, w), mean=torch.zeros(batch), std=torch.ones(batch),
-            fname=["bench.h5"] * batch, slice_idx=list(range(batch)),
+            target_input=torch.randn(batch, 1, h, w),
+            aux_input=torch.randn(batch, 1, h, w),
+            rec_target=torch.randn(batch, 1, h, w),
+            sr_target=torch.randn(batch, 1, h * scale, w * scale),
+            mask=torch.ones(batch, w),
+            mean=torch.zeros(batch),
+            std=torch.ones(batch),
+            fname=["bench.h5"] * batch,
+            slice_idx=list(range(batch)),
         )
-        loader = DataLoader([sample] * steps, batch_size=None, collate_fn=collate_as_is, pin_memory=bool(cfg.data.pin_memory))
+        loader = DataLoader(
+            [sample] * steps,
+            batch_size=None,
+            collate_fn=collate_as_is,
+            pin_memory=bool(cfg.data.pin_memory),
+        )
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, **({"accelerator": "cpu"} if device == "cpu" else {}), max_epochs=1, max_steps=steps,
-            logger=False, enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
-            num_sanity_val_steps=0, callbacks=[*progress_bar, timer], default_root_dir=tmp)
+            cfg.trainer,
+            **({"accelerator": "cpu"} if device == "cpu" else {}),
+            max_epochs=1,
+            max_steps=steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=[*progress_bar, timer],
+            default_root_dir=tmp,
+        )
         started = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader)
     result: dict[str, Any] = {
-        "option": "fit_loop_data" if with_data else "fit_loop", "precision": str(trainer.precision),
+        "option": "fit_loop_data" if with_data else "fit_loop",
+        "precision": str(trainer.precision),
         "warmup_s": timer.timed_from - started,
         "train_samples_per_s": batch * int(cfg.timed_steps) / (timer.timed_to - timer.timed_from),
         "infer_samples_per_s": None,
     }
     if with_data:
-        result["loader"] = {"workers": loader.num_workers, "pin_memory": loader.pin_memory,
-                            "split_slices": len(datamodule.datasets["train"].dataset)}
+        result["loader"] = {
+            "workers": loader.num_workers,
+            "pin_memory": loader.pin_memory,
+            "split_slices": len(datamodule.datasets["train"].dataset),
+        }
     result["peak_memory_mb"] = peak_memory_mb(device, rss, base_rss)
     return result
 
@@ -325,14 +382,19 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
                 seen += batch.target_input.shape[0]
                 batches += 1
         # the workers are joined at the end of each epoch, so their CPU time is counted by now
-        own_ms, workers_ms = 1e3 * (time.process_time() - own_cpu), 1e3 * (children_cpu_s() - children_cpu)
+        own_ms, workers_ms = (
+            1e3 * (time.process_time() - own_cpu),
+            1e3 * (children_cpu_s() - children_cpu),
+        )
         name = f"loader_{workers}_workers"
         result[f"{name}_samples_per_s"] = seen / (time.perf_counter() - start)
         result[f"{name}_first_batch_s"] = sum(waits) / len(waits)
         result[f"{name}_training_process_cpu_ms_per_batch"] = own_ms / batches
         if workers:
             result[f"{name}_worker_cpu_ms_per_sample"] = workers_ms / seen
-            result[f"{name}_projected_samples_per_s"] = min(1e3 * seen / own_ms, workers * 1e3 * seen / workers_ms)
+            result[f"{name}_projected_samples_per_s"] = min(
+                1e3 * seen / own_ms, workers * 1e3 * seen / workers_ms
+            )
     return result
 
 
@@ -362,21 +424,40 @@ def children_cpu_s() -> float:
 
 
 def measure_launch(overrides: list[str]) -> dict[str, Any]:
-    """Wall time of ``python run.py ... trainer.max_steps=1`` and its in-process time to the first step."""
+    """Wall time of ``python run.py ... trainer.max_steps=1`` and its in-process time to the
+    first step."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, str(REPO / "run.py"), *overrides, "trainer.max_steps=1", "trainer.limit_val_batches=1",
-                   "trainer.limit_test_batches=1", "logger=none", f"hydra.run.dir={tmp}/run"]
-        env = {**os.environ, "CMFNET_CACHE_DIR": os.environ.get("CMFNET_CACHE_DIR", str(Path.cwd() / ".cache" / "cmfnet"))}
+        command = [
+            sys.executable,
+            str(REPO / "run.py"),
+            *overrides,
+            "trainer.max_steps=1",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "logger=none",
+            f"hydra.run.dir={tmp}/run",
+        ]
+        env = {
+            **os.environ,
+            "CMFNET_CACHE_DIR": os.environ.get(
+                "CMFNET_CACHE_DIR", str(Path.cwd() / ".cache" / "cmfnet")
+            ),
+        }
         start = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
         metrics_path = Path(tmp) / "run" / "metrics.json"
         if proc.returncode != 0 or not metrics_path.is_file():
-            errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")] or ["launch failed"]
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")] or [
+                "launch failed"
+            ]
             return {"error": errors[-1]}
         metrics = json.loads(metrics_path.read_text())
-    return {"launch_to_first_step_s": metrics.get("launch_to_first_step_s"),
-            "job_start_to_first_step_s": metrics.get("job_start_to_first_step_s"), "run_wall_s": wall}
+    return {
+        "launch_to_first_step_s": metrics.get("launch_to_first_step_s"),
+        "job_start_to_first_step_s": metrics.get("job_start_to_first_step_s"),
+        "run_wall_s": wall,
+    }
 
 
 def measure_model_isolated(overrides: list[str], option: str) -> dict[str, Any]:
@@ -394,11 +475,18 @@ def check_targets(results: dict, targets) -> list[dict[str, Any]]:
     """The measured figures against ``targets`` (``conf/bench.yaml``): the loader against the
     fastest training option, the best training fraction of the bf16 peak (GPU only), and the
     job's start-up; a figure that was not measured is left out."""
-    peaks = [row["train_fraction_of_bf16_peak"] for row in results["model_options"] if "train_fraction_of_bf16_peak" in row]
+    peaks = [
+        row["train_fraction_of_bf16_peak"]
+        for row in results["model_options"]
+        if "train_fraction_of_bf16_peak" in row
+    ]
     measured = {
         "data_to_model_ratio": (results.get("data_to_model_ratio"), ">="),
         "bf16_peak_fraction": (max(peaks) if peaks else None, ">="),
-        "job_start_to_first_step_s": ((results.get("launch") or {}).get("job_start_to_first_step_s"), "<="),
+        "job_start_to_first_step_s": (
+            (results.get("launch") or {}).get("job_start_to_first_step_s"),
+            "<=",
+        ),
     }
     checks = []
     for name, target in targets.items():
@@ -407,7 +495,15 @@ def check_targets(results: dict, targets) -> list[dict[str, Any]]:
         value, compare = measured[name]
         if value is not None:
             met = value >= target if compare == ">=" else value <= target
-            checks.append({"name": name, "value": value, "compare": compare, "target": float(target), "met": met})
+            checks.append(
+                {
+                    "name": name,
+                    "value": value,
+                    "compare": compare,
+                    "target": float(target),
+                    "met": met,
+                }
+            )
     return checks
 
 
@@ -415,8 +511,21 @@ def print_results(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"cmfnet bench: {results['model']} x{results['scale']} batch {results['batch']} on {results['device']}")
-    columns = ["option", "train samples/s", "ratio", "infer samples/s", "ratio", "peak MB", "warm-up s"]
+    table = Table(
+        title=(
+            f"cmfnet bench: {results['model']} x{results['scale']} batch {results['batch']} "
+            f"on {results['device']}"
+        )
+    )
+    columns = [
+        "option",
+        "train samples/s",
+        "ratio",
+        "infer samples/s",
+        "ratio",
+        "peak MB",
+        "warm-up s",
+    ]
     with_peak = any("train_fraction_of_bf16_peak" in row for row in results["model_options"])
     if with_peak:  # useful training FLOPs (3 x forward) against the device's dense bf16 peak
         columns.append("% bf16 peak")
@@ -427,9 +536,19 @@ def print_results(results: dict) -> None:
             table.add_row(row["option"], "error: " + row["error"], *[""] * (len(columns) - 2))
             continue
         label = f"{row['option']} [{row['precision']}]" if "precision" in row else row["option"]
-        infer = (f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x") if "infer_ratio" in row else ("-", "-")
-        cells = [label, f"{row['train_samples_per_s']:.2f}", f"{row['train_ratio']:.2f}x", *infer,
-                 f"{row['peak_memory_mb']:.0f}", f"{row['warmup_s']:.1f}"]
+        infer = (
+            (f"{row['infer_samples_per_s']:.2f}", f"{row['infer_ratio']:.2f}x")
+            if "infer_ratio" in row
+            else ("-", "-")
+        )
+        cells = [
+            label,
+            f"{row['train_samples_per_s']:.2f}",
+            f"{row['train_ratio']:.2f}x",
+            *infer,
+            f"{row['peak_memory_mb']:.0f}",
+            f"{row['warmup_s']:.1f}",
+        ]
         if with_peak:
             cells.append(f"{100 * row.get('train_fraction_of_bf16_peak', float('nan')):.1f}")
         table.add_row(*cells)
@@ -437,21 +556,43 @@ def print_results(results: dict) -> None:
     console.print(table)
     data = results.get("data_path", {})
     if data:
-        lines = [f"data path ({data['samples']} slices, one process): cold {data['cold_samples_per_s']:.1f}/s, warm (cached) {data['warm_samples_per_s']:.1f}/s",
-                 f"  cache fill at set-up: {data['train_slices']} training slices in {data['cache_fill_s']:.1f} s",
-                 f"  loader epochs of {data['loader_epoch_slices']} slices:"]
-        for workers in sorted(int(k.split("_")[1]) for k in data if re.fullmatch(r"loader_\d+_workers_samples_per_s", k)):
+        lines = [
+            (
+                f"data path ({data['samples']} slices, one process): "
+                f"cold {data['cold_samples_per_s']:.1f}/s, "
+                f"warm (cached) {data['warm_samples_per_s']:.1f}/s"
+            ),
+            (
+                f"  cache fill at set-up: {data['train_slices']} training slices "
+                f"in {data['cache_fill_s']:.1f} s"
+            ),
+            f"  loader epochs of {data['loader_epoch_slices']} slices:",
+        ]
+        for workers in sorted(
+            int(k.split("_")[1])
+            for k in data
+            if re.fullmatch(r"loader_\d+_workers_samples_per_s", k)
+        ):
             name = f"loader_{workers}_workers"
             rate = data[f"{name}_samples_per_s"]
             each = f" ({rate / workers:.1f} per worker)" if workers else ""
-            lines.append(f"  loader, {workers} workers: {rate:.1f} samples/s{each}, "
-                         f"first batch of an epoch after {data[f'{name}_first_batch_s']:.2f} s")
+            lines.append(
+                f"  loader, {workers} workers: {rate:.1f} samples/s{each}, "
+                f"first batch of an epoch after {data[f'{name}_first_batch_s']:.2f} s"
+            )
             if workers:
-                lines.append(f"    training process {data[f'{name}_training_process_cpu_ms_per_batch']:.2f} CPU ms/batch, "
-                             f"workers {data[f'{name}_worker_cpu_ms_per_sample']:.3f} CPU ms/sample: "
-                             f"{data[f'{name}_projected_samples_per_s']:.0f} samples/s with a free core per process")
-        lines.append(f"  loader (default workers) / what the fastest option ({results['data_to_model_ratio_against']}) trains on: "
-                     f"{results['data_to_model_ratio']:.1f}x")
+                lines.append(
+                    "    training process "
+                    f"{data[f'{name}_training_process_cpu_ms_per_batch']:.2f} CPU ms/batch, "
+                    f"workers {data[f'{name}_worker_cpu_ms_per_sample']:.3f} CPU ms/sample: "
+                    f"{data[f'{name}_projected_samples_per_s']:.0f} samples/s "
+                    "with a free core per process"
+                )
+        lines.append(
+            "  loader (default workers) / what the fastest option "
+            f"({results['data_to_model_ratio_against']}) trains on: "
+            f"{results['data_to_model_ratio']:.1f}x"
+        )
         console.print("\n".join(lines))
     if results.get("launch"):
         console.print(f"launch: {json.dumps(results['launch'])}")
@@ -459,7 +600,10 @@ def print_results(results: dict) -> None:
         console.print(f"model: {results['macs_per_sample'] / 1e9:.2f} GMACs per sample forward")
     for check in results.get("targets", []):
         verdict = "[green]met[/green]" if check["met"] else "[red]missed[/red]"
-        console.print(f"target {check['name']}: {check['value']:.3g} {check['compare']} {check['target']:g} {verdict}")
+        console.print(
+            f"target {check['name']}: {check['value']:.3g} {check['compare']} "
+            f"{check['target']:g} {verdict}"
+        )
 
 
 def check_settings(cfg) -> None:
@@ -470,14 +614,29 @@ def check_settings(cfg) -> None:
     from cmfnet.config import is_int
 
     for option in cfg.options:
-        unknown = sorted(set(str(option).split("+")) - set(SPEED_OPTIONS)) if option not in LOOP_OPTIONS else []
+        unknown = (
+            sorted(set(str(option).split("+")) - set(SPEED_OPTIONS))
+            if option not in LOOP_OPTIONS
+            else []
+        )
         if unknown:
-            raise ValueError(f"options: unknown speed option {unknown[0]!r} in {option!r}; "
-                             f"choose from {list(SPEED_OPTIONS)} (joined by +), fit_loop or fit_loop_data")
-    counts = [("batch", cfg.batch, 1), ("timed_steps", cfg.timed_steps, 1), ("warmup_steps", cfg.warmup_steps, 0),
-              ("data_samples", cfg.data_samples, 1), ("loader_epochs", cfg.loader_epochs, 1),
-              *((("loader_epoch_slices", cfg.loader_epoch_slices, 1),) if cfg.loader_epoch_slices is not None else ()),
-              *(("data_workers", workers, 0) for workers in cfg.data_workers)]
+            raise ValueError(
+                f"options: unknown speed option {unknown[0]!r} in {option!r}; "
+                f"choose from {list(SPEED_OPTIONS)} (joined by +), fit_loop or fit_loop_data"
+            )
+    counts = [
+        ("batch", cfg.batch, 1),
+        ("timed_steps", cfg.timed_steps, 1),
+        ("warmup_steps", cfg.warmup_steps, 0),
+        ("data_samples", cfg.data_samples, 1),
+        ("loader_epochs", cfg.loader_epochs, 1),
+        *(
+            (("loader_epoch_slices", cfg.loader_epoch_slices, 1),)
+            if cfg.loader_epoch_slices is not None
+            else ()
+        ),
+        *(("data_workers", workers, 0) for workers in cfg.data_workers),
+    ]
     for key, value, least in counts:
         if not is_int(value) or value < least:
             raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
@@ -499,7 +658,9 @@ def write_results(cfg, results: dict, complete: bool) -> None:
     if cfg.json:
         from cmfnet.io import write_json_atomic
 
-        write_json_atomic(Path(cfg.json), {**results, "complete": complete, "written_by": BENCH_WRITER})
+        write_json_atomic(
+            Path(cfg.json), {**results, "complete": complete, "written_by": BENCH_WRITER}
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -509,10 +670,16 @@ def run(args: argparse.Namespace) -> int:
     from cmfnet.models.summary import model_summary
 
     cfg = compose_bench_config(list(args.overrides))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = (
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
     if args.only_option:
         if args.only_option in LOOP_OPTIONS:
-            print(json.dumps(measure_fit_loop(cfg, device, with_data=args.only_option == "fit_loop_data")))
+            print(
+                json.dumps(
+                    measure_fit_loop(cfg, device, with_data=args.only_option == "fit_loop_data")
+                )
+            )
         else:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
@@ -520,15 +687,29 @@ def run(args: argparse.Namespace) -> int:
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs
-    results: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "scale": cfg.scale, "batch": cfg.batch,
-                               "lr_size": [h, w], "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-                               "macs_per_sample": macs, "model_options": []}
+    results: dict[str, Any] = {
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "scale": cfg.scale,
+        "batch": cfg.batch,
+        "lr_size": [h, w],
+        "device": torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "macs_per_sample": macs,
+        "model_options": [],
+    }
     reference = measure_model_isolated(list(args.overrides), "eager_fp32")
     for option in ["eager_fp32", *choices]:
         try:
-            row = reference if option == "eager_fp32" else measure_model_isolated(list(args.overrides), option)
+            row = (
+                reference
+                if option == "eager_fp32"
+                else measure_model_isolated(list(args.overrides), option)
+            )
         except Exception as err:  # an option unsupported on this machine is reported, not fatal
-            results["model_options"].append({"option": option, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+            from cmfnet.errors import one_line
+
+            results["model_options"].append({"option": option, "error": one_line(err)})
             save_partial(cfg, results, f"{option}: error")
             continue
         row["train_ratio"] = row["train_samples_per_s"] / reference["train_samples_per_s"]
@@ -537,18 +718,39 @@ def run(args: argparse.Namespace) -> int:
         if device == "cuda":
             peak = bf16_peak_flops(results["device"])
             if peak:
-                row["train_fraction_of_bf16_peak"] = 3 * 2 * macs * row["train_samples_per_s"] / peak
+                row["train_fraction_of_bf16_peak"] = (
+                    3 * 2 * macs * row["train_samples_per_s"] / peak
+                )
         results["model_options"].append(row)
-        save_partial(cfg, results, f"{option}: {row['train_samples_per_s']:.2f} train samples/s ({row['train_ratio']:.2f}x)")
+        save_partial(
+            cfg,
+            results,
+            (
+                f"{option}: {row['train_samples_per_s']:.2f} train samples/s "
+                f"({row['train_ratio']:.2f}x)"
+            ),
+        )
     default_workers = int(cfg.data.num_workers)
-    results["data_path"] = measure_data_path(cfg, sorted({*map(int, cfg.data_workers), default_workers}))
+    results["data_path"] = measure_data_path(
+        cfg, sorted({*map(int, cfg.data_workers), default_workers})
+    )
     loader_rate = results["data_path"][f"loader_{default_workers}_workers_samples_per_s"]
     fastest = max(results["model_options"], key=lambda row: row.get("train_samples_per_s", 0.0))
     results["data_to_model_ratio"] = loader_rate / fastest["train_samples_per_s"]
     results["data_to_model_ratio_against"] = fastest["option"]
-    save_partial(cfg, results, f"data path: {loader_rate:.1f} samples/s from the loader with {default_workers} workers")
+    save_partial(
+        cfg,
+        results,
+        f"data path: {loader_rate:.1f} samples/s from the loader with {default_workers} workers",
+    )
     if cfg.launch:
-        results["launch"] = measure_launch([o for o in args.overrides if o.lstrip("+").split("=")[0].split(".")[0] not in bench_keys()])
+        results["launch"] = measure_launch(
+            [
+                o
+                for o in args.overrides
+                if o.lstrip("+").split("=")[0].split(".")[0] not in bench_keys()
+            ]
+        )
     results["targets"] = check_targets(results, cfg.targets)
     print_results(results)
     write_results(cfg, results, complete=True)

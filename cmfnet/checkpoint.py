@@ -8,27 +8,36 @@ arbitrary pickled objects (unpickling can run code). The config is data too: a `
 it is built only when it names one of cmfnet's own model or mask classes
 (:func:`check_trusted_target`), since instantiating an arbitrary ``_target_`` runs whatever it
 names. Every failure is a :class:`CheckpointError` whose one-line message names the file.
+
+A training run checks the checkpoint it resumes from before Lightning reads it
+(:func:`resolve_ckpt_path`) and picks the one its test set scores (:func:`tested_checkpoint`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
+
+from cmfnet.data.errors import DataError
+from cmfnet.errors import one_line
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch import nn
+
+log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "model."
+#: The choices of ``test_checkpoint``: the weights the test set scores.
+TEST_CHECKPOINTS = ("best", "last")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable, unsafe or not written by cmfnet."""
-
-
-def root_message(err: BaseException) -> str:
-    """First line of the message of the innermost cause of ``err`` (Hydra wraps errors)."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _load_error(path: Path, err: Exception) -> CheckpointError:
@@ -40,8 +49,7 @@ def _load_error(path: Path, err: Exception) -> CheckpointError:
             "unpickle it (loaded with weights_only=True: tensors and plain values only)"
         )
     return CheckpointError(
-        f"{path}: not a readable torch checkpoint (truncated or corrupted?): "
-        f"{type(err).__name__}: {root_message(err)[:200]}"
+        f"{path}: not a readable torch checkpoint (truncated or corrupted?): {one_line(err)[:200]}"
     )
 
 
@@ -62,10 +70,13 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ...
         raise _load_error(path, err) from err
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint (holds a {type(checkpoint).__name__}, not a dict)"
+        )
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(
-            f"{path}: not a Lightning checkpoint: no 'state_dict' (top-level keys: {sorted(map(str, checkpoint))[:8]})"
+            f"{path}: not a Lightning checkpoint: no 'state_dict' "
+            f"(top-level keys: {sorted(map(str, checkpoint))[:8]})"
         )
     if not isinstance(checkpoint.get("cmfnet_config"), dict):
         raise CheckpointError(
@@ -84,7 +95,9 @@ def _names_a_target(value: Any) -> bool:
     return False
 
 
-def check_trusted_target(node: dict, key: str, namespace: str, base: type, path: str | Path) -> None:
+def check_trusted_target(
+    node: dict, key: str, namespace: str, base: type, path: str | Path
+) -> None:
     """Refuse ``cmfnet_config[key]`` unless its ``_target_`` is ``<namespace>.<Class>`` for a
     public class of that cmfnet module derived from ``base``, and no value nested in it names a
     ``_target_`` of its own. The module is imported by its fixed name, never by one read from the
@@ -92,13 +105,29 @@ def check_trusted_target(node: dict, key: str, namespace: str, base: type, path:
     import importlib
 
     target = node.get("_target_")
-    name = target[len(namespace) + 1:] if isinstance(target, str) and target.startswith(namespace + ".") else ""
-    found = getattr(importlib.import_module(namespace), name, None) if name.isidentifier() and not name.startswith("_") else None
+    name = (
+        target[len(namespace) + 1 :]
+        if isinstance(target, str) and target.startswith(namespace + ".")
+        else ""
+    )
+    found = (
+        getattr(importlib.import_module(namespace), name, None)
+        if name.isidentifier() and not name.startswith("_")
+        else None
+    )
     nested = [k for k, v in node.items() if k != "_target_" and _names_a_target(v)]
-    if not (isinstance(found, type) and issubclass(found, base) and found.__module__.startswith(namespace)) or nested:
+    if (
+        not (
+            isinstance(found, type)
+            and issubclass(found, base)
+            and found.__module__.startswith(namespace)
+        )
+        or nested
+    ):
         what = f"a nested _target_ under {nested[0]!r}" if nested and found else repr(target)
         raise CheckpointError(
-            f"{path}: cmfnet_config['{key}'] names {what}, not one of cmfnet's {namespace} classes; "
+            f"{path}: cmfnet_config['{key}'] names {what}, "
+            f"not one of cmfnet's {namespace} classes; "
             "refusing to build it (a checkpoint's config may name only cmfnet's own classes)"
         )
 
@@ -126,21 +155,28 @@ def build_model_from_checkpoint(path: str | Path):
     config = checkpoint["cmfnet_config"]
     model_cfg = config_value(config, "model", path)
     if not isinstance(model_cfg, dict) or "_target_" not in model_cfg:
-        raise CheckpointError(f"{path}: cmfnet_config['model'] is not a model config with a '_target_'")
+        raise CheckpointError(
+            f"{path}: cmfnet_config['model'] is not a model config with a '_target_'"
+        )
     check_trusted_target(model_cfg, "model", "cmfnet.models", JointModel, path)
     try:
         model = build_model(model_cfg)
     except Exception as err:
-        raise CheckpointError(f"{path}: cannot build the model {model_cfg['_target_']}: {root_message(err)}") from err
+        raise CheckpointError(
+            f"{path}: cannot build the model {model_cfg['_target_']}: {one_line(err)}"
+        ) from err
     weights = {
-        name[len(MODEL_PREFIX):]: tensor
+        name[len(MODEL_PREFIX) :]: tensor
         for name, tensor in checkpoint["state_dict"].items()
         if name.startswith(MODEL_PREFIX)
     }
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit {model_cfg['_target_']}: {mismatch_summary(model, weights)}") from err
+        raise CheckpointError(
+            f"{path}: the weights do not fit {model_cfg['_target_']}: "
+            f"{mismatch_summary(model, weights)}"
+        ) from err
     return model.eval(), config
 
 
@@ -155,8 +191,65 @@ def mismatch_summary(model, weights: dict) -> str:
         if tuple(weights[name].shape) != tuple(expected[name].shape)
     )
     parts = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", reshaped)):
+    for label, names in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", reshaped),
+    ):
         if names:
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             parts.append(f"{len(names)} {label} ({shown})")
     return "; ".join(parts) or "incompatible state dict"
+
+
+def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: nn.Module) -> Optional[str]:
+    """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist, be a
+    complete checkpoint (a torch zip archive whose members pass their CRC check) and hold
+    weights that fit ``module`` (the run's configured network)."""
+    import torch
+
+    if ckpt_path in (None, ""):
+        return None
+    path = out / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DataError(
+            f"ckpt_path={ckpt_path}: {path} is truncated or not a checkpoint ({err})"
+        ) from err
+    if broken is not None:
+        raise DataError(
+            f"ckpt_path={ckpt_path}: {path} is corrupted ({broken} fails its CRC check)"
+        )
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
+            "state_dict", {}
+        )
+    except Exception:  # e.g. pickled objects of an older Lightning: Lightning's own loading decides
+        return str(path)
+    expected = module.state_dict()
+    if set(weights) != set(expected) or any(
+        weights[k].shape != expected[k].shape for k in expected
+    ):
+        raise DataError(
+            f"ckpt_path={ckpt_path}: {path} does not fit this run's model "
+            f"({type(module.model).__name__}): {mismatch_summary(module, weights)}"
+        )
+    return str(path)
+
+
+def tested_checkpoint(choice: str, callback: Optional[ModelCheckpoint]) -> Optional[str]:
+    """The checkpoint the test set scores (``test_checkpoint``): ``best`` on validation SR PSNR,
+    or ``last`` (None: the weights as training left them). A best path outside this run's
+    checkpoint folder is another run's (Lightning restores it when a run resumes from that run's
+    finished checkpoint and trains no epoch), so this run's weights are tested instead."""
+    if choice not in TEST_CHECKPOINTS:
+        raise ValueError(f"test_checkpoint must be 'best' or 'last', got {choice!r}")
+    best = callback.best_model_path if callback is not None and choice == "best" else ""
+    if best and not Path(best).resolve().is_relative_to(Path(callback.dirpath).resolve()):
+        log.warning("best checkpoint %s is another run's; testing this run's weights", best)
+        return None
+    return best or None

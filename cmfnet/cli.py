@@ -6,8 +6,9 @@ the exit status. Heavy imports belong inside ``run`` so that ``cmfnet --help`` s
 To add a subcommand, define the two functions and call :func:`register` (or add an entry to
 ``COMMANDS``) below.
 
-A ``ValueError`` or ``FileNotFoundError`` raised by ``run`` (a bad setting or path) is printed as a one-line
-``cmfnet <subcommand>: error: ...`` and gives exit status 2, like argparse's own errors.
+An error raised by ``run`` (a bad setting or path) is printed as one line,
+``cmfnet <subcommand>: error: ...`` (:func:`cmfnet.errors.one_line`), and gives exit status 2,
+like argparse's own errors.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+from cmfnet.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,12 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-             run: Callable[[argparse.Namespace], int]) -> None:
+def register(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
     """Add (or replace) a subcommand."""
     COMMANDS[name] = Command(help=help, add_arguments=add_arguments, run=run)
 
@@ -41,26 +48,52 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder (created; singlecoil_{train,val,test}/ and CSVs inside)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created; singlecoil_{train,val,test}/ and CSVs inside)",
+    )
     parser.add_argument("--train", type=int, default=20, metavar="N", help="training pairs (20)")
     parser.add_argument("--val", type=int, default=5, metavar="N", help="validation pairs (5)")
     parser.add_argument("--test", type=int, default=5, metavar="N", help="test pairs (5)")
-    parser.add_argument("--slices", type=int, default=8, metavar="S",
-                        help="consecutive axial slices per volume (8)")
-    parser.add_argument("--hr-size", type=int, default=320, metavar="H",
-                        help="reconstruction size H (kspace has 2H readout rows) (320)")
-    parser.add_argument("--width", type=int, default=368, metavar="W",
-                        help="phase-encode columns W of the kspace, H <= W <= 4H (368)")
+    parser.add_argument(
+        "--slices", type=int, default=8, metavar="S", help="consecutive axial slices per volume (8)"
+    )
+    parser.add_argument(
+        "--hr-size",
+        type=int,
+        default=320,
+        metavar="H",
+        help="reconstruction size H (kspace has 2H readout rows) (320)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=368,
+        metavar="W",
+        help="phase-encode columns W of the kspace, H <= W <= 4H (368)",
+    )
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (0)")
-    parser.add_argument("--source", choices=("mni", "phantom"), default="mni",
-                        help="anatomy: MNI152 tissue maps bundled with nilearn, or an "
-                             "ellipse phantom (mni)")
-    parser.add_argument("--noise", type=float, default=0.02, metavar="SIGMA",
-                        help="k-space noise sd relative to the mean PD brain signal (0.02)")
+    parser.add_argument(
+        "--source",
+        choices=("mni", "phantom"),
+        default="mni",
+        help="anatomy: MNI152 tissue maps bundled with nilearn, or an ellipse phantom (mni)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.02,
+        metavar="SIGMA",
+        help="k-space noise sd relative to the mean PD brain signal (0.02)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--preview", action="store_true",
-                        help="also draw DIR/preview.png: the middle slice of each split's first pair")
+    parser.add_argument(
+        "--preview",
+        action="store_true",
+        help="also draw DIR/preview.png: the middle slice of each split's first pair",
+    )
 
 
 def _synth_preview(out, counts: dict[str, int]) -> None:
@@ -75,7 +108,7 @@ def _synth_preview(out, counts: dict[str, int]) -> None:
         images = []
         for name in read_pairs_csv(out / f"singlecoil_{split}_split_less.csv")[0]:
             info = read_volume_info(out / f"singlecoil_{split}" / name)
-            images.append(read_slice(info, info.num_slices // 2, "reconstruction_esc")[1])
+            images.append(read_slice(info, info.num_slices // 2)[1])
         rows.append((split, *images))
     plot_synthetic_preview(rows, out / "preview.png")
 
@@ -103,8 +136,12 @@ def _synth_run(args: argparse.Namespace) -> int:
     return 0
 
 
-register("synth", "write a synthetic paired PD/T2 data set in fastMRI single-coil layout",
-         _synth_arguments, _synth_run)
+register(
+    "synth",
+    "write a synthetic paired PD/T2 data set in fastMRI single-coil layout",
+    _synth_arguments,
+    _synth_run,
+)
 
 
 def register_module(name: str, help: str, module: str) -> None:
@@ -121,12 +158,23 @@ def register_module(name: str, help: str, module: str) -> None:
     register(name, help, add_arguments, run)
 
 
-register_module("report", "build paper-style tables and figures from a sweep folder", "cmfnet.report")
-register_module("bench", "measure training/inference throughput, memory and the data path", "cmfnet.bench")
-register_module("predict", "write reconstructions of a data split as fastMRI-style HDF5", "cmfnet.predict")
-register_module("evaluate", "fastMRI metrics of predictions against targets, per acquisition", "cmfnet.evaluate")
-register_module("resume", "re-run the jobs of a sweep that did not complete, each in its own folder",
-                "cmfnet.sweep")
+register_module(
+    "report", "build paper-style tables and figures from a sweep folder", "cmfnet.report"
+)
+register_module(
+    "bench", "measure training/inference throughput, memory and the data path", "cmfnet.bench"
+)
+register_module(
+    "predict", "write reconstructions of a data split as fastMRI-style HDF5", "cmfnet.predict"
+)
+register_module(
+    "evaluate", "fastMRI metrics of predictions against targets, per acquisition", "cmfnet.evaluate"
+)
+register_module(
+    "resume",
+    "re-run the jobs of a sweep that did not complete, each in its own folder",
+    "cmfnet.sweep",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,21 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args._command
     try:
         status = COMMANDS[name].run(args)
-    except Exception as err:  # bad input of any kind: one line, exit 2; CMFNET_TRACEBACK=1 shows where
+    except (
+        Exception
+    ) as err:  # bad input of any kind: one line, exit 2; CMFNET_TRACEBACK=1 shows where
         if os.environ.get("CMFNET_TRACEBACK"):
             raise
-        print(f"cmfnet {name}: error: {error_line(err)}", file=sys.stderr)
+        print(f"cmfnet {name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return int(status or 0)
-
-
-def error_line(err: BaseException) -> str:
-    """An error as one line: its message's first line (Hydra's composition errors carry the
-    cause's), prefixed by the error's type unless it is a plain ValueError or OSError."""
-    lines = str(err).strip().splitlines() or [""]
-    if isinstance(err, (ValueError, OSError)) and lines[0]:
-        return lines[0]
-    return f"{type(err).__name__}: {lines[0]}" if lines[0] else type(err).__name__
 
 
 if __name__ == "__main__":

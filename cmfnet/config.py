@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from cmfnet.masks import center_fraction_for
 
-SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+SECRET_KEY_PATTERN = re.compile(
+    r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE
+)
 REDACTED = "<redacted>"
-TINY_GROUPS = ("model", "data")
 WIDTH_FLOOR = 4
 
 
@@ -30,7 +30,8 @@ def register_resolvers() -> None:
     memory). ``${fastest_precision:}``: the trainer precision of the GPU default (see
     :func:`fastest_precision`). ``${on_cuda:a,b}``: ``a`` where this process sees a CUDA
     device, else ``b`` (the loader's workers). All three are resolved in the job, so a
-    ``launcher=gpus`` job sees the one GPU it is pinned to.
+    ``launcher=gpus`` job sees the one GPU it is pinned to. ``${scaled_width:64}``: a model
+    width times ``width_factor`` (see :func:`scaled_width`).
     """
     if not OmegaConf.has_resolver("fastmri_center_fraction"):
         OmegaConf.register_new_resolver("fastmri_center_fraction", center_fraction_for)
@@ -43,7 +44,12 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("folder_name"):
         OmegaConf.register_new_resolver("folder_name", folder_name)
     if not OmegaConf.has_resolver("on_cuda"):
-        OmegaConf.register_new_resolver("on_cuda", lambda if_cuda, otherwise: if_cuda if cuda_available() else otherwise)
+        OmegaConf.register_new_resolver(
+            "on_cuda", lambda if_cuda, otherwise: if_cuda if cuda_available() else otherwise
+        )
+    if not OmegaConf.has_resolver("scaled_width"):
+        OmegaConf.register_new_resolver("scaled_width", scaled_width)
+    register_identity_resolvers()
 
 
 def folder_name(text: str, limit: int = 160) -> str:
@@ -87,63 +93,16 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def apply_tiny_preset(node: DictConfig | dict, tiny: bool) -> DictConfig | dict:
-    """Remove a group node's ``tiny:`` preset (in place) and return the node, with the preset's
-    values merged over it when ``tiny`` is set (a new DictConfig or dict, like the input)."""
-    preset = node.pop("tiny", None)
-    if not (tiny and preset):
-        return node
-    return OmegaConf.merge(node, preset) if isinstance(node, DictConfig) else {**node, **preset}
-
-
-def overridden_keys(overrides: Sequence[str], groups: Sequence[str] = TINY_GROUPS) -> list[str]:
-    """Dotted config keys under ``groups`` that command-line ``overrides`` set (``data.batch_size=1``,
-    ``+model.x=2``); group selections (``model=edsr``) and deletions are left out."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    keys = []
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        key = override.key_or_group
-        if "." in key and key.split(".")[0] in groups and not override.is_delete():
-            keys.append(key)
-    return keys
-
-
-def shrink_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
-    """Scale the model's channel widths by ``cfg.width_factor``, apply each group's ``tiny``
-    preset when ``cfg.tiny`` is set, then drop the presets.
-
-    ``width_factor`` multiplies every model key ending in ``width`` (feature channels, U-Net
-    base channels) and keeps depths: the one shrinking rule of the small-scale protocol. A width
-    below 1 is left as it is, for the model to refuse.
-
-    A group config (model, data) may carry a ``tiny:`` mapping of overrides that make it small
-    enough for smoke tests; ``experiment=smoke`` sets ``tiny: true``. The keys that the
-    command-line ``overrides`` set win over the preset (``experiment=smoke data.batch_size=4``
-    trains at batch 4).
-    """
-    cfg = copy.deepcopy(cfg)
-    explicit = {key: OmegaConf.select(cfg, key, throw_on_missing=False) for key in overridden_keys(overrides)
-                if key.split(".")[1] != "tiny"}
-    factor = cfg.get("width_factor", 1.0)
-    if not factor > 0:
-        raise ValueError(f"width_factor must be > 0, got {factor}")
-
-    def scaled(key: str, width: Any) -> Any:
-        if factor != 1.0 and key.startswith("model.") and key.endswith("width") and isinstance(width, int) and width >= 1:
-            return max(WIDTH_FLOOR, round(width * factor))
-        return width
-
-    with open_dict(cfg):
-        for key in [k for k in cfg.model if str(k).endswith("width")]:
-            cfg.model[key] = scaled(f"model.{key}", cfg.model[key])
-        for group in TINY_GROUPS:
-            node = cfg.get(group)
-            if isinstance(node, DictConfig):
-                cfg[group] = apply_tiny_preset(node, bool(cfg.tiny))
-        for key, value in explicit.items():
-            OmegaConf.update(cfg, key, scaled(key, value), merge=False)
-    return cfg
+def scaled_width(width: Any, *, _root_: DictConfig) -> Any:
+    """``${scaled_width:64}``: a model config's channel width times the root ``width_factor``,
+    rounded and at least ``WIDTH_FLOOR`` (``max(4, round(width * factor))``); at factor 1 the
+    width as written. The one shrinking rule of the small-scale protocol (experiment=paper_small:
+    0.25): widths scale, depths do not. A width written as a plain number (a ``size=tiny`` preset,
+    a command-line value) is not scaled."""
+    factor = _root_.get("width_factor")
+    if not is_number(factor) or factor <= 0:
+        raise ValueError(f"width_factor must be a number > 0, got {factor!r}")
+    return width if factor == 1 else max(WIDTH_FLOOR, round(width * factor))
 
 
 def _secret_values() -> set[str]:
@@ -189,3 +148,54 @@ def sanitize_config(data: Any, _secrets: set[str] | None = None) -> Any:
     if isinstance(data, str) and any(s in data for s in secrets):
         return REDACTED
     return data
+
+
+# --------------------------------------------------------------------------------------------
+# The resolvers that name a run (conf/logger/wandb.yaml; cmfnet.settings.run_identity)
+# --------------------------------------------------------------------------------------------
+
+
+def register_identity_resolvers() -> None:
+    """Register the resolvers that name and tag a run in W&B (``conf/logger/wandb.yaml``), with
+    the values ``metrics.json`` records (:func:`cmfnet.settings.run_identity`).
+
+    ``${compact_number:x}``: ``x`` as an int when integral (4.0 -> 4), else as a float (2.5).
+    ``${data_read:root,choice}``: ``synthetic`` when ``root`` holds a data set that
+    ``cmfnet synth`` (or the cache) wrote, else ``choice`` (the ``data`` option).
+    ``${multirun_group:mode,sweep_dir}``: ``<sweep name>/<timestamp>_<pid>`` (the last two
+    folders of ``sweep_dir``) when ``mode`` is a multirun, else null.
+    """
+    if not OmegaConf.has_resolver("compact_number"):
+        OmegaConf.register_new_resolver("compact_number", compact_number)
+    if not OmegaConf.has_resolver("data_read"):
+        OmegaConf.register_new_resolver("data_read", data_read)
+    if not OmegaConf.has_resolver("multirun_group"):
+        OmegaConf.register_new_resolver("multirun_group", multirun_group)
+
+
+def compact_number(value: Any) -> int | float:
+    """A number as recorded: an int when integral (``accel=4.0`` -> 4), else a float."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def data_read(root: Any, choice: str) -> str:
+    """The data a run reads, as recorded in metrics.json, W&B and tables: ``synthetic`` for a
+    folder that ``cmfnet synth`` (or the cache) wrote, whichever ``data=`` option reads it,
+    else the option's name."""
+    from pathlib import Path
+
+    from cmfnet.data.synth_cache import synthetic_record
+
+    return "synthetic" if isinstance(root, str) and synthetic_record(Path(root)) else choice
+
+
+def multirun_group(mode: Any, sweep_dir: str) -> str | None:
+    """The W&B group of a multirun's jobs, ``<sweep name>/<timestamp>_<pid>`` (the last two
+    folders of ``sweep_dir``); None for a single run (``mode`` is Hydra's run mode)."""
+    from pathlib import Path
+
+    from hydra.types import RunMode
+
+    if mode != RunMode.MULTIRUN:
+        return None
+    return f"{Path(sweep_dir).parent.name}/{Path(sweep_dir).name}"

@@ -29,15 +29,18 @@ from cmfnet.kspace import center_crop, complex_abs, fft2c, ifft2c
 class LowResPair:
     """The deterministic part of one degraded slice pair (cacheable; masks are drawn later).
 
+    Magnitudes are in the data's units; :class:`~cmfnet.data.transforms.JointRecSRTransform`
+    normalises them into the batch fields of the same role (``rec_target``, ``aux_input``, ...).
+
     Attributes:
         target_kspace_lr: complex64 (h, w), centred LR k-space of the target contrast.
-        target_lr: float32 (h, w), fully sampled LR target magnitude (reconstruction target).
+        rec_target: float32 (h, w), fully sampled LR target magnitude (reconstruction target).
         aux_lr: float32 (h, w), fully sampled LR auxiliary magnitude (guide input).
         target_hr: float32 (H, W), HR target magnitude (super-resolution target).
     """
 
     target_kspace_lr: np.ndarray
-    target_lr: np.ndarray
+    rec_target: np.ndarray
     aux_lr: np.ndarray
     target_hr: np.ndarray
 
@@ -55,7 +58,9 @@ def lowres_shape(hr_shape: tuple[int, int], scale: int) -> tuple[int, int]:
 def lowres_kspace(image_hr: np.ndarray, scale: int) -> np.ndarray:
     """Centred LR k-space of a complex HR image: (H, W) -> (H/scale, W/scale) complex64."""
     k_hr = fft2c(image_hr.astype(np.complex64))
-    return (center_crop(k_hr, lowres_shape(image_hr.shape[-2:], scale)) / scale).astype(np.complex64)
+    return (center_crop(k_hr, lowres_shape(image_hr.shape[-2:], scale)) / scale).astype(
+        np.complex64
+    )
 
 
 def magnitude_image(kspace: np.ndarray) -> np.ndarray:
@@ -67,7 +72,8 @@ def undersample(kspace: np.ndarray, column_mask: np.ndarray) -> np.ndarray:
     """Zero-filled magnitude of column-undersampled k-space: (h, w), (w,) -> (h, w) float32."""
     if column_mask.shape != (kspace.shape[-1],):
         raise ValueError(
-            f"mask has shape {column_mask.shape}, expected ({kspace.shape[-1]},) for k-space {kspace.shape}"
+            f"mask has shape {column_mask.shape}, expected ({kspace.shape[-1]},) "
+            f"for k-space {kspace.shape}"
         )
     return magnitude_image(kspace * column_mask[None, :])
 
@@ -85,14 +91,15 @@ def degrade_slice(
     """
     if target_image_hr.shape != aux_image_hr.shape:
         raise ValueError(
-            f"target {target_image_hr.shape} and auxiliary {aux_image_hr.shape} slices differ in shape"
+            f"target {target_image_hr.shape} and auxiliary {aux_image_hr.shape} "
+            "slices differ in shape"
         )
     k_target = lowres_kspace(target_image_hr, scale)
     k_aux = lowres_kspace(aux_image_hr, scale)
     hr = complex_abs(target_image_hr) if target_hr is None else target_hr
     return LowResPair(
         target_kspace_lr=k_target,
-        target_lr=magnitude_image(k_target),
+        rec_target=magnitude_image(k_target),
         aux_lr=magnitude_image(k_aux),
         target_hr=np.asarray(hr, dtype=np.float32),
     )

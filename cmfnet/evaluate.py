@@ -31,18 +31,38 @@ EVALUATE_WRITER = "cmfnet evaluate"  # marks its JSON, which only a later evalua
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", required=True, metavar="DIR", help="folder of target .h5 volumes")
-    parser.add_argument("--predictions", required=True, metavar="DIR",
-                        help="folder of prediction .h5 files named like the targets")
-    parser.add_argument("--target-key", default="reconstruction_esc", metavar="KEY",
-                        help="target dataset (reconstruction_esc)")
-    parser.add_argument("--prediction-key", default="reconstruction", metavar="KEY",
-                        help="prediction dataset (reconstruction; reconstruction_lr is not comparable "
-                             "with an HR target)")
-    parser.add_argument("--acquisition", metavar="NAME",
-                        help="score only targets with this 'acquisition' attribute (e.g. CORPDFS_FBK)")
-    parser.add_argument("--only-predicted", action="store_true",
-                        help="skip targets that have no prediction file instead of failing")
+    parser.add_argument(
+        "--target", required=True, metavar="DIR", help="folder of target .h5 volumes"
+    )
+    parser.add_argument(
+        "--predictions",
+        required=True,
+        metavar="DIR",
+        help="folder of prediction .h5 files named like the targets",
+    )
+    parser.add_argument(
+        "--target-key",
+        default="reconstruction_esc",
+        metavar="KEY",
+        help="target dataset (reconstruction_esc)",
+    )
+    parser.add_argument(
+        "--prediction-key",
+        default="reconstruction",
+        metavar="KEY",
+        help="prediction dataset (reconstruction; reconstruction_lr is not comparable "
+        "with an HR target)",
+    )
+    parser.add_argument(
+        "--acquisition",
+        metavar="NAME",
+        help="score only targets with this 'acquisition' attribute (e.g. CORPDFS_FBK)",
+    )
+    parser.add_argument(
+        "--only-predicted",
+        action="store_true",
+        help="skip targets that have no prediction file instead of failing",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the numbers to this JSON file")
 
 
@@ -74,11 +94,16 @@ def _read(hf, key: str, path: Path, role: str):
         raise ValueError(f"{path}: {role} has no dataset '{key}' (has {sorted(hf)})")
     data = hf[key][()]
     if data.ndim != 3 or not np.issubdtype(data.dtype, np.floating):
-        raise ValueError(f"{path}: {role} '{key}' must be a float volume (slices, H, W), got {data.dtype} {data.shape}")
+        raise ValueError(
+            f"{path}: {role} '{key}' must be a float volume (slices, H, W), "
+            f"got {data.dtype} {data.shape}"
+        )
     return data
 
 
-def score_volume(target_path: Path, prediction_path: Path, target_key: str, prediction_key: str) -> VolumeScore:
+def score_volume(
+    target_path: Path, prediction_path: Path, target_key: str, prediction_key: str
+) -> VolumeScore:
     """fastMRI's metrics of one prediction file against its target file."""
     import numpy as np
 
@@ -96,12 +121,14 @@ def score_volume(target_path: Path, prediction_path: Path, target_key: str, pred
         prediction = center_crop(prediction, crop)
     except ValueError as err:
         raise ValueError(
-            f"{prediction_path}: cannot compare prediction {prediction.shape} with target {target.shape} "
+            f"{prediction_path}: cannot compare prediction {prediction.shape} "
+            f"with target {target.shape} "
             f"after fastMRI's centre crop to {crop} ({err})"
         ) from err
     if prediction.shape != target.shape:
         raise ValueError(
-            f"{prediction_path}: prediction {prediction.shape} and target {target.shape} differ in shape "
+            f"{prediction_path}: prediction {prediction.shape} and target {target.shape} "
+            "differ in shape "
             f"after fastMRI's centre crop to {crop}"
         )
     if not np.isfinite(prediction).all():
@@ -123,8 +150,9 @@ def _acquisition_of(path: Path) -> str:
         return str(hf.attrs.get("acquisition", UNKNOWN_ACQUISITION))
 
 
-def select_volumes(target_dir: Path, prediction_dir: Path, acquisition: Optional[str],
-                   only_predicted: bool) -> tuple[list[tuple[Path, Path]], list[Path]]:
+def select_volumes(
+    target_dir: Path, prediction_dir: Path, acquisition: Optional[str], only_predicted: bool
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """(target, prediction) paths to score, and the targets skipped for lack of a prediction."""
     if not target_dir.is_dir():
         raise ValueError(f"--target {target_dir}: folder not found")
@@ -141,12 +169,16 @@ def select_volumes(target_dir: Path, prediction_dir: Path, acquisition: Optional
             skipped.append(target_path)
         else:
             raise ValueError(
-                f"{target_path}: no prediction {prediction_path} (select targets with --acquisition, "
+                f"{target_path}: no prediction {prediction_path} "
+                "(select targets with --acquisition, "
                 "or pass --only-predicted to skip targets without one)"
             )
     if not selected:
         which = f" with acquisition {acquisition}" if acquisition is not None else ""
-        raise ValueError(f"--target {target_dir}: no target .h5 volume{which} has a prediction in {prediction_dir}")
+        raise ValueError(
+            f"--target {target_dir}: no target .h5 volume{which} "
+            f"has a prediction in {prediction_dir}"
+        )
     return selected, skipped
 
 
@@ -175,18 +207,28 @@ def format_table(groups: dict[str, dict]) -> str:
 
     def cell(summary: dict, metric: str) -> str:
         std = summary[f"{metric}_std"]
-        return f"{summary[metric]:.4g}" + ("" if std is None or math.isnan(std) else f" ± {std:.2g}")
+        return f"{summary[metric]:.4g}" + (
+            "" if std is None or math.isnan(std) else f" ± {std:.2g}"
+        )
 
     header = ["acquisition", "volumes", "NMSE", "PSNR", "SSIM"]
     rows = [[name, str(s["volumes"])] + [cell(s, m) for m in METRICS] for name, s in groups.items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in [header] + rows]
+    lines = [
+        "  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip()
+        for row in [header] + rows
+    ]
     return "\n".join(lines)
 
 
-def evaluate_folders(target_dir: Path, prediction_dir: Path, target_key: str = "reconstruction_esc",
-                     prediction_key: str = "reconstruction", acquisition: Optional[str] = None,
-                     only_predicted: bool = False) -> dict:
+def evaluate_folders(
+    target_dir: Path,
+    prediction_dir: Path,
+    target_key: str = "reconstruction_esc",
+    prediction_key: str = "reconstruction",
+    acquisition: Optional[str] = None,
+    only_predicted: bool = False,
+) -> dict:
     """Score every selected volume; returns the JSON-ready result (see :func:`run`)."""
     pairs, skipped = select_volumes(target_dir, prediction_dir, acquisition, only_predicted)
     scores = [score_volume(t, p, target_key, prediction_key) for t, p in pairs]
@@ -197,7 +239,10 @@ def evaluate_folders(target_dir: Path, prediction_dir: Path, target_key: str = "
         "prediction_key": prediction_key,
         "acquisition": acquisition,
         "skipped_without_prediction": [p.name for p in skipped],
-        "per_volume": {s.name: {"acquisition": s.acquisition, **{m: getattr(s, m) for m in METRICS}} for s in scores},
+        "per_volume": {
+            s.name: {"acquisition": s.acquisition, **{m: getattr(s, m) for m in METRICS}}
+            for s in scores
+        },
         "groups": group_summaries(scores),
     }
 
@@ -208,12 +253,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable_file(Path(args.json), f"--json {args.json}", written_by=EVALUATE_WRITER)
     result = evaluate_folders(
-        Path(args.target), Path(args.predictions), args.target_key, args.prediction_key,
-        args.acquisition, args.only_predicted,
+        Path(args.target),
+        Path(args.predictions),
+        args.target_key,
+        args.prediction_key,
+        args.acquisition,
+        args.only_predicted,
     )
     print(format_table(result["groups"]))
     if result["skipped_without_prediction"]:
-        print(f"skipped {len(result['skipped_without_prediction'])} target volumes without a prediction")
+        print(
+            f"skipped {len(result['skipped_without_prediction'])} "
+            "target volumes without a prediction"
+        )
     if args.json:
         write_json_atomic(Path(args.json), {**result, "written_by": EVALUATE_WRITER})
     return 0

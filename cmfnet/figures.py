@@ -39,11 +39,22 @@ def _shared_legend(fig: plt.Figure, axes: np.ndarray) -> None:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.legend(
+        labels.values(),
+        labels.keys(),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
 
 
-def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]], path: Path,
-                         ylabel: str = "SR PSNR (dB)", title: str = "") -> Path:
+def plot_metric_vs_accel(
+    panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]],
+    path: Path,
+    ylabel: str = "SR PSNR (dB)",
+    title: str = "",
+) -> Path:
     """Save one panel per entry of ``panels`` (title -> {method -> points}), one line per
     method with error bars, accelerations on a log2 axis.
 
@@ -53,17 +64,25 @@ def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]
     methods = list(dict.fromkeys(m for curves in panels.values() for m in curves))
     colors = method_colors(methods)
     markers = "osD^vP*Xh<>p"
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.8),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.8), squeeze=False, sharey=True
+    )
     for ax, (panel_title, curves) in zip(axes[0], panels.items()):
         accels = sorted({p[0] for points in curves.values() for p in points})
         for i, (method, points) in enumerate(curves.items()):
             points = sorted(points)
             nudge = 2.0 ** (0.03 * (i - (len(curves) - 1) / 2))
-            ax.errorbar([p[0] * nudge for p in points], [p[1] for p in points],
-                        yerr=[p[2] for p in points], label=method, color=colors[method],
-                        marker=markers[methods.index(method) % len(markers)], markersize=5,
-                        capsize=3, linewidth=1.4)
+            ax.errorbar(
+                [p[0] * nudge for p in points],
+                [p[1] for p in points],
+                yerr=[p[2] for p in points],
+                label=method,
+                color=colors[method],
+                marker=markers[methods.index(method) % len(markers)],
+                markersize=5,
+                capsize=3,
+                linewidth=1.4,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(accels, [f"R{a}" for a in accels])
         ax.minorticks_off()
@@ -78,22 +97,34 @@ def plot_metric_vs_accel(panels: Mapping[str, Mapping[str, Sequence[CurvePoint]]
     return _save(fig, path)
 
 
-def plot_learning_curves(panels: Mapping[str, Mapping[str, Sequence[Sequence[tuple[float, float]]]]], path: Path,
-                         ylabel: str = "val SR PSNR (dB)", title: str = "") -> Path:
+def plot_learning_curves(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[tuple[float, float]]]]],
+    path: Path,
+    ylabel: str = "val SR PSNR (dB)",
+    title: str = "",
+) -> Path:
     """Save one panel per entry of ``panels`` (title -> {method -> runs}), each run a list of
     (epoch, value) points; a method's runs (seeds) share its colour."""
     methods = list(dict.fromkeys(m for curves in panels.values() for m in curves))
     colors = method_colors(methods)
     columns = min(4, max(1, len(panels)))
     rows = math.ceil(max(1, len(panels)) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(panels):]:
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True
+    )
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, (panel_title, curves) in zip(axes.flat, panels.items()):
         for method, runs in curves.items():
             for i, points in enumerate(runs):
-                ax.plot([p[0] for p in points], [p[1] for p in points], color=colors[method], linewidth=1.2,
-                        alpha=0.9 if i == 0 else 0.5, label=method if i == 0 else None)
+                ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    color=colors[method],
+                    linewidth=1.2,
+                    alpha=0.9 if i == 0 else 0.5,
+                    label=method if i == 0 else None,
+                )
         ax.set_xlabel("epoch")
         ax.set_title(panel_title, fontsize=10)
         ax.grid(alpha=0.3)
@@ -121,7 +152,9 @@ def upsample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(image.astype(np.float64), shape, order=3, mode="edge", anti_aliasing=False)
 
 
-def _show(ax: plt.Axes, image: np.ndarray, title: str, **imshow_kwargs) -> matplotlib.image.AxesImage:
+def _show(
+    ax: plt.Axes, image: np.ndarray, title: str, **imshow_kwargs
+) -> matplotlib.image.AxesImage:
     shown = ax.imshow(image, **imshow_kwargs)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -147,8 +180,9 @@ class SliceComparison:
     label: str = ""
 
 
-def plot_comparison(slices: Sequence[SliceComparison], path: Path, title: str = "",
-                    error_percentile: float = 99.5) -> Path:
+def plot_comparison(
+    slices: Sequence[SliceComparison], path: Path, title: str = "", error_percentile: float = 99.5
+) -> Path:
     """Save two rows per slice of ``slices``: the methods' outputs and their error maps.
 
     Columns: the LR input (if given), one per output, the HR target. Top row: the target and
@@ -162,17 +196,30 @@ def plot_comparison(slices: Sequence[SliceComparison], path: Path, title: str = 
     """
     with_lr = any(s.lr_input is not None for s in slices)
     columns = max(len(s.outputs) for s in slices) + 1 + with_lr
-    fig, axes = plt.subplots(2 * len(slices), columns, figsize=(2.3 * columns, 2.6 * 2 * len(slices)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2 * len(slices),
+        columns,
+        figsize=(2.3 * columns, 2.6 * 2 * len(slices)),
+        squeeze=False,
+        layout="constrained",
+    )
     for block, comparison in enumerate(slices):
-        _draw_comparison(comparison, axes[2 * block], axes[2 * block + 1], fig, with_lr, error_percentile)
+        _draw_comparison(
+            comparison, axes[2 * block], axes[2 * block + 1], fig, with_lr, error_percentile
+        )
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
-def _draw_comparison(comparison: SliceComparison, top: np.ndarray, bottom: np.ndarray, fig: plt.Figure,
-                     with_lr: bool, error_percentile: float) -> None:
+def _draw_comparison(
+    comparison: SliceComparison,
+    top: np.ndarray,
+    bottom: np.ndarray,
+    fig: plt.Figure,
+    with_lr: bool,
+    error_percentile: float,
+) -> None:
     """Draw one :class:`SliceComparison` into a row of ``top`` and a row of ``bottom`` axes."""
     target = comparison.target
     vmax = float(target.max()) or 1.0
@@ -180,8 +227,10 @@ def _draw_comparison(comparison: SliceComparison, top: np.ndarray, bottom: np.nd
     error_max = max((float(np.percentile(e, error_percentile)) for e in errors), default=0.0) or 1.0
     col = 0
     if with_lr:
-        for ax, image, name in ((top[0], comparison.lr_input, "LR input (bicubic,\nnormalised)"),
-                                (bottom[0], comparison.aux_input, "auxiliary LR (guide)")):
+        for ax, image, name in (
+            (top[0], comparison.lr_input, "LR input (bicubic,\nnormalised)"),
+            (bottom[0], comparison.aux_input, "auxiliary LR (guide)"),
+        ):
             if image is None:
                 ax.axis("off")
                 continue
@@ -195,10 +244,20 @@ def _draw_comparison(comparison: SliceComparison, top: np.ndarray, bottom: np.nd
     for (label, output), error in zip(comparison.outputs, errors):
         _show(top[col], output, label, cmap="gray", vmin=0, vmax=vmax)
         psnr_db, ssim_value = slice_scores(target, output)
-        top[col].text(0.03, 0.03, f"{psnr_db:.2f} dB\nSSIM {ssim_value:.4f}", transform=top[col].transAxes,
-                      fontsize=8, color="white", va="bottom", ha="left",
-                      bbox=dict(facecolor="black", alpha=0.6, pad=2, linewidth=0))
-        error_image = _show(bottom[col], error, f"|{label} - HR|", cmap="inferno", vmin=0, vmax=error_max)
+        top[col].text(
+            0.03,
+            0.03,
+            f"{psnr_db:.2f} dB\nSSIM {ssim_value:.4f}",
+            transform=top[col].transAxes,
+            fontsize=8,
+            color="white",
+            va="bottom",
+            ha="left",
+            bbox=dict(facecolor="black", alpha=0.6, pad=2, linewidth=0),
+        )
+        error_image = _show(
+            bottom[col], error, f"|{label} - HR|", cmap="inferno", vmin=0, vmax=error_max
+        )
         col += 1
     for unused in range(col, len(top) - 1):
         top[unused].axis("off")
@@ -206,17 +265,29 @@ def _draw_comparison(comparison: SliceComparison, top: np.ndarray, bottom: np.nd
     _show(top[-1], target, "HR target", cmap="gray", vmin=0, vmax=vmax)
     bottom[-1].axis("off")
     if error_image is not None:
-        bar = fig.colorbar(error_image, cax=bottom[-1].inset_axes([0.05, 0.5, 0.9, 0.08]), orientation="horizontal")
+        bar = fig.colorbar(
+            error_image, cax=bottom[-1].inset_axes([0.05, 0.5, 0.9, 0.08]), orientation="horizontal"
+        )
         bar.ax.tick_params(labelsize=7)
         bar.set_label("|output - HR| / HR max", fontsize=8)
 
 
-def plot_qualitative(target: np.ndarray, outputs: Sequence[tuple[str, np.ndarray]], path: Path,
-                     title: str = "", lr_input: Optional[np.ndarray] = None,
-                     aux_input: Optional[np.ndarray] = None, error_percentile: float = 99.5) -> Path:
+def plot_qualitative(
+    target: np.ndarray,
+    outputs: Sequence[tuple[str, np.ndarray]],
+    path: Path,
+    title: str = "",
+    lr_input: Optional[np.ndarray] = None,
+    aux_input: Optional[np.ndarray] = None,
+    error_percentile: float = 99.5,
+) -> Path:
     """Save the 2-row comparison (:func:`plot_comparison`) of one slice across methods."""
-    return plot_comparison([SliceComparison(target, outputs, lr_input, aux_input)], path, title=title,
-                           error_percentile=error_percentile)
+    return plot_comparison(
+        [SliceComparison(target, outputs, lr_input, aux_input)],
+        path,
+        title=title,
+        error_percentile=error_percentile,
+    )
 
 
 def plot_synthetic_preview(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path) -> Path:
@@ -225,8 +296,14 @@ def plot_synthetic_preview(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], p
     fig, axes = plt.subplots(len(rows), 2, figsize=(5.2, 2.7 * len(rows)), squeeze=False)
     for row, (label, aux, target) in enumerate(rows):
         for col, (image, name) in enumerate(((aux, "auxiliary (PD)"), (target, "target (T2)"))):
-            _show(axes[row, col], image, f"{label}: {name}", cmap="gray", vmin=0,
-                  vmax=float(np.percentile(image, 99.5)) or 1.0)
+            _show(
+                axes[row, col],
+                image,
+                f"{label}: {name}",
+                cmap="gray",
+                vmin=0,
+                vmax=float(np.percentile(image, 99.5)) or 1.0,
+            )
     return _save(fig, path)
 
 

@@ -57,4 +57,3 @@ def complex_abs(data: Array) -> Array:
     if isinstance(data, torch.Tensor):
         return data.abs()
     return np.abs(data)
-

@@ -44,7 +44,8 @@ class JointL1Loss(nn.Module):
         for name, output, target in (("rec", rec, rec_target), ("sr", sr, sr_target)):
             if output.shape != target.shape:
                 raise ValueError(
-                    f"{name} output shape {tuple(output.shape)} != target shape {tuple(target.shape)}"
+                    f"{name} output shape {tuple(output.shape)} "
+                    f"!= target shape {tuple(target.shape)}"
                 )
         rec_l1 = F.l1_loss(rec, rec_target)
         sr_l1 = F.l1_loss(sr, sr_target)

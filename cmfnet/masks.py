@@ -86,7 +86,8 @@ class MaskFunc:
     def __call__(
         self, shape: Sequence[int], offset: Optional[int] = None, seed: Seed = None
     ) -> tuple[torch.Tensor, int]:
-        """Draw a mask for k-space of ``shape`` (columns at axis -2): -> (mask, num_low_frequencies)."""
+        """Draw a mask for k-space of ``shape`` (columns at axis -2):
+        -> (mask, num_low_frequencies)."""
         if len(shape) < 3:
             raise ValueError(f"mask: shape needs 3 or more dimensions, got {tuple(shape)}")
         with temp_seed(self.rng, seed):
@@ -95,8 +96,9 @@ class MaskFunc:
             num_low = round(num_cols * center_fraction)
             if num_low < 1:  # fastMRI would go on with no centre: an input of noise-like aliasing
                 raise ValueError(
-                    f"mask: center fraction {center_fraction} of {num_cols} k-space columns keeps no centre "
-                    f"column (acceleration {acceleration}); raise center_fraction or lower the acceleration"
+                    f"mask: center fraction {center_fraction} of {num_cols} k-space columns "
+                    f"keeps no centre column (acceleration {acceleration}); "
+                    "raise center_fraction or lower the acceleration"
                 )
             center = self._center_mask(num_cols, num_low)
             outer = self._acceleration_mask(num_cols, acceleration, offset, num_low)
@@ -175,10 +177,14 @@ class FixedMaskFunc:
         try:
             columns = np.load(self.path, allow_pickle=False)
         except (ValueError, OSError) as err:
-            raise ValueError(f"mask.path: {self.path} is not a readable .npy array ({err})") from err
+            raise ValueError(
+                f"mask.path: {self.path} is not a readable .npy array ({err})"
+            ) from err
         columns = np.asarray(columns).squeeze()
         if columns.ndim != 1 or columns.size < 2:
-            raise ValueError(f"mask.path: {self.path} must hold a 1-D column mask, got shape {columns.shape}")
+            raise ValueError(
+                f"mask.path: {self.path} must hold a 1-D column mask, got shape {columns.shape}"
+            )
         if not np.isin(columns, (0, 1)).all():
             raise ValueError(f"mask.path: {self.path} must hold only 0 and 1 values")
         self.columns = columns.astype(np.float32)
@@ -199,7 +205,8 @@ class FixedMaskFunc:
         num_cols = shape[-2]
         if num_cols != self.columns.size:
             raise ValueError(
-                f"mask.path: {self.path} has {self.columns.size} columns but the k-space has {num_cols}"
+                f"mask.path: {self.path} has {self.columns.size} columns "
+                f"but the k-space has {num_cols}"
             )
         mask_shape = [1] * len(shape)
         mask_shape[-2] = num_cols

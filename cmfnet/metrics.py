@@ -3,6 +3,10 @@
 Every metric takes a ground-truth and a prediction volume of shape ``(slices, H, W)`` and
 returns a float. ``maxval=None`` means the ground-truth volume's maximum, the data range that
 fastMRI uses for PSNR and SSIM. Results are aggregated per volume, then averaged over volumes.
+
+The names of the scores (:data:`OUTPUTS` x :data:`METRICS`, :func:`score_key`) are defined here
+once; importing this module is cheap (scikit-image is imported when a metric is computed), so
+the command-line tools that only read ``metrics.json`` use them too.
 """
 
 from __future__ import annotations
@@ -11,18 +15,24 @@ from collections import defaultdict
 from typing import Callable, Dict, Mapping, Optional
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 def _check_volumes(gt: np.ndarray, pred: np.ndarray) -> None:
     if gt.shape != pred.shape:
-        raise ValueError(f"metrics: ground truth {gt.shape} and prediction {pred.shape} differ in shape")
+        raise ValueError(
+            f"metrics: ground truth {gt.shape} and prediction {pred.shape} differ in shape"
+        )
     if gt.ndim != 3:
         raise ValueError(f"metrics: expected volumes (slices, H, W), got {gt.ndim} dimensions")
-    if not np.isfinite(gt).all():  # a non-finite prediction scores NaN: a diverged model, not bad data
+    if not np.isfinite(
+        gt
+    ).all():  # a non-finite prediction scores NaN: a diverged model, not bad data
         raise ValueError("metrics: the ground truth holds NaN or inf")
     if not gt.max() > 0:
-        raise ValueError("metrics: the ground truth has no positive value (all zeros?), so PSNR, SSIM and NMSE are undefined")
+        raise ValueError(
+            "metrics: the ground truth has no positive value (all zeros?), "
+            "so PSNR, SSIM and NMSE are undefined"
+        )
 
 
 def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -33,6 +43,8 @@ def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
 
 def psnr(gt: np.ndarray, pred: np.ndarray, maxval: Optional[float] = None) -> float:
     """Peak signal-to-noise ratio in dB with data range ``maxval`` (default: the volume max)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
     _check_volumes(gt, pred)
     maxval = gt.max() if maxval is None else maxval
     return float(peak_signal_noise_ratio(gt, pred, data_range=maxval))
@@ -40,6 +52,8 @@ def psnr(gt: np.ndarray, pred: np.ndarray, maxval: Optional[float] = None) -> fl
 
 def ssim(gt: np.ndarray, pred: np.ndarray, maxval: Optional[float] = None) -> float:
     """Structural similarity averaged over slices (7x7 uniform window), data range ``maxval``."""
+    from skimage.metrics import structural_similarity
+
     _check_volumes(gt, pred)
     maxval = gt.max() if maxval is None else maxval
     total = sum(
@@ -48,11 +62,34 @@ def ssim(gt: np.ndarray, pred: np.ndarray, maxval: Optional[float] = None) -> fl
     return float(total / gt.shape[0])
 
 
+#: every metric, in the order tables and ``metrics.json`` give them
 METRIC_FUNCS: Dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "nmse": nmse,
     "psnr": psnr,
     "ssim": ssim,
+    "nmse": nmse,
 }
+METRICS = tuple(METRIC_FUNCS)
+METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "nmse": "NMSE"}
+#: the network's outputs, each scored against its own target: super-resolved (the headline),
+#: reconstructed
+OUTPUTS = ("sr", "rec")
+
+
+def score_key(output: str, metric: str) -> str:
+    """Key of an output's metric (its mean over volumes) in results and ``metrics.json``:
+    ``sr_psnr``."""
+    return f"{output}_{metric}"
+
+
+def std_key(key: str) -> str:
+    """Key of the std over volumes that goes with the mean under ``key``: ``sr_psnr_std``."""
+    return f"{key}_std"
+
+
+#: every output's every metric, outputs first: ``sr_psnr``, ``sr_ssim``, ..., ``rec_nmse``
+SCORE_KEYS = tuple(score_key(output, metric) for output in OUTPUTS for metric in METRICS)
+#: what ``metrics.json`` records of the scores: each of :data:`SCORE_KEYS` followed by its std
+METRIC_KEYS = tuple(k for key in SCORE_KEYS for k in (key, std_key(key)))
 
 
 class VolumeMetrics:
@@ -60,7 +97,8 @@ class VolumeMetrics:
 
     ``add(fname, slice_idx, gt, pred)`` takes one slice (H, W); ``compute()`` stacks each
     volume's slices in slice order and returns ``{metric: {"mean", "std"}}`` over volumes
-    (sample std, ``ddof=1``, as fastMRI's; 0.0 for a single volume) and the per-volume values under ``per_volume``.
+    (sample std, ``ddof=1``, as fastMRI's; 0.0 for a single volume) and the per-volume values
+    under ``per_volume``.
     """
 
     def __init__(self) -> None:

@@ -31,7 +31,11 @@ def owner_kind(folder: Path) -> Optional[str]:
         record = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return record.get("kind") if isinstance(record, dict) and record.get("created_by") == "cmfnet" else None
+    return (
+        record.get("kind")
+        if isinstance(record, dict) and record.get("created_by") == "cmfnet"
+        else None
+    )
 
 
 def mark(folder: Path, kind: str) -> None:
@@ -41,8 +45,9 @@ def mark(folder: Path, kind: str) -> None:
     (Path(folder) / MARKER).write_text(json.dumps({"created_by": "cmfnet", "kind": kind}) + "\n")
 
 
-def claim_folder(folder: Path, kind: str, setting: str, accept: Iterable[str] = (),
-                 ignore: Iterable[str] = ()) -> Path:
+def claim_folder(
+    folder: Path, kind: str, setting: str, accept: Iterable[str] = (), ignore: Iterable[str] = ()
+) -> Path:
     """Make ``folder`` cmfnet's to write into, or refuse it.
 
     A missing folder is created (with its parents) and marked; an empty one (apart from the
@@ -58,17 +63,23 @@ def claim_folder(folder: Path, kind: str, setting: str, accept: Iterable[str] = 
         if found in (kind, *accept):
             return folder
         if found is not None:
-            raise ForeignPathError(f"{setting}: {folder} is a cmfnet {found} folder, not a {kind} folder; "
-                                   "choose another folder")
+            raise ForeignPathError(
+                f"{setting}: {folder} is a cmfnet {found} folder, not a {kind} folder; "
+                "choose another folder"
+            )
         skipped = set(ignore)
         if any(entry.name not in skipped for entry in folder.iterdir()):
-            raise ForeignPathError(f"{setting}: {folder} holds files that cmfnet did not write; choose a new "
-                                   "or empty folder (cmfnet never writes into or deletes a folder it did not make)")
+            raise ForeignPathError(
+                f"{setting}: {folder} holds files that cmfnet did not write; choose a new "
+                "or empty folder (cmfnet never writes into or deletes a folder it did not make)"
+            )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         mark(folder, kind)
     except OSError as err:
-        raise ForeignPathError(f"{setting}: cannot write into {folder} ({err.strerror or err})") from None
+        raise ForeignPathError(
+            f"{setting}: cannot write into {folder} ({err.strerror or err})"
+        ) from None
     return folder
 
 
@@ -91,5 +102,7 @@ def check_replaceable_file(path: Path, setting: str, written_by: str) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         record = None
     if not (isinstance(record, dict) and record.get("written_by") == written_by):
-        raise ForeignPathError(f"{setting}: {path} exists and was not written by {written_by}; "
-                                 "choose a new file name (cmfnet never overwrites a file it did not write)")
+        raise ForeignPathError(
+            f"{setting}: {path} exists and was not written by {written_by}; "
+            "choose a new file name (cmfnet never overwrites a file it did not write)"
+        )

@@ -36,7 +36,10 @@ def enable_activation_checkpointing(model: nn.Module, module_types: Sequence[str
             module.forward = functools.partial(_checkpointed_forward, module, module.forward)
             wrapped += 1
     if not wrapped:
-        raise ValueError(f"performance.checkpoint_modules: no submodule of type {list(module_types)} in {type(model).__name__}")
+        raise ValueError(
+            f"performance.checkpoint_modules: no submodule of type {list(module_types)} "
+            f"in {type(model).__name__}"
+        )
     return wrapped
 
 
@@ -52,7 +55,8 @@ def apply_performance(
 
     Args:
         channels_last: NHWC memory layout for weights and inputs (faster convolutions on GPUs).
-        compile: ``torch.compile`` the model (``compile_mode``: default, reduce-overhead, max-autotune).
+        compile: ``torch.compile`` the model (``compile_mode``: default, reduce-overhead,
+            max-autotune).
         activation_checkpointing: recompute activations of ``checkpoint_modules`` (class names;
             CMF-Net's RecBlocks are ``UNet``) in backward: less memory, about one extra forward.
     """

@@ -14,7 +14,9 @@ class, acceleration and centre fraction, clamp, :func:`cmfnet.degrade.degrade_sl
 :class:`~cmfnet.data.transforms.JointRecSRTransform` with masks seeded by the target's file name.
 Predictions of the val/test split therefore equal the outputs ``trainer.test`` scored (up to
 float rounding of the batch size; a run tested in bf16 or with ``performance`` switches differs
-by that precision, predict runs the plain float32 network).
+by that precision, predict runs the plain float32 network). The files are read by the training
+reader, :class:`~cmfnet.data.fastmri.FastMRIPairDataset`, with its checks: a bad file fails with
+the one-line message it gives in training.
 
 **Files that carry their own undersampling** (the fastMRI test layout: ``kspace`` already zero at
 the unsampled phase-encode columns and a ``mask`` dataset of shape (cols,), usually no
@@ -53,8 +55,6 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     import numpy as np
 
-    from cmfnet.data.fastmri import VolumeInfo
-
 DEFAULT_TARGET_KEY = "reconstruction_esc"
 FASTMRI_DATASET = "cmfnet.data.fastmri.FastMRIPairDataset"
 
@@ -63,19 +63,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by run.py")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", metavar="DIR", help="folder of fastMRI-layout .h5 volumes")
-    source.add_argument("--split", metavar="NAME",
-                        help="the checkpoint's own data split (train, val, test): the folder, "
-                             "pairing CSV and target key its data config names")
-    parser.add_argument("--csv", metavar="PAIRS.csv",
-                        help="pd_file,pdfs_file rows, names with or without .h5 (with --data; default "
-                             "DIR/<DIR name>_split_less.csv, else DIR/../<DIR name>_split_less.csv)")
+    source.add_argument(
+        "--split",
+        metavar="NAME",
+        help="the checkpoint's own data split (train, val, test): the folder, "
+        "pairing CSV and target key its data config names",
+    )
+    parser.add_argument(
+        "--csv",
+        metavar="PAIRS.csv",
+        help="pd_file,pdfs_file rows, names with or without .h5 (with --data; default "
+        "DIR/<DIR name>_split_less.csv, else DIR/../<DIR name>_split_less.csv)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--target-key", metavar="KEY",
-                        help=f"HR target dataset, used when present (default: the split's, or {DEFAULT_TARGET_KEY})")
-    parser.add_argument("--batch-size", type=int, metavar="N",
-                        help="slices per forward pass (default: the checkpoint's data.eval_batch_size)")
-    parser.add_argument("--device", choices=("cpu", "cuda"),
-                        help="where the network runs (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--target-key",
+        metavar="KEY",
+        help=(
+            f"HR target dataset, used when present (default: the split's, or {DEFAULT_TARGET_KEY})"
+        ),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="slices per forward pass (default: the checkpoint's data.eval_batch_size)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where the network runs (default: cuda if available, else cpu)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -94,8 +112,9 @@ class PredictionInputs:
 
 
 def default_pairs_csv(data_dir: Path) -> Path:
-    """``DIR/<DIR name>_split_less.csv`` (the CMF-Net release), else ``DIR/../<DIR name>_split_less.csv``
-    (MINet): the candidates of the fastMRI data config (ValueError if neither exists)."""
+    """``DIR/<DIR name>_split_less.csv`` (the CMF-Net release), else
+    ``DIR/../<DIR name>_split_less.csv`` (MINet): the candidates of the fastMRI data config
+    (ValueError if neither exists)."""
     from cmfnet.data.fastmri import find_pairs_csv
 
     try:
@@ -110,10 +129,15 @@ def resolve_inputs(args: argparse.Namespace, config: dict, checkpoint: Path) -> 
 
     if args.split is not None:
         if args.csv is not None:
-            raise ValueError("--csv goes with --data; --split takes the CSV from the checkpoint's data config")
+            raise ValueError(
+                "--csv goes with --data; --split takes the CSV from the checkpoint's data config"
+            )
         splits = (config.get("data") or {}).get("splits") or {}
         if args.split not in splits:
-            raise ValueError(f"--split {args.split}: {checkpoint} has no such data split (it has {sorted(splits)})")
+            raise ValueError(
+                f"--split {args.split}: {checkpoint} has no such data split "
+                f"(it has {sorted(splits)})"
+            )
         split = splits[args.split]
         if split.get("_target_") != FASTMRI_DATASET:
             raise ValueError(
@@ -140,7 +164,7 @@ class Degradation:
     accel: float
     center_fraction: Optional[float]
     mask_cfg: dict
-    clamp: float
+    clamp: Optional[float]
 
 
 def degradation_from_config(config: dict, checkpoint: Path) -> Degradation:
@@ -149,14 +173,16 @@ def degradation_from_config(config: dict, checkpoint: Path) -> Degradation:
 
     mask_cfg = config_value(config, "mask", checkpoint)
     if not isinstance(mask_cfg, dict) or "_target_" not in mask_cfg:
-        raise CheckpointError(f"{checkpoint}: cmfnet_config['mask'] is not a mask config with a '_target_'")
+        raise CheckpointError(
+            f"{checkpoint}: cmfnet_config['mask'] is not a mask config with a '_target_'"
+        )
     check_trusted_target(mask_cfg, "mask", "cmfnet.masks", object, checkpoint)
     return Degradation(
         scale=int(config_value(config, "scale", checkpoint)),
         accel=config_value(config, "accel", checkpoint),
         center_fraction=config.get("center_fraction"),
         mask_cfg=mask_cfg,
-        clamp=float((config.get("data") or {}).get("clamp", 6.0)),
+        clamp=(config.get("data") or {}).get("clamp"),
     )
 
 
@@ -164,13 +190,15 @@ def build_mask_func(degradation: Degradation, checkpoint: Path):
     """Instantiate the checkpoint's mask function; a one-line error naming the file if it fails."""
     import hydra.utils
 
-    from cmfnet.checkpoint import CheckpointError, root_message
+    from cmfnet.checkpoint import CheckpointError
+    from cmfnet.errors import one_line
 
     try:
         return hydra.utils.instantiate(degradation.mask_cfg)
     except Exception as err:
         raise CheckpointError(
-            f"{checkpoint}: cannot build the mask {degradation.mask_cfg['_target_']}: {root_message(err)}"
+            f"{checkpoint}: cannot build the mask "
+            f"{degradation.mask_cfg['_target_']}: {one_line(err)}"
         ) from err
 
 
@@ -186,7 +214,7 @@ def pick_device(requested: Optional[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# volumes and the prediction dataset
+# the prediction dataset
 # --------------------------------------------------------------------------------------------
 
 
@@ -205,181 +233,22 @@ class KeepAllColumns:
         return torch.ones(mask_shape, dtype=torch.float32), shape[-2]
 
 
-@dataclass(frozen=True)
-class PredictionVolume:
-    """One volume to read: its metadata, whether it has the HR target, and its own mask.
-
-    Attributes:
-        info: shapes, recon size and acquisition (:class:`cmfnet.data.fastmri.VolumeInfo`).
-        has_target: the file holds the HR target dataset.
-        column_mask: float32 (cols,) 0/1 mask stored in the file (undersampled k-space), or None.
-    """
-
-    info: VolumeInfo
-    has_target: bool
-    column_mask: Optional[np.ndarray]
-
-
-def _read_column_mask(dataset, path: Path, cols: int):
-    """The file's ``mask`` dataset as a float32 (cols,) 0/1 array, checked."""
-    import numpy as np
-
-    from cmfnet.data.errors import DataError
-
-    mask = np.asarray(dataset[()]).astype(np.float32)
-    if mask.shape != (cols,):
-        raise DataError(f"{path}: 'mask' has shape {mask.shape}, expected ({cols},) for the k-space columns")
-    if not np.isin(mask, (0.0, 1.0)).all():
-        raise DataError(f"{path}: 'mask' must hold only 0 and 1 values")
-    if not mask.any():
-        raise DataError(f"{path}: 'mask' samples no column")
-    return mask
-
-
-def inspect_volume(path: Path, target_key: str) -> PredictionVolume:
-    """Check one volume and return its metadata; files with the target get the training checks."""
-    import h5py
-
-    from cmfnet.data.errors import DataError
-    from cmfnet.data.fastmri import read_volume_info
-
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with h5py.File(path, "r") as hf:
-            has_target = target_key in hf
-            has_mask = "mask" in hf and "kspace" in hf
-            column_mask = _read_column_mask(hf["mask"], path, hf["kspace"].shape[-1]) if has_mask else None
-    except OSError as err:
-        raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
-    info = read_volume_info(path, target_key if has_target else None)
-    return PredictionVolume(info=info, has_target=has_target, column_mask=column_mask)
-
-
-def read_hr_slice(volume: PredictionVolume, slice_idx: int, target_key: str):
-    """Complex HR image (H, W) and HR target (H, W) float32 or None of one slice.
-
-    A fully sampled file with a target goes through the training reader
-    (:func:`cmfnet.data.fastmri.read_slice`); otherwise the k-space (times the file's mask, if
-    any) is read and cropped the same way: ``centre_crop(ifft2c(kspace), recon size)``.
-    """
-    import h5py
-    import numpy as np
-
-    from cmfnet.data.errors import DataError
-    from cmfnet.data.fastmri import read_slice
-    from cmfnet.kspace import center_crop, ifft2c
-
-    info = volume.info
-    if volume.has_target and volume.column_mask is None:
-        return read_slice(info, slice_idx, target_key)
-    try:
-        with h5py.File(info.path, "r") as hf:
-            kspace = hf["kspace"][slice_idx]
-            target = hf[target_key][slice_idx].astype(np.float32) if volume.has_target else None
-    except (OSError, KeyError) as err:
-        raise DataError(f"{info.path}: cannot read slice {slice_idx} ({err})") from err
-    if not np.isfinite(kspace).all():
-        raise DataError(f"{info.path}: slice {slice_idx} k-space contains NaN or inf")
-    if target is not None and not np.isfinite(target).all():
-        raise DataError(f"{info.path}: slice {slice_idx} '{target_key}' contains NaN or inf")
-    if volume.column_mask is not None:
-        kspace = kspace * volume.column_mask[None, :]
-    return center_crop(ifft2c(kspace), info.recon_size), target
-
-
-class PredictionDataset:
-    """Slices of the (auxiliary, target) pairs of a CSV, degraded as in training.
-
-    A map-style dataset for ``torch.utils.data.DataLoader``: item i is
-    ``simulated(LowResPair, target name, slice)`` for fully sampled targets and
-    ``file_masked(...)`` for targets with their own ``mask`` (see the module docstring).
-    Slice s of a target is paired with slice s of its auxiliary over the smaller slice count.
-
-    Args:
-        root: folder of the .h5 volumes.
-        pairs_csv: ``pd_file,pdfs_file[,score]`` rows, names relative to ``root``.
-        scale: super-resolution factor (must divide the recon size).
-        target_key: HR target dataset (used where present).
-        simulated: transform drawing the checkpoint's mask, seeded by file name.
-        file_masked: transform keeping every column (the data are already undersampled).
-    """
-
-    def __init__(self, root: Path, pairs_csv: Path, scale: int, target_key: str, simulated, file_masked):
-        from cmfnet.data.fastmri import read_pairs_csv
-
-        self.simulated = simulated
-        self.file_masked = file_masked
-        self.scale = scale
-        self.target_key = target_key
-        self.pairs: list[tuple[PredictionVolume, PredictionVolume]] = []
-        self.slices: list[tuple[int, int]] = []
-        for aux_name, target_name in read_pairs_csv(pairs_csv):
-            aux = inspect_volume(root / aux_name, target_key)
-            target = inspect_volume(root / target_name, target_key)
-            self._check_pair(aux, target)
-            pair_idx = len(self.pairs)
-            self.pairs.append((aux, target))
-            num_slices = min(aux.info.num_slices, target.info.num_slices)
-            self.slices += [(pair_idx, s) for s in range(num_slices)]
-
-    def _check_pair(self, aux: PredictionVolume, target: PredictionVolume) -> None:
-        from cmfnet.data.errors import DataError
-        from cmfnet.degrade import lowres_shape
-
-        if aux.column_mask is not None:
-            raise DataError(
-                f"{aux.info.path}: the auxiliary file carries a 'mask' (undersampled k-space); "
-                "the guide contrast must be fully sampled"
-            )
-        if aux.info.recon_size != target.info.recon_size:
-            raise DataError(
-                f"{target.info.path}: recon size {target.info.recon_size} differs from its pair "
-                f"{aux.info.path.name} {aux.info.recon_size}"
-            )
-        try:
-            lowres_shape(target.info.recon_size, self.scale)
-        except ValueError as err:
-            raise DataError(f"{target.info.path}: {err}") from err
-
-    def __len__(self) -> int:
-        return len(self.slices)
-
-    def __getitem__(self, index: int):
-        from cmfnet.degrade import degrade_slice
-
-        pair_idx, slice_idx = self.slices[index]
-        aux, target = self.pairs[pair_idx]
-        target_image, target_hr = read_hr_slice(target, slice_idx, self.target_key)
-        aux_image, _ = read_hr_slice(aux, slice_idx, self.target_key)
-        lowres = degrade_slice(target_image, aux_image, self.scale, target_hr=target_hr)
-        transform = self.simulated if target.column_mask is None else self.file_masked
-        return transform(lowres, target.info.path.name, slice_idx)
-
-    def slice_counts(self) -> dict[str, int]:
-        """``{target file name: number of predicted slices}``."""
-        counts: dict[str, int] = {}
-        for pair_idx, _ in self.slices:
-            name = self.pairs[pair_idx][1].info.path.name
-            counts[name] = counts.get(name, 0) + 1
-        return counts
-
-    def target_volume(self, name: str) -> PredictionVolume:
-        """The target volume whose file is called ``name``."""
-        return next(target for _, target in self.pairs if target.info.path.name == name)
-
-
 def build_dataset(inputs: PredictionInputs, degradation: Degradation, mask_func):
-    """The prediction dataset over ``inputs`` with the checkpoint's degradation."""
+    """The training dataset over ``inputs`` with the checkpoint's degradation, in fastMRI's test
+    layout too: targets with their own ``mask`` get no new one (see the module docstring)."""
+    from cmfnet.data.fastmri import FastMRIPairDataset
     from cmfnet.data.transforms import JointRecSRTransform
 
-    return PredictionDataset(
+    return FastMRIPairDataset(
         inputs.data_dir,
         inputs.pairs_csv,
         degradation.scale,
+        JointRecSRTransform(mask_func, seed_masks_by_name=True, clamp=degradation.clamp),
         inputs.target_key,
-        simulated=JointRecSRTransform(mask_func, seed_masks_by_name=True, clamp=degradation.clamp),
-        file_masked=JointRecSRTransform(KeepAllColumns(), seed_masks_by_name=True, clamp=degradation.clamp),
+        cache_lowres=False,
+        undersampled_transform=JointRecSRTransform(
+            KeepAllColumns(), seed_masks_by_name=True, clamp=degradation.clamp
+        ),
     )
 
 
@@ -411,19 +280,25 @@ def output_attrs(config: dict, degradation: Degradation, checkpoint: Path) -> di
         "model_config": json.dumps(config["model"], sort_keys=True),
         "scale": degradation.scale,
         "accel": degradation.accel,
-        "center_fraction": degradation.center_fraction if degradation.center_fraction is not None else "",
+        "center_fraction": degradation.center_fraction
+        if degradation.center_fraction is not None
+        else "",
         "mask": degradation.mask_cfg["_target_"],
         "checkpoint": str(checkpoint.resolve()),
     }
 
 
-def predict_dataset(model, dataset, out_dir: Path, attrs: dict, batch_size: int, device: str,
-                    progress: bool = True) -> list[Path]:
-    """Run ``model`` over every slice of ``dataset`` and write one file per target volume.
+def predict_dataset(
+    model, dataset, out_dir: Path, attrs: dict, batch_size: int, device: str, progress: bool = True
+) -> list[Path]:
+    """Run ``model`` over every slice of ``dataset`` (a
+    :class:`~cmfnet.data.fastmri.FastMRIPairDataset`) and write one file per target volume.
 
     Outputs are de-normalised like the LightningModule's test step (``x * std + mean``).
     A volume's file is written as soon as all its slices are done. Returns the written paths.
     """
+    from collections import Counter
+
     import numpy as np
     import torch
     from torch.utils.data import DataLoader
@@ -431,12 +306,16 @@ def predict_dataset(model, dataset, out_dir: Path, attrs: dict, batch_size: int,
 
     from cmfnet.lit.datamodule import collate_samples
 
-    expected = dataset.slice_counts()
+    expected = Counter(dataset.target_name(pair_idx) for pair_idx, _ in dataset.slices)
+    targets = {target.path.name: target for _, target in dataset.pairs}
     pending: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     written = []
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
-    with torch.inference_mode(), tqdm(total=len(dataset), desc="predict", unit="slice", disable=not progress) as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(dataset), desc="predict", unit="slice", disable=not progress) as bar,
+    ):
         for batch in loader:
             rec, sr = model(batch.target_input.to(device), batch.aux_input.to(device))
             mean = batch.mean.view(-1, 1, 1, 1).to(device)
@@ -448,12 +327,12 @@ def predict_dataset(model, dataset, out_dir: Path, attrs: dict, batch_size: int,
                 slices[slice_idx] = (sr[i], rec[i])
                 if len(slices) == expected[name]:
                     order = sorted(slices)
-                    volume = dataset.target_volume(name)
+                    volume = targets[name]
                     undersampling = "simulated" if volume.column_mask is None else "file"
                     path = out_dir / name
                     write_prediction(
                         path,
-                        volume.info.path,
+                        volume.path,
                         np.stack([slices[s][0] for s in order]).astype(np.float32),
                         np.stack([slices[s][1] for s in order]).astype(np.float32),
                         {**attrs, "undersampling": undersampling},
@@ -477,18 +356,29 @@ def run(args: argparse.Namespace) -> int:
     inputs = resolve_inputs(args, config, checkpoint)
     out_dir = Path(args.out)
     if out_dir.resolve() == inputs.data_dir.resolve():
-        raise ValueError(f"--out {out_dir}: is the data folder; predictions would overwrite the inputs")
+        raise ValueError(
+            f"--out {out_dir}: is the data folder; predictions would overwrite the inputs"
+        )
     dataset = build_dataset(inputs, degradation, build_mask_func(degradation, checkpoint))
-    if args.target_key and not any(target.has_target for _, target in dataset.pairs):
-        raise ValueError(f"--target-key {args.target_key}: no target file has that dataset "
-                         f"(e.g. {dataset.pairs[0][1].info.path})")
+    if args.target_key and all(target.target_key is None for _, target in dataset.pairs):
+        raise ValueError(
+            f"--target-key {args.target_key}: no target file has that dataset "
+            f"(e.g. {dataset.pairs[0][1].path})"
+        )
     data_cfg = config.get("data") or {}
-    batch_size = args.batch_size or int(data_cfg.get("eval_batch_size") or data_cfg.get("batch_size") or 8)
+    batch_size = args.batch_size or int(
+        data_cfg.get("eval_batch_size") or data_cfg.get("batch_size") or 8
+    )
     claim_folder(out_dir, "predictions", setting="--out")
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".predicting-"))
     try:  # all volumes or none: a failure part-way leaves --out as it was
         staged = predict_dataset(
-            model, dataset, staging, output_attrs(config, degradation, checkpoint), batch_size, device,
+            model,
+            dataset,
+            staging,
+            output_attrs(config, degradation, checkpoint),
+            batch_size,
+            device,
             progress=not args.quiet,
         )
         written = [out_dir / path.name for path in staged]

@@ -5,9 +5,10 @@ folders (``multirun/<sweep>/<timestamp>``; several are merged, e.g. a sweep and 
 writes into ``--out`` (default: the first sweep folder):
 
 - ``report.md`` (``--name`` changes the base name): an SR table (the headline) and a rec
-  table, rows = methods, columns = scale x acceleration, cells = mean ± std over test volumes, the best value per column and metric in
-  bold; then failed and superseded jobs and the figures. With several seeds of one cell, a cell
-  reads ``mean ± std (seeds: n, sd s)``: the mean over seeds of each run's mean over volumes ±
+  table, rows = methods, columns = scale x acceleration, cells = mean ± std over test volumes,
+  the best value per column and metric in bold; then failed and superseded jobs and the
+  figures. With several seeds of one cell, a cell reads ``mean ± std (seeds: n, sd s)``: the
+  mean over seeds of each run's mean over volumes ±
   the mean over seeds of each run's std over volumes, then the number of seeds and the sample
   standard deviation (ddof=1) over seeds of the per-run means.
 - ``report.csv``: the same numbers in tidy long format, one row per method x cell x output x
@@ -40,26 +41,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from cmfnet.metrics import METRIC_LABELS, METRICS, OUTPUTS, score_key, std_key
+
 #: table rows, in this order; other methods follow alphabetically
 METHOD_ORDER = (
-    "zero_filled", "edsr", "unet_edsr", "unet_edsr_mc", "t2net",
-    "cmfnet_single", "cmfnet_no_mfa_mmf", "cmfnet_no_mfa", "cmfnet_no_mmf", "cmfnet",
+    "zero_filled",
+    "edsr",
+    "unet_edsr",
+    "unet_edsr_mc",
+    "t2net",
+    "cmfnet_single",
+    "cmfnet_no_mfa_mmf",
+    "cmfnet_no_mfa",
+    "cmfnet_no_mmf",
+    "cmfnet",
 )
-OUTPUTS = ("sr", "rec")
-OUTPUT_TITLES = {"sr": "Super-resolution (SR output, headline)", "rec": "Reconstruction (rec output)"}
-METRICS = ("psnr", "ssim", "nmse")
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "nmse": "NMSE"}
+OUTPUT_TITLES = {
+    "sr": "Super-resolution (SR output, headline)",
+    "rec": "Reconstruction (rec output)",
+}
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "nmse": False}
 #: decimals shown (and compared when choosing the bold value) per metric
 DIGITS = {"psnr": 2, "ssim": 4, "nmse": 4}
 #: override keys (or key prefixes before a dot) that do not make a run another method (``cell``
 #: presets only set scale and accel, which metrics.json records)
-NEUTRAL_OVERRIDE_KEYS = ("sweeps", "sweep_name", "launcher", "logger", "callbacks", "hydra",
-                         "ckpt_path", "trainer.devices", "trainer.accelerator", "cell")
+NEUTRAL_OVERRIDE_KEYS = (
+    "sweeps",
+    "sweep_name",
+    "launcher",
+    "logger",
+    "callbacks",
+    "hydra",
+    "ckpt_path",
+    "trainer.devices",
+    "trainer.accelerator",
+    "cell",
+)
 #: override keys that place a run in a table cell or mark it as a seed
 IDENTITY_OVERRIDE_KEYS = ("model", "data", "mask", "scale", "accel", "seed")
-CSV_COLUMNS = ("method", "model", "scale", "accel", "data", "mask", "output", "metric",
-               "mean", "std", "n_seeds", "seed_sd")
+CSV_COLUMNS = (
+    "method",
+    "model",
+    "scale",
+    "accel",
+    "data",
+    "mask",
+    "output",
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "seed_sd",
+)
 NUMBERS_LINE = (
     "Each cell: mean ± std over test volumes of fastMRI's per-volume PSNR (dB), SSIM and NMSE, "
     "computed on de-normalised outputs against the untouched targets (data range = volume max). "
@@ -141,6 +174,7 @@ class Report:
     @property
     def methods(self) -> list[str]:
         """Row order: :data:`METHOD_ORDER` by model, then other models alphabetically."""
+
         def key(method: str) -> tuple:
             model = self.method_models[method]
             rank = METHOD_ORDER.index(model) if model in METHOD_ORDER else len(METHOD_ORDER)
@@ -166,14 +200,21 @@ class Report:
 
     def runs_of(self, method: str, column: Column) -> list[Run]:
         """The completed runs (one per seed) of a method in a column, by seed."""
-        return sorted((r for r in self.runs if r.method == method and r.column == column), key=lambda r: r.seed)
+        return sorted(
+            (r for r in self.runs if r.method == method and r.column == column),
+            key=lambda r: r.seed,
+        )
 
     def failed_in(self, method: str, column: Column) -> bool:
         """Whether a job of this method in this column failed and was not re-run successfully."""
-        return any(f.key is not None and f.key[:2] == (method, column) and f.rerun is None for f in self.failures)
+        return any(
+            f.key is not None and f.key[:2] == (method, column) and f.rerun is None
+            for f in self.failures
+        )
 
     def group(self) -> str:
-        """The W&B group of the first sweep folder, ``<sweep_name>/<timestamp>`` as training uses."""
+        """The W&B group of the first sweep folder, ``<sweep_name>/<timestamp>`` as training
+        uses."""
         first = self.sweep_dirs[0].resolve()
         return f"{first.parent.name}/{first.name}"
 
@@ -218,11 +259,17 @@ def identity_from_hydra(job_dir: Path) -> dict[str, Any]:
     found: dict[str, Any] = {}
     try:
         config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}
-        choices = (yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text()) or {})["hydra"]["runtime"]["choices"]
+        choices = (yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text()) or {})["hydra"][
+            "runtime"
+        ]["choices"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return found
-    found.update({k: choices[k] for k in ("model", "data", "mask") if isinstance(choices.get(k), str)})
-    found.update({k: config[k] for k in ("scale", "accel", "seed") if isinstance(config.get(k), int)})
+    found.update(
+        {k: choices[k] for k in ("model", "data", "mask") if isinstance(choices.get(k), str)}
+    )
+    found.update(
+        {k: config[k] for k in ("scale", "accel", "seed") if isinstance(config.get(k), int)}
+    )
     return found
 
 
@@ -251,8 +298,10 @@ def load_report(sweep_dirs: Sequence[Path]) -> Report:
             raise ValueError(f"{sweep_dir}: sweep folder not found")
         rows = collect_results(sweep_dir)
         if not rows:
-            raise ValueError(f"{sweep_dir}: no job folders with metrics.json "
-                             "(expected a multirun/<sweep>/<timestamp> folder)")
+            raise ValueError(
+                f"{sweep_dir}: no job folders with metrics.json "
+                "(expected a multirun/<sweep>/<timestamp> folder)"
+            )
         for row in sorted(rows, key=lambda r: _job_order(sweep_dir / r["job"])):
             job_dir = sweep_dir / row["job"]
             if "model" not in row:
@@ -269,13 +318,19 @@ def load_report(sweep_dirs: Sequence[Path]) -> Report:
         model = str(row.get("model", "?"))
         method = f"{model} [{', '.join(varying)}]" if varying else model
         known = all(k in row for k in ("model", "scale", "accel", "seed"))
-        column = Column(str(row.get("data", "?")), str(row.get("mask", "?")),
-                        int(row.get("scale", 0)), int(row.get("accel", 0)))
+        column = Column(
+            str(row.get("data", "?")),
+            str(row.get("mask", "?")),
+            int(row.get("scale", 0)),
+            int(row.get("accel", 0)),
+        )
         key = (method, column, int(row["seed"])) if known else None
         if key is not None:
             method_models[method] = model
         if row.get("status") != "completed" or key is None:
-            failures.append(Failure(job_dir, _describe(row), str(row.get("error", "unknown error")), key))
+            failures.append(
+                Failure(job_dir, _describe(row), str(row.get("error", "unknown error")), key)
+            )
             continue
         if key in chosen:
             superseded.append((chosen[key].job_dir, job_dir))
@@ -293,14 +348,19 @@ def load_report(sweep_dirs: Sequence[Path]) -> Report:
 
 def cell_stats(runs: Sequence[Run], output: str, metric: str) -> Optional[CellStats]:
     """Aggregate one metric over the seeds of a cell; None when no run reports it."""
-    key = f"{output}_{metric}"
+    key = score_key(output, metric)
     have = [r for r in runs if r.metrics.get(key) is not None]
     if not have:
         return None
     means = [float(r.metrics[key]) for r in have]
-    stds = [math.nan if r.metrics.get(f"{key}_std") is None else float(r.metrics[f"{key}_std"]) for r in have]
+    stds = [
+        math.nan if r.metrics.get(std_key(key)) is None else float(r.metrics[std_key(key)])
+        for r in have
+    ]
     seed_sd = statistics.stdev(means) if len(means) > 1 else None
-    return CellStats(math.fsum(means) / len(means), math.fsum(stds) / len(stds), len(means), seed_sd)
+    return CellStats(
+        math.fsum(means) / len(means), math.fsum(stds) / len(stds), len(means), seed_sd
+    )
 
 
 def all_stats(report: Report) -> dict[tuple[str, Column, str, str], CellStats]:
@@ -317,10 +377,15 @@ def all_stats(report: Report) -> dict[tuple[str, Column, str, str], CellStats]:
     return stats
 
 
-def best_methods(stats: dict, methods: Sequence[str], column: Column, output: str, metric: str) -> set[str]:
+def best_methods(
+    stats: dict, methods: Sequence[str], column: Column, output: str, metric: str
+) -> set[str]:
     """Methods holding the best shown value (rounded to :data:`DIGITS`) of a column and metric."""
-    shown = {m: round(stats[(m, column, output, metric)].mean, DIGITS[metric])
-             for m in methods if (m, column, output, metric) in stats}
+    shown = {
+        m: round(stats[(m, column, output, metric)].mean, DIGITS[metric])
+        for m in methods
+        if (m, column, output, metric) in stats
+    }
     shown = {m: v for m, v in shown.items() if math.isfinite(v)}
     if not shown:
         return set()
@@ -340,13 +405,16 @@ def format_cell(value: CellStats, metric: str, bold: bool = False) -> str:
     return text
 
 
-def table_rows(report: Report, stats: dict, output: str, bold: bool) -> tuple[list[str], list[list[str]]]:
+def table_rows(
+    report: Report, stats: dict, output: str, bold: bool
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one output's table: a method column, then one column per
     (setting, metric); empty cells read ``failed`` (a job failed) or ``-`` (never run)."""
     methods, columns = report.methods, report.columns
     header = ["method"] + [
         f"{report.column_label(c)} {METRIC_LABELS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}"
-        for c in columns for m in METRICS
+        for c in columns
+        for m in METRICS
     ]
     best = {(c, m): best_methods(stats, methods, c, output, m) for c in columns for m in METRICS}
     rows = []
@@ -358,7 +426,9 @@ def table_rows(report: Report, stats: dict, output: str, bold: bool) -> tuple[li
                 if value is None:
                     row.append("failed" if report.failed_in(method, column) else "-")
                 else:
-                    row.append(format_cell(value, metric, bold and method in best[(column, metric)]))
+                    row.append(
+                        format_cell(value, metric, bold and method in best[(column, metric)])
+                    )
         rows.append(row)
     return header, rows
 
@@ -379,12 +449,22 @@ def long_rows(report: Report, stats: dict) -> list[dict[str, Any]]:
                     value = stats.get((method, column, output, metric))
                     if value is None:
                         continue
-                    rows.append({
-                        "method": method, "model": model, "scale": column.scale, "accel": column.accel,
-                        "data": column.data, "mask": column.mask, "output": output, "metric": metric,
-                        "mean": value.mean, "std": value.std, "n_seeds": value.n_seeds,
-                        "seed_sd": value.seed_sd,
-                    })
+                    rows.append(
+                        {
+                            "method": method,
+                            "model": model,
+                            "scale": column.scale,
+                            "accel": column.accel,
+                            "data": column.data,
+                            "mask": column.mask,
+                            "output": output,
+                            "metric": metric,
+                            "mean": value.mean,
+                            "std": value.std,
+                            "n_seeds": value.n_seeds,
+                            "seed_sd": value.seed_sd,
+                        }
+                    )
     return rows
 
 
@@ -394,7 +474,9 @@ def report_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else repr(v) if isinstance(v, float) else v for k, v in row.items()})
+        writer.writerow(
+            {k: "" if v is None else repr(v) if isinstance(v, float) else v for k, v in row.items()}
+        )
     return buffer.getvalue()
 
 
@@ -409,14 +491,24 @@ def scoring_line(runs: Sequence[Run]) -> str:
     """Which scoring the runs' numbers use (``scoring`` in metrics.json; runs made before it was
     recorded used fastMRI's convention)."""
     used = sorted({str(run.metrics.get("scoring", "fastmri")) for run in runs})
-    described = "; ".join(f"`{name}`: {SCORING_NOTES.get(name, 'see conf/scoring/')}" for name in used)
+    described = "; ".join(
+        f"`{name}`: {SCORING_NOTES.get(name, 'see conf/scoring/')}" for name in used
+    )
     return f"Scoring: {described or 'no runs'}."
 
 
-def report_markdown(report: Report, stats: dict, figures: list[str], figure_notes: list[str]) -> str:
+def report_markdown(
+    report: Report, stats: dict, figures: list[str], figure_notes: list[str]
+) -> str:
     """The whole report.md: both tables, the failures, superseded runs and the figures."""
-    lines = ["# Report: " + ", ".join(f"`{d}`" for d in report.sweep_dirs), "", NUMBERS_LINE, "",
-             scoring_line(report.runs), ""]
+    lines = [
+        "# Report: " + ", ".join(f"`{d}`" for d in report.sweep_dirs),
+        "",
+        NUMBERS_LINE,
+        "",
+        scoring_line(report.runs),
+        "",
+    ]
     for output in OUTPUTS:
         lines += [f"## {OUTPUT_TITLES[output]}", ""]
         if report.methods:
@@ -431,7 +523,11 @@ def report_markdown(report: Report, stats: dict, figures: list[str], figure_note
     if not report.failures:
         lines.append("None.")
     if report.superseded:
-        lines += ["", "## Superseded runs (the same method, setting and seed completed again later)", ""]
+        lines += [
+            "",
+            "## Superseded runs (the same method, setting and seed completed again later)",
+            "",
+        ]
         lines += [f"- `{old}` -> replaced by `{new}`" for old, new in report.superseded]
     lines += ["", "## Figures", ""]
     lines += [f"- `{name}`" for name in figures] + [f"- {note}" for note in figure_notes]
@@ -445,21 +541,31 @@ def report_markdown(report: Report, stats: dict, figures: list[str], figure_note
 # --------------------------------------------------------------------------------------------
 
 
-def psnr_panels(report: Report, stats: dict) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+def psnr_panels(
+    report: Report, stats: dict
+) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
     """SR PSNR curves for :func:`cmfnet.figures.plot_metric_vs_accel`: one panel per scale
     (and mask/data when they vary), points (accel, mean, std over volumes)."""
     panels: dict[str, dict[str, list]] = {}
     for column in report.columns:
-        title = " / ".join([f"SR x{column.scale}"] + [column.mask] * report.show_mask + [column.data] * report.show_data)
+        title = " / ".join(
+            [f"SR x{column.scale}"]
+            + [column.mask] * report.show_mask
+            + [column.data] * report.show_data
+        )
         for method in report.methods:
             value = stats.get((method, column, "sr", "psnr"))
             if value is not None:
                 std = value.std if math.isfinite(value.std) else 0.0
-                panels.setdefault(title, {}).setdefault(method, []).append((column.accel, value.mean, std))
+                panels.setdefault(title, {}).setdefault(method, []).append(
+                    (column.accel, value.mean, std)
+                )
     return panels
 
 
-def curve_panels(report: Report, metric: str = "val/sr_psnr") -> dict[str, dict[str, list[list[tuple[float, float]]]]]:
+def curve_panels(
+    report: Report, metric: str = "val/sr_psnr"
+) -> dict[str, dict[str, list[list[tuple[float, float]]]]]:
     """Learning curves for :func:`cmfnet.figures.plot_learning_curves` from each run's
     ``history.csv``: one panel per column, one curve per run (seeds of a method share a colour).
     Runs without a history.csv, or without ``metric`` in it, are left out."""
@@ -472,13 +578,19 @@ def curve_panels(report: Report, metric: str = "val/sr_psnr") -> dict[str, dict[
                 path = run.job_dir / "history.csv"
                 if not path.is_file():
                     continue
-                points = [(int(row["epoch"]), row[metric]) for row in read_history(path) if metric in row]
+                points = [
+                    (int(row["epoch"]), row[metric]) for row in read_history(path) if metric in row
+                ]
                 if points:
-                    panels.setdefault(report.column_label(column), {}).setdefault(method, []).append(points)
+                    panels.setdefault(report.column_label(column), {}).setdefault(
+                        method, []
+                    ).append(points)
     return panels
 
 
-def load_example(path: Path, fname: Optional[str] = None, slice_idx: Optional[int] = None) -> Optional[dict[str, Any]]:
+def load_example(
+    path: Path, fname: Optional[str] = None, slice_idx: Optional[int] = None
+) -> Optional[dict[str, Any]]:
     """The first kept example of an ``examples.npz`` (or the one of the given slice): arrays
     ``input, aux, sr, sr_target`` plus ``fname, slice_idx``; None if absent."""
     import numpy as np
@@ -493,7 +605,9 @@ def load_example(path: Path, fname: Optional[str] = None, slice_idx: Optional[in
     return None
 
 
-def qualitative_figure(report: Report, column: Column, out: Path) -> tuple[Optional[str], list[str]]:
+def qualitative_figure(
+    report: Report, column: Column, out: Path
+) -> tuple[Optional[str], list[str]]:
     """Draw ``qualitative_<slug>.png`` for one column from the runs' examples.npz (each
     method's lowest seed); returns the file name (None if no run kept examples) and notes on
     methods left out."""
@@ -509,26 +623,40 @@ def qualitative_figure(report: Report, column: Column, out: Path) -> tuple[Optio
             continue
         path = runs[0].job_dir / "examples.npz"
         try:
-            example = load_example(path, *((reference["fname"], reference["slice_idx"]) if reference else ()))
+            example = load_example(
+                path, *((reference["fname"], reference["slice_idx"]) if reference else ())
+            )
         except (OSError, KeyError, ValueError) as err:
             notes.append(f"{method}: unreadable {path} ({err})")
             continue
         if example is None:
-            notes.append(f"{method}: {path} lacks {reference['fname']} slice {reference['slice_idx']}")
+            notes.append(
+                f"{method}: {path} lacks {reference['fname']} slice {reference['slice_idx']}"
+            )
             continue
         if reference is not None and example["sr"].shape != reference["sr_target"].shape:
-            notes.append(f"{method}: its output {example['sr'].shape} differs from the HR target "
-                         f"{reference['sr_target'].shape} of the first run (different data settings)")
+            notes.append(
+                f"{method}: its output {example['sr'].shape} differs from the HR target "
+                f"{reference['sr_target'].shape} of the first run (different data settings)"
+            )
             continue
         reference = reference or example
         outputs.append((method, example["sr"]))
     if reference is None:
         return None, notes
     name = f"qualitative_{column.slug(report.show_data, report.show_mask)}.png"
-    title = (f"SR {report.column_label(column)}: {reference['fname']} slice {reference['slice_idx']}; "
-             "per-slice PSNR/SSIM vs this HR slice, data range = slice max (tables: per volume)")
-    plot_qualitative(reference["sr_target"], outputs, out / name, title=title,
-                     lr_input=reference["input"], aux_input=reference["aux"])
+    title = (
+        f"SR {report.column_label(column)}: {reference['fname']} slice {reference['slice_idx']}; "
+        "per-slice PSNR/SSIM vs this HR slice, data range = slice max (tables: per volume)"
+    )
+    plot_qualitative(
+        reference["sr_target"],
+        outputs,
+        out / name,
+        title=title,
+        lr_input=reference["input"],
+        aux_input=reference["aux"],
+    )
     return name, [f"{name}: {note}" for note in notes]
 
 
@@ -539,13 +667,17 @@ def write_figures(report: Report, stats: dict, out: Path) -> tuple[list[str], li
     names, notes = [], []
     panels = psnr_panels(report, stats)
     if panels:
-        plot_metric_vs_accel(panels, out / "psnr_vs_accel.png",
-                             title="SR PSNR (mean ± std over test volumes)")
+        plot_metric_vs_accel(
+            panels, out / "psnr_vs_accel.png", title="SR PSNR (mean ± std over test volumes)"
+        )
         names.append("psnr_vs_accel.png")
     curves = curve_panels(report)
     if curves:
-        plot_learning_curves(curves, out / "learning_curves.png",
-                             title="validation SR PSNR per epoch (history.csv of each run)")
+        plot_learning_curves(
+            curves,
+            out / "learning_curves.png",
+            title="validation SR PSNR per epoch (history.csv of each run)",
+        )
         names.append("learning_curves.png")
     else:
         notes.append("no learning curves: no run has a history.csv with val/sr_psnr")
@@ -553,7 +685,9 @@ def write_figures(report: Report, stats: dict, out: Path) -> tuple[list[str], li
         name, column_notes = qualitative_figure(report, column, out)
         notes += column_notes
         if name is None:
-            notes.append(f"no qualitative figure for {report.column_label(column)}: no examples.npz")
+            notes.append(
+                f"no qualitative figure for {report.column_label(column)}: no examples.npz"
+            )
         else:
             names.append(name)
     return names, notes
@@ -582,25 +716,41 @@ def log_to_wandb(report: Report, stats: dict, out: Path, figures: list[str], pro
     run's folder (``out/wandb/offline-run-*`` when offline)."""
     import wandb
 
-    defaults = {"WANDB_SILENT": "true", "WANDB_CACHE_DIR": str(out / "wandb" / "cache"),
-                "WANDB_CONFIG_DIR": str(out / "wandb" / "config"), "WANDB_DATA_DIR": str(out / "wandb" / "data")}
+    defaults = {
+        "WANDB_SILENT": "true",
+        "WANDB_CACHE_DIR": str(out / "wandb" / "cache"),
+        "WANDB_CONFIG_DIR": str(out / "wandb" / "config"),
+        "WANDB_DATA_DIR": str(out / "wandb" / "data"),
+    }
     with scoped_environ(defaults):
-        run = wandb.init(project=project, dir=str(out), mode=os.environ.get("WANDB_MODE", "offline"),
-                         job_type="report", group=report.group(), name=f"report {report.group()}",
-                         config={"sweep_dirs": [str(d) for d in report.sweep_dirs], "runs": len(report.runs),
-                                 "failed_jobs": len(report.failures)})
+        run = wandb.init(
+            project=project,
+            dir=str(out),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            job_type="report",
+            group=report.group(),
+            name=f"report {report.group()}",
+            config={
+                "sweep_dirs": [str(d) for d in report.sweep_dirs],
+                "runs": len(report.runs),
+                "failed_jobs": len(report.failures),
+            },
+        )
         payload: dict[str, Any] = {}
         for output in OUTPUTS:
             header, rows = table_rows(report, stats, output, bold=False)
             payload[f"report/{output}_table"] = wandb.Table(columns=header, data=rows)
         tidy = long_rows(report, stats)
-        payload["report/long"] = wandb.Table(columns=list(CSV_COLUMNS), data=[[row[c] for c in CSV_COLUMNS] for row in tidy])
+        payload["report/long"] = wandb.Table(
+            columns=list(CSV_COLUMNS), data=[[row[c] for c in CSV_COLUMNS] for row in tidy]
+        )
         for name in figures:
             payload[f"report/{Path(name).stem}"] = wandb.Image(str(out / name))
         run.log(payload)
         run_dir = Path(run.dir).parent
         run.finish()
-        wandb.teardown()  # finish() may return before the run's .wandb log is on disk; this waits for it
+        # finish() may return before the run's .wandb log is on disk; this waits for it
+        wandb.teardown()
     return run_dir
 
 
@@ -610,14 +760,31 @@ def log_to_wandb(report: Report, stats: dict, out: Path, figures: list[str], pro
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR",
-                        help="multirun/<sweep>/<timestamp> folder(s); several are merged (later ones win)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: the first SWEEP_DIR)")
-    parser.add_argument("--name", default="report", metavar="NAME",
-                        help="base name of the tables: NAME.md and NAME.csv (default: report)")
-    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
-                        help="log the tables and figures into a new W&B run (offline unless WANDB_MODE is set)")
-    parser.add_argument("--wandb-project", default="cmfnet", metavar="NAME", help="W&B project (cmfnet)")
+    parser.add_argument(
+        "sweep_dirs",
+        nargs="+",
+        type=Path,
+        metavar="SWEEP_DIR",
+        help="multirun/<sweep>/<timestamp> folder(s); several are merged (later ones win)",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (default: the first SWEEP_DIR)"
+    )
+    parser.add_argument(
+        "--name",
+        default="report",
+        metavar="NAME",
+        help="base name of the tables: NAME.md and NAME.csv (default: report)",
+    )
+    parser.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log the tables and figures into a new W&B run (offline unless WANDB_MODE is set)",
+    )
+    parser.add_argument(
+        "--wandb-project", default="cmfnet", metavar="NAME", help="W&B project (cmfnet)"
+    )
 
 
 def claim_report_folder(out: Path) -> Path:
@@ -630,8 +797,13 @@ def claim_report_folder(out: Path) -> Path:
     return claim_folder(out, "report", setting="--out", accept=("sweep",))
 
 
-def build_report(sweep_dirs: Sequence[Path], out: Path, use_wandb: bool = False,
-                 wandb_project: str = "cmfnet", name: str = "report") -> dict[str, Any]:
+def build_report(
+    sweep_dirs: Sequence[Path],
+    out: Path,
+    use_wandb: bool = False,
+    wandb_project: str = "cmfnet",
+    name: str = "report",
+) -> dict[str, Any]:
     """Write ``<name>.md``, ``<name>.csv`` and the figures into ``out`` (and the W&B run if
     asked); returns ``{"report", "markdown", "csv", "figures", "wandb_run"}`` paths/objects."""
     from cmfnet.io import write_text_atomic
@@ -646,17 +818,26 @@ def build_report(sweep_dirs: Sequence[Path], out: Path, use_wandb: bool = False,
     write_text_atomic(markdown, report_markdown(report, stats, figures, figure_notes))
     write_text_atomic(table, report_csv(long_rows(report, stats)))
     wandb_run = log_to_wandb(report, stats, out, figures, wandb_project) if use_wandb else None
-    return {"report": report, "markdown": markdown, "csv": table,
-            "figures": [out / figure for figure in figures], "wandb_run": wandb_run}
+    return {
+        "report": report,
+        "markdown": markdown,
+        "csv": table,
+        "figures": [out / figure for figure in figures],
+        "wandb_run": wandb_run,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.sweep_dirs[0]
-    written = build_report(args.sweep_dirs, out, use_wandb=args.wandb, wandb_project=args.wandb_project,
-                           name=args.name)
+    written = build_report(
+        args.sweep_dirs, out, use_wandb=args.wandb, wandb_project=args.wandb_project, name=args.name
+    )
     report = written["report"]
-    print(f"{len(report.runs)} completed runs, {len(report.failures)} failed jobs -> {written['markdown']}, "
-          f"{written['csv'].name}, {len(written['figures'])} figures")
+    print(
+        f"{len(report.runs)} completed runs, {len(report.failures)} failed jobs "
+        f"-> {written['markdown']}, "
+        f"{written['csv'].name}, {len(written['figures'])} figures"
+    )
     if written["wandb_run"] is not None:
         print(f"W&B run: {written['wandb_run']}")
     return 0

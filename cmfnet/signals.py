@@ -36,7 +36,9 @@ _stopping = False  # an Interrupted was raised, or waits for the end of a deferr
 _pending: Optional[int] = None  # the signal whose Interrupted waits for the end of deferred()
 _deferring = 0
 _dropped = False  # the last Interrupted could not be raised (held back, or dropped by Python)
-_owner_pid: Optional[int] = None  # the process that installed the handlers (not a forked DataLoader worker)
+_owner_pid: Optional[int] = (
+    None  # the process that installed the handlers (not a forked DataLoader worker)
+)
 
 
 class Interrupted(SystemExit):
@@ -62,12 +64,32 @@ def signal_name(signum: int) -> str:
 
 
 def received() -> Optional[int]:
-    """The stop signal this process received (SIGINT, SIGTERM or submitit's requeue signal), or None."""
+    """The stop signal this process received (SIGINT, SIGTERM or submitit's requeue signal), or
+    None."""
     return _received
 
 
+def stop_exception(err: BaseException) -> Optional[BaseException]:
+    """What ends the process after ``err`` ended a job because a stop signal arrived: ``err``
+    itself when it carries an exit status (:class:`Interrupted`; submitit's exit after
+    requeueing the job), else ``Interrupted`` for the signal (e.g. after Lightning's own SIGTERM
+    exit, or a DataLoader worker killed by the same signal); None when no stop signal arrived
+    (the job failed on its own)."""
+    if isinstance(err, Interrupted):
+        return err
+    signum = received()
+    if signum is None and isinstance(err, KeyboardInterrupt):
+        signum = signal.SIGINT
+    if signum is None:
+        return None
+    if isinstance(err, SystemExit) and err.code not in (None, 0):
+        return err
+    return Interrupted(signum)
+
+
 def _stop(signum: int, frame: Optional[FrameType]) -> None:
-    """Our handler: note the signal and raise :class:`Interrupted` (at the end of a deferred block)."""
+    """Our handler: note the signal and raise :class:`Interrupted` (at the end of a deferred
+    block)."""
     global _received, _stopping, _pending, _dropped
     if os.getpid() != _owner_pid:  # a forked child (a DataLoader worker) that inherited the handler
         raise Interrupted(signum)
@@ -76,7 +98,9 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
         log.warning("%s: already stopping", signal_name(signum))
         return
     if not _stopping:
-        log.warning("%s: stopping (a job in progress is recorded as interrupted)", signal_name(signum))
+        log.warning(
+            "%s: stopping (a job in progress is recorded as interrupted)", signal_name(signum)
+        )
     _stopping, _dropped = True, False
     if _deferring:
         _pending = signum
@@ -97,7 +121,8 @@ def _saving_checkpoint(frame: Optional[FrameType]) -> bool:
 
 
 def _retry(signum: int) -> None:
-    """Send ``signum`` to this process again in 50 ms, for an Interrupted that could not be raised."""
+    """Send ``signum`` to this process again in 50 ms, for an Interrupted that could not be
+    raised."""
     global _dropped
     _dropped = True
     resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
@@ -128,7 +153,8 @@ def _noting(previous: Callable) -> Callable:
 
 
 def _submitit_signal() -> tuple:
-    """submitit's time-out/pre-emption signal inside a submitit job (USR2 unless it is configured)."""
+    """submitit's time-out/pre-emption signal inside a submitit job (USR2 unless it is
+    configured)."""
     if "SUBMITIT_FOLDER" not in os.environ:
         return ()
     found = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)

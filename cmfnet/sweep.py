@@ -9,6 +9,8 @@ metrics.json) is listed as failed, one stopped by a signal as interrupted, and o
 never reached as not started. :func:`rerun_command` gives the line that re-runs one job alone
 into its own folder, after which :func:`write_results` lists it as completed; ``cmfnet resume
 SWEEP_DIR`` (:func:`resume_plan`, :func:`run_steps`) re-runs every job that did not complete.
+A job stopped by a signal records where it can continue (:func:`interrupted_record`); submitit
+requeues it, and the requeued job continues from there (:func:`resume_requeued_job`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from omegaconf import DictConfig, open_dict
 
 from cmfnet import signals
 from cmfnet.io import write_json_atomic, write_text_atomic
+from cmfnet.metrics import METRIC_KEYS, METRIC_LABELS, METRICS, OUTPUTS, SCORE_KEYS, std_key
 
 log = logging.getLogger(__name__)
 
 IDENTITY_COLUMNS = ["job", "status", "model", "data", "scale", "accel", "mask", "seed"]
-METRIC_COLUMNS = [f"{out}_{m}" for out in ("sr", "rec") for m in ("psnr", "ssim", "nmse")]
+OUTPUT_LABELS = {"sr": "SR", "rec": "rec"}
 #: The sweep's job list, written when the multirun starts (see :func:`write_job_list`).
 JOB_LIST = ".cmfnet_jobs.json"
 NOT_STARTED = "not started"
@@ -66,13 +69,17 @@ def planned_jobs(config: DictConfig) -> list[dict]:
         with open_dict(job_config):
             job_config.hydra.job.num = num
             job_config.hydra.job.id = num
-        jobs.append({"num": num, "dir": str(job_config.hydra.sweep.subdir), "overrides": list(overrides)})
+        jobs.append(
+            {"num": num, "dir": str(job_config.hydra.sweep.subdir), "overrides": list(overrides)}
+        )
     return jobs
 
 
 def write_job_list(sweep_dir: Path, config: DictConfig) -> None:
     """Write ``<sweep_dir>/.cmfnet_jobs.json``: the working folder and :func:`planned_jobs`."""
-    write_json_atomic(Path(sweep_dir) / JOB_LIST, {"cwd": os.getcwd(), "jobs": planned_jobs(config)})
+    write_json_atomic(
+        Path(sweep_dir) / JOB_LIST, {"cwd": os.getcwd(), "jobs": planned_jobs(config)}
+    )
 
 
 def read_job_list(sweep_dir: Path) -> dict:
@@ -83,8 +90,13 @@ def read_job_list(sweep_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {"cwd": None, "jobs": []}
     record = record if isinstance(record, dict) else {}
-    jobs = [job for job in record.get("jobs") or [] if isinstance(job, dict)
-            and isinstance(job.get("dir"), str) and isinstance(job.get("overrides"), list)]
+    jobs = [
+        job
+        for job in record.get("jobs") or []
+        if isinstance(job, dict)
+        and isinstance(job.get("dir"), str)
+        and isinstance(job.get("overrides"), list)
+    ]
     return {"cwd": record.get("cwd") if isinstance(record.get("cwd"), str) else None, "jobs": jobs}
 
 
@@ -99,7 +111,9 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: sweep folder not found")
     rows = []
-    for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for job_dir in sorted(
+        p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         metrics_path = job_dir / "metrics.json"
         if not metrics_path.is_file() and not (job_dir / ".hydra").is_dir():
             continue
@@ -112,19 +126,28 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     for job in read_job_list(sweep_dir)["jobs"]:
         if job["dir"] not in seen:
             seen.add(job["dir"])
-            rows.append({"job": job["dir"], "status": NOT_STARTED,
-                         "error": "the sweep stopped before it started"})
+            rows.append(
+                {
+                    "job": job["dir"],
+                    "status": NOT_STARTED,
+                    "error": "the sweep stopped before it started",
+                }
+            )
     return rows
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
-    """A job's metrics.json as a dict; an unreadable or malformed file gives a failed row instead."""
+    """A job's metrics.json as a dict; an unreadable or malformed file gives a failed row
+    instead."""
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         return {"status": "failed", "error": f"unreadable metrics.json ({err})"}
     if not isinstance(metrics, dict):
-        return {"status": "failed", "error": f"metrics.json holds a {type(metrics).__name__}, not an object"}
+        return {
+            "status": "failed",
+            "error": f"metrics.json holds a {type(metrics).__name__}, not an object",
+        }
     return metrics
 
 
@@ -135,10 +158,12 @@ def _sort_key(row: dict) -> tuple:
 
 def results_csv(rows: list[dict]) -> str:
     """CSV text: identity columns, metrics with their std over volumes, then the rest."""
-    columns = IDENTITY_COLUMNS + [c for m in METRIC_COLUMNS for c in (m, f"{m}_std")]
+    columns = IDENTITY_COLUMNS + list(METRIC_KEYS)
     extra = sorted({k for row in rows for k in row} - set(columns))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns + extra, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=columns + extra, extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in sorted(rows, key=_sort_key):
         writer.writerow(row)
@@ -151,7 +176,7 @@ def _is_number(value: Any) -> bool:
 
 def _cell(row: dict, metric: str) -> str:
     """``mean ± std`` of one metric; ``-`` when the value is missing or not a number."""
-    value, std = row.get(metric), row.get(f"{metric}_std")
+    value, std = row.get(metric), row.get(std_key(metric))
     if not _is_number(value):
         return "-"
     digits = 2 if metric.endswith("psnr") else 4
@@ -161,19 +186,26 @@ def _cell(row: dict, metric: str) -> str:
 def results_markdown(rows: list[dict], title: str) -> str:
     """A Markdown table of every job; the jobs that did not complete show why."""
     header = ["job", "status", "model", "scale", "accel", "mask", "seed"] + [
-        "SR PSNR", "SR SSIM", "SR NMSE", "rec PSNR", "rec SSIM", "rec NMSE"
+        f"{OUTPUT_LABELS[output]} {METRIC_LABELS[metric]}"
+        for output in OUTPUTS
+        for metric in METRICS
     ]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in sorted(rows, key=_sort_key):
-        cells = [str(row.get(k, "")) for k in ("job", "status", "model", "scale", "accel", "mask", "seed")]
-        cells += [_cell(row, m) for m in METRIC_COLUMNS]
+        cells = [
+            str(row.get(k, ""))
+            for k in ("job", "status", "model", "scale", "accel", "mask", "seed")
+        ]
+        cells += [_cell(row, key) for key in SCORE_KEYS]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [row for row in rows if row.get("status") != "completed"]
     if failed:
         lines += ["", "## Jobs not completed", ""]
         lines += [f"- `{row['job']}`: {row.get('error', 'unknown error')}" for row in failed]
     lines.append("")
-    lines.append("Values are mean ± std over test volumes (fastMRI metrics on de-normalised outputs).")
+    lines.append(
+        "Values are mean ± std over test volumes (fastMRI metrics on de-normalised outputs)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -192,12 +224,14 @@ def write_results(sweep_dir: Path) -> list[dict]:
 
 
 def _hydra_quoted(value: str) -> str:
-    """A value in Hydra's override grammar as a quoted string (job folder names hold '=' and ',')."""
+    """A value in Hydra's override grammar as a quoted string (job folder names hold '='
+    and ',')."""
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def rerun_overrides(job_dir: Path, recorded: Optional[Sequence[str]] = None,
-                    resume: bool = True) -> list[str]:
+def rerun_overrides(
+    job_dir: Path, recorded: Optional[Sequence[str]] = None, resume: bool = True
+) -> list[str]:
     """Overrides for ``python run.py`` that re-run one job of a sweep alone, into its own folder.
 
     The job's recorded overrides (``.hydra/overrides.yaml``, including ``sweeps=NAME`` whose
@@ -212,8 +246,9 @@ def rerun_overrides(job_dir: Path, recorded: Optional[Sequence[str]] = None,
 
         path = job_dir / ".hydra" / "overrides.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no record of the job's overrides "
-                                    f"(is {job_dir} a sweep job folder?)")
+            raise FileNotFoundError(
+                f"{path}: no record of the job's overrides (is {job_dir} a sweep job folder?)"
+            )
         recorded = yaml.safe_load(path.read_text()) or []
     replaced = ("ckpt_path", "hydra.mode", "hydra.run.dir")
     overrides = [str(o) for o in recorded if str(o).split("=", 1)[0].lstrip("+~") not in replaced]
@@ -239,6 +274,52 @@ def rerun_command(job_dir: Path, run_py: str = "run.py") -> str:
     """The shell line that re-runs a killed or failed job (see :func:`rerun_overrides`); run it
     from the repository root, then :func:`write_results` on the sweep folder."""
     return shell_line(["python", run_py, *rerun_overrides(job_dir)])
+
+
+# --------------------------------------------------------------------------------------------
+# Interrupted jobs
+# --------------------------------------------------------------------------------------------
+
+
+def interrupted_record(out: Path, stop: BaseException, overrides: Sequence[str]) -> dict:
+    """metrics.json of the job in folder ``out`` that the signal of ``stop`` (or the last one
+    received) interrupted: the checkpoint it can continue from and the job's ``overrides`` (a
+    requeued job recognises its own record by them)."""
+    import signal
+
+    name = signals.signal_name(getattr(stop, "signum", None) or signals.received() or signal.SIGINT)
+    last = out / "checkpoints" / "last.ckpt"
+    checkpoint = str(last.relative_to(out)) if last.is_file() else None
+    where = (
+        f"last epoch-end checkpoint: {checkpoint}" if checkpoint else "before its first checkpoint"
+    )
+    return {
+        "status": "interrupted",
+        "error": f"stopped by {name} ({where})",
+        "signal": name,
+        "checkpoint": checkpoint,
+        "overrides": list(overrides),
+    }
+
+
+def resume_requeued_job(cfg: DictConfig, out: Path, overrides: Sequence[str]) -> None:
+    """Set ``ckpt_path=last`` for a submitit job requeued after a time-out or pre-emption, so that
+    it continues from its own ``checkpoints/last.ckpt``: only inside a submitit job, with no
+    ckpt_path given, when the metrics.json in ``out`` records this very job (the same
+    ``overrides``) as interrupted. A fresh run never picks up a checkpoint on its own."""
+    if cfg.get("ckpt_path") not in (None, "") or "SUBMITIT_FOLDER" not in os.environ:
+        return
+    last = out / "checkpoints" / "last.ckpt"
+    try:
+        record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return
+    if not (isinstance(record, dict) and record.get("status") == "interrupted" and last.is_file()):
+        return
+    if record.get("overrides") != list(overrides):
+        return
+    log.info("requeued job: continuing from %s", last)
+    cfg.ckpt_path = "last"
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +357,11 @@ def resume_plan(sweep_dir: Path, rerun_failed: bool = True) -> list[ResumeStep]:
             steps.append(ResumeStep(job, NOT_STARTED, "starts", overrides))
         elif status == "interrupted" or not (job_dir / "metrics.json").is_file():
             overrides = rerun_overrides(job_dir)
-            how = "continues from checkpoints/last.ckpt" if "ckpt_path=last" in overrides else "starts afresh"
+            how = (
+                "continues from checkpoints/last.ckpt"
+                if "ckpt_path=last" in overrides
+                else "starts afresh"
+            )
             killed = status != "interrupted"  # no metrics.json: killed before writing it
             steps.append(ResumeStep(job, "killed" if killed else "interrupted", how, overrides))
         elif rerun_failed:
@@ -318,7 +403,9 @@ def _end_job(proc: subprocess.Popen, signum: int, timeout_s: float) -> None:
         proc.wait()
 
 
-def run_steps(sweep_dir: Path, steps: Sequence[ResumeStep], cwd: Path, stop_timeout_s: float = 60.0) -> int:
+def run_steps(
+    sweep_dir: Path, steps: Sequence[ResumeStep], cwd: Path, stop_timeout_s: float = 60.0
+) -> int:
     """Run each step's ``python run.py`` in turn in ``cwd`` (its output goes to this terminal),
     then rewrite the results tables. SIGINT or SIGTERM is passed on to the job in progress (it
     records itself as interrupted) and stops the resume with status 130 or 143, as a job that
@@ -331,7 +418,9 @@ def run_steps(sweep_dir: Path, steps: Sequence[ResumeStep], cwd: Path, stop_time
                 print(f"[{number}/{len(steps)}] {step.job} ({step.status}) {step.how}", flush=True)
                 if step.afresh:
                     set_aside_stale_files(sweep_dir / step.job)
-                proc = subprocess.Popen([sys.executable, str(run_py_path()), *step.overrides], cwd=cwd)
+                proc = subprocess.Popen(
+                    [sys.executable, str(run_py_path()), *step.overrides], cwd=cwd
+                )
                 try:
                     code = proc.wait()
                 except signals.Interrupted as stop:
@@ -343,21 +432,40 @@ def run_steps(sweep_dir: Path, steps: Sequence[ResumeStep], cwd: Path, stop_time
     finally:
         rows = write_results(sweep_dir)
         left = [row["job"] for row in rows if row.get("status") != "completed"]
-        print(f"{len(rows) - len(left)} of {len(rows)} jobs completed; results: {sweep_dir / 'results.md'}",
-              flush=True)
+        print(
+            f"{len(rows) - len(left)} of {len(rows)} jobs completed; "
+            f"results: {sweep_dir / 'results.md'}",
+            flush=True,
+        )
     return status or (1 if left else 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR",
-                        help="the sweep folder, multirun/<sweep>/<timestamp>_<pid>")
-    parser.add_argument("--failed", choices=("rerun", "skip"), default="rerun",
-                        help="failed jobs: re-run them afresh, or leave them as they are (default: rerun)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the jobs to re-run and their commands, run nothing (default: off)")
-    parser.add_argument("--stop-timeout", type=float, default=60.0, metavar="S",
-                        help="seconds the job in progress has, after SIGINT or SIGTERM is passed on to it, "
-                             "to record itself before it is killed (default: 60)")
+    parser.add_argument(
+        "sweep_dir",
+        type=Path,
+        metavar="SWEEP_DIR",
+        help="the sweep folder, multirun/<sweep>/<timestamp>_<pid>",
+    )
+    parser.add_argument(
+        "--failed",
+        choices=("rerun", "skip"),
+        default="rerun",
+        help="failed jobs: re-run them afresh, or leave them as they are (default: rerun)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the jobs to re-run and their commands, run nothing (default: off)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds the job in progress has, after SIGINT or SIGTERM is passed on to it, "
+        "to record itself before it is killed (default: 60)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -365,7 +473,9 @@ def run(args: argparse.Namespace) -> int:
     (see :func:`resume_plan`), each in its own folder, then rewrite the results tables."""
     sweep_dir = args.sweep_dir
     if not collect_results(sweep_dir):
-        raise ValueError(f"{sweep_dir}: no job folders (expected a multirun/<sweep>/<timestamp> folder)")
+        raise ValueError(
+            f"{sweep_dir}: no job folders (expected a multirun/<sweep>/<timestamp> folder)"
+        )
     steps = resume_plan(sweep_dir, rerun_failed=args.failed == "rerun")
     recorded = read_job_list(sweep_dir)["cwd"]
     cwd = Path(recorded) if recorded and Path(recorded).is_dir() else Path.cwd()
@@ -404,8 +514,12 @@ class ResultsTableCallback(Callback):
         atexit.register(self.write_if_stopped, sweep_dir)  # on_multirun_end does not run then
         try:
             write_job_list(sweep_dir, config)
-        except Exception as err:  # the sweep runs anyway; tables then list only the jobs that started
-            log.warning("no job list for %s (%s): jobs never started will not be listed", sweep_dir, err)
+        except (
+            Exception
+        ) as err:  # the sweep runs anyway; tables then list only the jobs that started
+            log.warning(
+                "no job list for %s (%s): jobs never started will not be listed", sweep_dir, err
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.ended = True
@@ -417,8 +531,13 @@ class ResultsTableCallback(Callback):
         failed = [row["job"] for row in rows if row.get("status") != "completed"]
         log.info("sweep results: %s", sweep_dir / "results.md")
         if failed:
-            log.error("%d of %d jobs failed: %s (see %s)", len(failed), len(rows), ", ".join(failed),
-                      sweep_dir / "results.md")
+            log.error(
+                "%d of %d jobs failed: %s (see %s)",
+                len(failed),
+                len(rows),
+                ", ".join(failed),
+                sweep_dir / "results.md",
+            )
 
     def write_if_stopped(self, sweep_dir: Path) -> None:
         """At exit of a multirun that did not end (a stop signal, an error): write the tables."""
@@ -426,5 +545,10 @@ class ResultsTableCallback(Callback):
             return
         rows = write_results(sweep_dir)
         done = sum(row.get("status") == "completed" for row in rows)
-        log.warning("sweep stopped: %d of %d jobs completed (see %s); continue it with: cmfnet resume %s",
-                    done, len(rows), sweep_dir / "results.md", sweep_dir)
+        log.warning(
+            "sweep stopped: %d of %d jobs completed (see %s); continue it with: cmfnet resume %s",
+            done,
+            len(rows),
+            sweep_dir / "results.md",
+            sweep_dir,
+        )

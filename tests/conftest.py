@@ -25,7 +25,9 @@ HEADER_TEMPLATE = """<?xml version="1.0" encoding="utf-8"?>
 </ismrmrdHeader>"""
 
 
-def write_fastmri_file(path: Path, image: np.ndarray, cols: int, acquisition: str = "CORPD_FBK") -> None:
+def write_fastmri_file(
+    path: Path, image: np.ndarray, cols: int, acquisition: str = "CORPD_FBK"
+) -> None:
     """Write complex HR images (slices, H, H) in fastMRI single-coil layout: readout
     oversampled 2x, ``cols`` phase-encode columns, reconstruction_esc from the stored k-space."""
     from cmfnet.kspace import center_crop, fft2c, ifft2c
@@ -36,7 +38,9 @@ def write_fastmri_file(path: Path, image: np.ndarray, cols: int, acquisition: st
     field[:, top : top + rec, left : left + rec] = image
     kspace = fft2c(field).astype(np.complex64)
     esc = np.abs(center_crop(ifft2c(kspace), (rec, rec))).astype(np.float32)
-    header = HEADER_TEMPLATE.format(enc_x=2 * rec, enc_y=cols, rec=rec, maximum=cols - 1, center=cols // 2)
+    header = HEADER_TEMPLATE.format(
+        enc_x=2 * rec, enc_y=cols, rec=rec, maximum=cols - 1, center=cols // 2
+    )
     with h5py.File(path, "w") as hf:
         hf.create_dataset("kspace", data=kspace)
         hf.create_dataset("reconstruction_esc", data=esc)
@@ -66,7 +70,12 @@ def fastmri_pairs(tmp_path: Path) -> Path:
     for i, n_slices in enumerate((3, 4)):
         pd_name, pdfs_name = f"file{i}_pd.h5", f"file{i}_pdfs.h5"
         write_fastmri_file(folder / pd_name, smooth_images(rng, n_slices, 16), cols=20)
-        write_fastmri_file(folder / pdfs_name, smooth_images(rng, n_slices + i, 16), cols=20, acquisition="CORPDFS_FBK")
+        write_fastmri_file(
+            folder / pdfs_name,
+            smooth_images(rng, n_slices + i, 16),
+            cols=20,
+            acquisition="CORPDFS_FBK",
+        )
         rows.append(f"{pd_name},{pdfs_name},0.9")
     (folder / "notes.txt").write_text("not an HDF5 file; must be ignored")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
@@ -85,5 +94,33 @@ def isles_root(tmp_path: Path) -> Path:
             folder = root / subject / f"VSD.Brain.XX.O.{modality}.{subject}00"
             folder.mkdir(parents=True)
             volume = rng.random((24, 24, 10)).astype(np.float32)
-            nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"VSD.Brain.XX.O.{modality}.{subject}00.nii")
+            nib.save(
+                nib.Nifti1Image(volume, np.eye(4)),
+                folder / f"VSD.Brain.XX.O.{modality}.{subject}00.nii",
+            )
     return root
+
+
+def descendant_pids(pid: int) -> set[int]:
+    """Live (non-zombie) descendant pids of ``pid``, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (exists and is not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -4,20 +4,22 @@ import itertools
 
 import hydra
 import pytest
+import torch
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 
-from cmfnet.config import register_resolvers, sanitize_config, shrink_config
-from cmfnet.models import build_model
-
-from conftest import CONF_DIR
+from cmfnet.config import register_resolvers, sanitize_config
+from cmfnet.models import JointModel, build_model
 
 register_resolvers()
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 DATA = ["synthetic", "fastmri_knee", "isles"]
 MASKS = ["random", "equispaced", "equispaced_fraction"]
+EXPERIMENTS = [None, "smoke", "quickstart", "paper_small"]
 
 
 def _compose(*overrides: str):
@@ -32,19 +34,38 @@ def _compose(*overrides: str):
 
 
 def test_every_model_is_offered():
-    assert {"cmfnet", "cmfnet_no_mfa", "cmfnet_no_mmf", "cmfnet_no_mfa_mmf", "cmfnet_single", "zero_filled",
-            "edsr", "unet_edsr", "unet_edsr_mc", "t2net"} <= set(MODELS)
+    assert {
+        "cmfnet",
+        "cmfnet_no_mfa",
+        "cmfnet_no_mmf",
+        "cmfnet_no_mfa_mmf",
+        "cmfnet_single",
+        "zero_filled",
+        "edsr",
+        "unet_edsr",
+        "unet_edsr_mc",
+        "t2net",
+    } <= set(MODELS)
 
 
 @pytest.mark.parametrize("model, data, mask", list(itertools.product(MODELS, DATA, MASKS)))
 def test_every_combination_instantiates(model, data, mask, tmp_path):
-    overrides = [f"model={model}", f"data={data}", f"mask={mask}", "experiment=smoke", "scale=2", "accel=8"]
+    overrides = [
+        f"model={model}",
+        f"data={data}",
+        f"mask={mask}",
+        "experiment=smoke",
+        "scale=2",
+        "accel=8",
+    ]
     if data != "synthetic":
         overrides.append(f"data.root={tmp_path}")
-    cfg = shrink_config(_compose(*overrides))
+    cfg = _compose(*overrides)
     mask_func = hydra.utils.instantiate(cfg.mask)
     assert mask_func.accelerations == [8] and mask_func.center_fractions == [0.04]
-    datamodule = hydra.utils.instantiate(cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed)
+    datamodule = hydra.utils.instantiate(
+        cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed
+    )
     assert set(datamodule.splits) == {"train", "val", "test"}
     net = build_model(cfg.model)
     assert getattr(net, "scale", 2) == 2
@@ -52,21 +73,31 @@ def test_every_combination_instantiates(model, data, mask, tmp_path):
     hydra.utils.instantiate(cfg.trainer, logger=False)
 
 
-@pytest.mark.parametrize("cuda, capability, trainer, expected", [
-    (False, None, "default", ("32-true", False, False, 2)),
-    (True, (9, 0), "default", ("bf16-mixed", True, True, 4)),  # H100 / H200
-    (True, (7, 0), "default", ("32-true", True, True, 4)),  # V100: no native bf16
-    (True, (9, 0), "cpu", ("32-true", False, True, 4)),
-    (True, (9, 0), "gpu", ("bf16-mixed", True, True, 4)),
-    (True, (7, 0), "ddp", ("32-true", True, True, 4)),
-])
-def test_gpu_defaults_follow_the_device_the_job_sees(monkeypatch, cuda, capability, trainer, expected):
+@pytest.mark.parametrize(
+    "cuda, capability, trainer, expected",
+    [
+        (False, None, "default", ("32-true", False, False, 2)),
+        (True, (9, 0), "default", ("bf16-mixed", True, True, 4)),  # H100 / H200
+        (True, (7, 0), "default", ("32-true", True, True, 4)),  # V100: no native bf16
+        (True, (9, 0), "cpu", ("32-true", False, True, 4)),
+        (True, (9, 0), "gpu", ("bf16-mixed", True, True, 4)),
+        (True, (7, 0), "ddp", ("32-true", True, True, 4)),
+    ],
+)
+def test_gpu_defaults_follow_the_device_the_job_sees(
+    monkeypatch, cuda, capability, trainer, expected
+):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     cfg = _compose(f"trainer={trainer}")
-    assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.data.pin_memory, cfg.data.num_workers) == expected
+    assert (
+        cfg.trainer.precision,
+        cfg.trainer.benchmark,
+        cfg.data.pin_memory,
+        cfg.data.num_workers,
+    ) == expected
 
 
 def test_center_fraction_follows_acceleration_unless_set():
@@ -75,30 +106,64 @@ def test_center_fraction_follows_acceleration_unless_set():
     assert _compose("accel=8", "center_fraction=0.1").mask.center_fractions == [0.1]
 
 
-def test_smoke_shrinks_model_and_data_only_when_tiny():
-    full = shrink_config(_compose())
-    tiny = shrink_config(_compose("experiment=smoke"))
-    assert full.model.width == 64 and tiny.model.width < 64
-    assert full.data.synthesize.hr_size == 320 and tiny.data.synthesize.hr_size < 320
-    assert "tiny" not in tiny.model and "tiny" not in full.data
-    assert str(tiny.data.synthesize.hr_size) in tiny.data.root  # the cache folder follows the settings
+@pytest.mark.parametrize("model, experiment", list(itertools.product(MODELS, EXPERIMENTS)))
+def test_the_model_node_is_exactly_the_model_arguments(model, experiment):
+    overrides = [f"model={model}"] + ([f"experiment={experiment}"] if experiment else [])
+    cfg = _compose(*overrides)
+    with torch.device("meta"):  # full-size models: no memory, no initialisation
+        net = hydra.utils.instantiate(cfg.model)
+    assert isinstance(net, JointModel) and net.scale == cfg.scale
+
+
+def test_smoke_selects_the_tiny_presets_of_the_model_and_data():
+    full, tiny = _compose(), _compose("experiment=smoke")
+    assert full.hydra.runtime.choices.size == "full" and tiny.hydra.runtime.choices.size == "tiny"
+    assert (full.model.width, full.model.n_branch_steps) == (64, 6)
+    assert (tiny.model.width, tiny.model.unet_width, tiny.model.n_branch_steps) == (8, 8, 2)
+    assert full.data.synthesize.hr_size == 320 and tiny.data.synthesize.hr_size == 64
+    assert (tiny.data.batch_size, tiny.data.num_workers, tiny.data.fill_cache) == (2, 0, False)
+    assert (
+        str(tiny.data.synthesize.hr_size) in tiny.data.root
+    )  # the cache folder follows the settings
+    knee = _compose("experiment=smoke", "data=fastmri_knee", "data.root=/knee")
+    assert (knee.data.batch_size, knee.data.num_workers, knee.data.fill_cache) == (2, 0, False)
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "zero_filled"])
+def test_every_trainable_model_has_a_tiny_preset(model):
+    assert _compose(f"model={model}", "size=tiny").model.width == 8
 
 
 def test_command_line_values_win_over_the_tiny_preset_and_invalid_widths_are_not_clamped():
-    overrides = ("experiment=smoke", "data.batch_size=4", "model.width=12", "data.tiny.num_workers=1")
-    cfg = shrink_config(_compose(*overrides), overrides)
-    preset = shrink_config(_compose("experiment=smoke"))
+    cfg = _compose("experiment=smoke", "data.batch_size=4", "model.width=12")
+    preset = _compose("experiment=smoke")
     assert (cfg.data.batch_size, cfg.model.width) == (4, 12) and preset.data.batch_size != 4
     assert cfg.model.unet_width == preset.model.unet_width  # keys not given keep the preset's value
-    assert cfg.data.num_workers == 1  # a value set inside the preset itself is the preset's
-    halved = shrink_config(_compose("model.width=32", "width_factor=0.5"), ("model.width=32", "width_factor=0.5"))
-    assert halved.model.width == 16  # width_factor scales a width given on the command line too
-    invalid = shrink_config(_compose("model.width=0", "width_factor=0.5"), ("model.width=0",))
-    assert invalid.model.width == 0  # left for the model to refuse, not raised to the floor
+    assert _compose("experiment=smoke", "size=full").model.width == 64  # the size choice too
+    halved = _compose("model.width=32", "width_factor=0.5")
+    assert (halved.model.width, halved.model.unet_width) == (
+        32,
+        64,
+    )  # a command-line width is exact
+    assert (
+        _compose("model.width=0", "width_factor=0.5").model.width == 0
+    )  # left for the model to refuse
+    with pytest.raises(
+        InterpolationResolutionError, match=r"width_factor must be a number > 0, got 0"
+    ):
+        OmegaConf.to_container(_compose("width_factor=0").model, resolve=True)
 
 
 def test_named_sweeps_are_multiruns_with_parameters():
-    for name in ("grid", "ablation", "baselines", "loss_weights", "paper", "paper_small", "paper_small_seeds"):
+    for name in (
+        "grid",
+        "ablation",
+        "baselines",
+        "loss_weights",
+        "paper",
+        "paper_small",
+        "paper_small_seeds",
+    ):
         cfg = _compose(f"sweeps={name}")
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN", name
         assert cfg.hydra.sweeper.params, name
@@ -106,8 +171,18 @@ def test_named_sweeps_are_multiruns_with_parameters():
 
 
 def test_small_protocol_shrinks_every_width_by_one_rule_and_seed_cells_set_scale_and_accel():
-    cfg = shrink_config(_compose("sweeps=paper_small", "model=unet_edsr"))
+    cfg = _compose("sweeps=paper_small", "model=unet_edsr")
     assert (cfg.model.width, cfg.model.unet_width, cfg.model.n_resblocks) == (16, 8, 16)
+    for experiment in ("paper_small", "quickstart"):
+        cmf = OmegaConf.to_container(_compose(f"experiment={experiment}").model, resolve=True)
+        assert (cmf["width"], cmf["unet_width"], cmf["n_branch_steps"]) == (
+            16,
+            32,
+            6,
+        )  # 64 and 128 x 1/4
+    assert (
+        _compose("experiment=paper_small", "model=edsr", "width_factor=0.01").model.width == 4
+    )  # the floor
     assert cfg.data.synthesize.hr_size == 80 and cfg.optimizer.lr == 1e-3
     seeds = _compose("sweeps=paper_small_seeds", "+cell=x2r4")
     assert (seeds.scale, seeds.accel) == (2, 4)
@@ -122,27 +197,34 @@ def test_launchers_select_hydra_launchers():
 
 def test_secrets_never_survive_sanitising(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "fake-key-0123456789abcdef")
-    config = {"logger": {"api_key": "x", "note": "uses fake-key-0123456789abcdef"}, "lr": 1e-5, "items": ["a"]}
+    config = {
+        "logger": {"api_key": "x", "note": "uses fake-key-0123456789abcdef"},
+        "lr": 1e-5,
+        "items": ["a"],
+    }
     clean = sanitize_config(config)
     assert clean["logger"]["api_key"] == "<redacted>"
     assert "fake-key" not in str(clean)
     assert clean["lr"] == 1e-5 and clean["items"] == ["a"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("seed=1.5", "seed must be an integer in [0, 2**32), got 1.5"),
-    ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),
-    ("scale=abc", "scale must be an integer, got 'abc'"),
-    ("accel=four", "accel must be a finite number > 1, got 'four'"),
-    ("accel=inf", "accel must be a finite number > 1, got inf"),
-    ("accel=1", "accel must be a finite number > 1, got 1"),
-    ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1"),
-    ("optimizer.lr=abc", "optimizer.lr must be a finite number > 0, got 'abc'"),
-    ("test_checkpoint=first", "test_checkpoint must be 'best' or 'last', got 'first'"),
-    ("summary_input_hw=[0,0]", "summary_input_hw must be two positive integers"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=1.5", "seed must be an integer in [0, 2**32), got 1.5"),
+        ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),
+        ("scale=abc", "scale must be an integer, got 'abc'"),
+        ("accel=four", "accel must be a finite number > 1, got 'four'"),
+        ("accel=inf", "accel must be a finite number > 1, got inf"),
+        ("accel=1", "accel must be a finite number > 1, got 1"),
+        ("trainer.max_epochs=1.5", "trainer.max_epochs must be an integer >= -1"),
+        ("optimizer.lr=abc", "optimizer.lr must be a finite number > 0, got 'abc'"),
+        ("test_checkpoint=first", "test_checkpoint must be 'best' or 'last', got 'first'"),
+        ("summary_input_hw=[0,0]", "summary_input_hw must be two positive integers"),
+    ],
+)
 def test_top_level_settings_of_the_wrong_type_are_named(override, message):
-    from cmfnet.train import check_settings
+    from cmfnet.settings import check_settings
 
     with pytest.raises(ValueError) as raised:
         check_settings(_compose(override))
@@ -150,8 +232,10 @@ def test_top_level_settings_of_the_wrong_type_are_named(override, message):
     check_settings(_compose())  # the defaults pass
 
 
-@pytest.mark.parametrize("key, value", [("batch_size", "abc"), ("eval_batch_size", -3), ("num_workers", -1),
-                                        ("batch_size", 2.5)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("batch_size", "abc"), ("eval_batch_size", -3), ("num_workers", -1), ("batch_size", 2.5)],
+)
 def test_loader_settings_of_the_wrong_type_are_named(key, value, tmp_path):
     from cmfnet.lit.datamodule import JointDataModule
 
@@ -168,6 +252,14 @@ def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
     short = folder_name(long)
     assert "/" not in short and len(short.encode()) <= 160 and short != folder_name(long + "y")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["mask=fixed", "mask.path=/tmp/m.npy", "data=fastmri_knee",
-                                          "data.root=/d/knee"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "mask=fixed",
+                "mask.path=/tmp/m.npy",
+                "data=fastmri_knee",
+                "data.root=/d/knee",
+            ],
+            return_hydra_config=True,
+        )
     assert "data.root" in cfg.hydra.job.config.override_dirname.exclude_keys

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmfnet.degrade import degrade_slice, lowres_kspace, lowres_shape, undersample
 from cmfnet.data.transforms import JointRecSRTransform
+from cmfnet.degrade import degrade_slice, lowres_kspace, lowres_shape, undersample
 from cmfnet.kspace import center_crop, fft2c, ifft2c
 from cmfnet.masks import RandomMaskFunc
 
@@ -19,12 +19,14 @@ def test_degradation_shapes_and_definitions(scale):
     pair = degrade_slice(target, aux, scale)
     h = 32 // scale
     assert pair.target_kspace_lr.shape == (h, h) and pair.target_kspace_lr.dtype == np.complex64
-    assert pair.target_lr.shape == pair.aux_lr.shape == (h, h)
+    assert pair.rec_target.shape == pair.aux_lr.shape == (h, h)
     assert pair.target_hr.shape == (32, 32)
     expected_k = center_crop(fft2c(target), (h, h)) / scale
     np.testing.assert_allclose(pair.target_kspace_lr, expected_k, atol=1e-5)
-    np.testing.assert_allclose(pair.target_lr, np.abs(ifft2c(expected_k)), atol=1e-5)
-    np.testing.assert_allclose(pair.aux_lr, np.abs(ifft2c(center_crop(fft2c(aux), (h, h)) / scale)), atol=1e-5)
+    np.testing.assert_allclose(pair.rec_target, np.abs(ifft2c(expected_k)), atol=1e-5)
+    np.testing.assert_allclose(
+        pair.aux_lr, np.abs(ifft2c(center_crop(fft2c(aux), (h, h)) / scale)), atol=1e-5
+    )
     np.testing.assert_allclose(pair.target_hr, np.abs(target), atol=1e-6)
 
 
@@ -55,14 +57,20 @@ def test_transform_normalises_with_input_statistics_and_seeds_eval_masks_by_name
     val = JointRecSRTransform(RandomMaskFunc([0.08], [4], seed=0), seed_masks_by_name=True, clamp=6)
     a = val(pair, "file_a.h5", 0)
     b = val(pair, "file_a.h5", 1)
-    c = JointRecSRTransform(RandomMaskFunc([0.08], [4], seed=99), seed_masks_by_name=True)(pair, "file_a.h5", 0)
+    c = JointRecSRTransform(RandomMaskFunc([0.08], [4], seed=99), seed_masks_by_name=True)(
+        pair, "file_a.h5", 0
+    )
     assert torch.equal(a.mask, b.mask) and torch.equal(a.mask, c.mask)  # seeded by the name only
     assert a.target_input.shape == (1, 8, 8) and a.sr_target.shape == (1, 32, 32)
     zero_filled = undersample(pair.target_kspace_lr, a.mask.numpy())
     assert float(a.mean) == pytest.approx(zero_filled.mean(), rel=1e-5)
     # de-normalising the targets gives back the untouched targets
-    np.testing.assert_allclose((a.sr_target[0] * a.std + a.mean).numpy(), pair.target_hr, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose((a.rec_target[0] * a.std + a.mean).numpy(), pair.target_lr, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        (a.sr_target[0] * a.std + a.mean).numpy(), pair.target_hr, rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        (a.rec_target[0] * a.std + a.mean).numpy(), pair.rec_target, rtol=1e-4, atol=1e-5
+    )
     assert a.target_input.abs().max() <= 6 and a.aux_input.abs().max() <= 6
 
 
@@ -95,11 +103,21 @@ def test_the_training_loader_drops_only_a_trailing_batch_of_one(fastmri_pairs):
     from cmfnet.lit.datamodule import JointDataModule
     from cmfnet.masks import RandomMaskFunc
 
-    split = functools.partial(FastMRIPairDataset, root=fastmri_pairs / "singlecoil_val", pairs_csv=fastmri_pairs / "pairs.csv")
+    split = functools.partial(
+        FastMRIPairDataset,
+        root=fastmri_pairs / "singlecoil_val",
+        pairs_csv=fastmri_pairs / "pairs.csv",
+    )
     sizes = {}
     for batch_size in (2, 3, 4):  # 7 training slices: 1, 1 and 3 left over
-        datamodule = JointDataModule(root=str(fastmri_pairs), splits={"train": split}, mask_func=RandomMaskFunc([0.08], [4]),
-                                     scale=2, batch_size=batch_size, fill_cache=False)
+        datamodule = JointDataModule(
+            root=str(fastmri_pairs),
+            splits={"train": split},
+            mask_func=RandomMaskFunc([0.08], [4]),
+            scale=2,
+            batch_size=batch_size,
+            fill_cache=False,
+        )
         datamodule.setup("fit")
         sizes[batch_size] = [batch.target_input.shape[0] for batch in datamodule.train_dataloader()]
     assert sizes == {2: [2, 2, 2], 3: [3, 3], 4: [4, 3]}

@@ -1,20 +1,20 @@
-
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_images, write_fastmri_file
 
 from cmfnet.data.errors import DataError
 from cmfnet.data.fastmri import FastMRIPairDataset, parse_ismrmrd_header, read_pairs_csv
 from cmfnet.data.transforms import JointRecSRTransform, JointSample
 from cmfnet.masks import RandomMaskFunc
 
-from conftest import smooth_images, write_fastmri_file
-
 
 def _dataset(root, scale=2, csv="pairs.csv", seeded=True, **kwargs):
     transform = JointRecSRTransform(RandomMaskFunc([0.08], [4], seed=0), seed_masks_by_name=seeded)
-    return FastMRIPairDataset(root / "singlecoil_val", root / csv, scale=scale, transform=transform, **kwargs)
+    return FastMRIPairDataset(
+        root / "singlecoil_val", root / csv, scale=scale, transform=transform, **kwargs
+    )
 
 
 def test_pairs_slice_i_with_slice_i_over_the_smaller_count(fastmri_pairs):
@@ -24,11 +24,15 @@ def test_pairs_slice_i_with_slice_i_over_the_smaller_count(fastmri_pairs):
     sample = data[4]
     assert isinstance(sample, JointSample)
     assert sample.fname == "file1_pdfs.h5" and sample.slice_idx == 1
-    assert sample.target_input.shape == sample.aux_input.shape == sample.rec_target.shape == (1, 8, 8)
+    assert (
+        sample.target_input.shape == sample.aux_input.shape == sample.rec_target.shape == (1, 8, 8)
+    )
     assert sample.sr_target.shape == (1, 16, 16)
     with h5py.File(fastmri_pairs / "singlecoil_val" / "file1_pdfs.h5") as hf:
         esc = hf["reconstruction_esc"][1]
-    np.testing.assert_allclose((sample.sr_target[0] * sample.std + sample.mean).numpy(), esc, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        (sample.sr_target[0] * sample.std + sample.mean).numpy(), esc, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_header_gives_recon_size_and_padding(fastmri_pairs):
@@ -61,11 +65,18 @@ def test_csv_reader_accepts_minet_rows_and_rejects_bad_ones(tmp_path):
     path.write_text("pdfs_file,pd_file,score\nb.h5,a.h5,1\n")  # a header says which column is which
     assert read_pairs_csv(path) == [("a.h5", "b.h5")]
     path.write_text("pd_file,second\na.h5,b.h5\n")  # a header that does not name both is refused
-    with pytest.raises(DataError, match=r"p\.csv: line 1 is a header but does not name both the 'pd_file'"):
+    with pytest.raises(
+        DataError, match=r"p\.csv: line 1 is a header but does not name both the 'pd_file'"
+    ):
         read_pairs_csv(path)
-    path.write_text("a.h5,b.h5\n.,d.h5\n")  # not a file name: the CSV and line are named, not a folder
-    with pytest.raises(DataError, match=r"p\.csv: line 2 needs 'pd_file,pdfs_file\[,score\]' \(names with or "
-                                        r"without \.h5\), got \['\.', 'd\.h5'\]"):
+    path.write_text(
+        "a.h5,b.h5\n.,d.h5\n"
+    )  # not a file name: the CSV and line are named, not a folder
+    with pytest.raises(
+        DataError,
+        match=r"p\.csv: line 2 needs 'pd_file,pdfs_file\[,score\]' \(names with or "
+        r"without \.h5\), got \['\.', 'd\.h5'\]",
+    ):
         read_pairs_csv(path)
 
 
@@ -96,8 +107,16 @@ def test_missing_keys(fastmri_pairs, key):
 
 def test_pairs_whose_shapes_disagree(fastmri_pairs):
     folder = fastmri_pairs / "singlecoil_val"
-    write_fastmri_file(folder / "file1_pd.h5", smooth_images(np.random.default_rng(5), 4, 12), cols=20)
-    with pytest.raises(DataError, match=r"file1_pdfs\.h5: recon size \(16, 16\) differs from its pair file1_pd\.h5 \(12, 12\)"):
+    write_fastmri_file(
+        folder / "file1_pd.h5", smooth_images(np.random.default_rng(5), 4, 12), cols=20
+    )
+    with pytest.raises(
+        DataError,
+        match=(
+            r"file1_pdfs\.h5: recon size \(16, 16\) "
+            r"differs from its pair file1_pd\.h5 \(12, 12\)"
+        ),
+    ):
         _dataset(fastmri_pairs)
 
 
@@ -113,7 +132,9 @@ def test_nan_kspace_is_reported_with_file_and_slice(fastmri_pairs):
 
 
 def test_scale_that_does_not_divide_the_image(fastmri_pairs):
-    with pytest.raises(DataError, match=r"file0_pdfs\.h5: scale=3 does not divide the HR size 16x16"):
+    with pytest.raises(
+        DataError, match=r"file0_pdfs\.h5: scale=3 does not divide the HR size 16x16"
+    ):
         _dataset(fastmri_pairs, scale=3)
 
 

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import HEADER_TEMPLATE, smooth_images, write_fastmri_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,8 +35,6 @@ from cmfnet.data.fastmri import FastMRIPairDataset
 from cmfnet.data.isles import ISLESPairDataset
 from cmfnet.data.transforms import JointRecSRTransform, JointSample
 from cmfnet.masks import RandomMaskFunc
-
-from conftest import HEADER_TEMPLATE, smooth_images, write_fastmri_file
 
 FUZZ = settings(
     max_examples=int(os.environ.get("CMFNET_FUZZ_EXAMPLES", "25")),
@@ -85,7 +84,8 @@ def assert_sound(samples: Sequence[JointSample]) -> None:
 
 
 def outcome(load: Callable[[], list[JointSample]], culprit: str) -> str:
-    """Run ``load``; return "error" for a clean DataError naming ``culprit``, "ok" for finite samples.
+    """Run ``load``; return "error" for a clean DataError naming ``culprit``, "ok" for finite
+    samples.
 
     Anything else (another exception type, a multi-line message, a message without the file
     name, a sample that is not :func:`assert_sound`) fails the calling test.
@@ -107,18 +107,23 @@ def outcome(load: Callable[[], list[JointSample]], culprit: str) -> str:
 
 
 def write_fastmri_set(root: Path, slices: int, seed: int = 0) -> Path:
-    """Two valid PD/PD-FS pairs with ``slices`` slices each under ``root/data`` and ``root/pairs.csv``."""
+    """Two valid PD/PD-FS pairs with ``slices`` slices each under ``root/data`` and
+    ``root/pairs.csv``."""
     rng = np.random.default_rng(seed)
     folder = root / "data"
     folder.mkdir()
     for name in FASTMRI_FILES:
         write_fastmri_file(folder / name, smooth_images(rng, slices, HR_SIZE), cols=COLS)
-    (root / "pairs.csv").write_text("pd_file,pdfs_file,score\na0_pd.h5,a0_pdfs.h5,0.9\na1_pd.h5,a1_pdfs.h5,0.8\n")
+    (root / "pairs.csv").write_text(
+        "pd_file,pdfs_file,score\na0_pd.h5,a0_pdfs.h5,0.9\na1_pd.h5,a1_pdfs.h5,0.8\n"
+    )
     return folder
 
 
 def load_fastmri(root: Path, scale: int = 2) -> list[JointSample]:
-    return read_everything(FastMRIPairDataset(root / "data", root / "pairs.csv", scale=scale, transform=transform()))
+    return read_everything(
+        FastMRIPairDataset(root / "data", root / "pairs.csv", scale=scale, transform=transform())
+    )
 
 
 def replace_dataset(path: Path, key: str, data) -> None:
@@ -198,7 +203,11 @@ def test_real_kspace_is_a_clear_error(name, slices, dtype):
 def test_non_float_target_is_a_clear_error(name, slices, dtype):
     with scratch() as root:
         path = write_fastmri_set(root, slices) / name
-        replace_dataset(path, "reconstruction_esc", (read_dataset(path, "reconstruction_esc") * 100).astype(dtype))
+        replace_dataset(
+            path,
+            "reconstruction_esc",
+            (read_dataset(path, "reconstruction_esc") * 100).astype(dtype),
+        )
         assert outcome(lambda: load_fastmri(root), name) == "error"
 
 
@@ -237,19 +246,35 @@ KSPACE_RESHAPES = {
 
 
 @FUZZ
-@given(name=files, slices=slice_counts, reshape=st.sampled_from(sorted(KSPACE_RESHAPES)), seed=st.integers(0, 99))
+@given(
+    name=files,
+    slices=slice_counts,
+    reshape=st.sampled_from(sorted(KSPACE_RESHAPES)),
+    seed=st.integers(0, 99),
+)
 def test_wrong_kspace_shapes_are_a_clear_error(name, slices, reshape, seed):
     with scratch() as root:
         path = write_fastmri_set(root, slices) / name
         kspace = read_dataset(path, "kspace")
-        replace_dataset(path, "kspace", KSPACE_RESHAPES[reshape](kspace, np.random.default_rng(seed)))
+        replace_dataset(
+            path, "kspace", KSPACE_RESHAPES[reshape](kspace, np.random.default_rng(seed))
+        )
         assert outcome(lambda: load_fastmri(root), name) == "error"
 
 
 @FUZZ
-@given(name=files, slices=slice_counts, rows=st.integers(0, 24), cols=st.integers(0, 24), extra=st.integers(-1, 2))
-def test_target_shape_disagreeing_with_header_or_kspace_is_a_clear_error(name, slices, rows, cols, extra):
-    """Target slices != kspace slices, or a target in-plane size other than the header's recon size."""
+@given(
+    name=files,
+    slices=slice_counts,
+    rows=st.integers(0, 24),
+    cols=st.integers(0, 24),
+    extra=st.integers(-1, 2),
+)
+def test_target_shape_disagreeing_with_header_or_kspace_is_a_clear_error(
+    name, slices, rows, cols, extra
+):
+    """Target slices != kspace slices, or a target in-plane size other than the header's recon
+    size."""
     if (rows, cols, extra) == (HR_SIZE, HR_SIZE, 0):
         rows += 1
     with scratch() as root:
@@ -260,8 +285,14 @@ def test_target_shape_disagreeing_with_header_or_kspace_is_a_clear_error(name, s
 
 
 @FUZZ
-@given(name=files, slices=slice_counts, key=st.sampled_from(["kspace", "reconstruction_esc"]),
-       value=st.sampled_from([np.nan, np.inf, -np.inf]), imaginary=st.booleans(), where=st.integers(0, 10**6))
+@given(
+    name=files,
+    slices=slice_counts,
+    key=st.sampled_from(["kspace", "reconstruction_esc"]),
+    value=st.sampled_from([np.nan, np.inf, -np.inf]),
+    imaginary=st.booleans(),
+    where=st.integers(0, 10**6),
+)
 def test_nan_or_inf_anywhere_is_a_clear_error(name, slices, key, value, imaginary, where):
     with scratch() as root:
         path = write_fastmri_set(root, slices) / name
@@ -292,7 +323,9 @@ def test_one_blown_up_kspace_value_is_reported_instead_of_wiping_the_image(tmp_p
     kspace = read_dataset(path, "kspace")
     kspace[1, 0, 1] = 3e20
     replace_dataset(path, "kspace", kspace)
-    with pytest.raises(DataError, match=r"a1_pd\.h5: slice 1 k-space value at \(0, 1\) outweighs the rest"):
+    with pytest.raises(
+        DataError, match=r"a1_pd\.h5: slice 1 k-space value at \(0, 1\) outweighs the rest"
+    ):
         load_fastmri(tmp_path)
 
 
@@ -319,7 +352,9 @@ HEADER_FIELDS = (
 
 def header_without(field: str, replacement: str | None) -> bytes:
     """The fixture's header with one field removed (``replacement`` None) or its text replaced."""
-    xml = HEADER_TEMPLATE.format(enc_x=2 * HR_SIZE, enc_y=COLS, rec=HR_SIZE, maximum=COLS - 1, center=COLS // 2)
+    xml = HEADER_TEMPLATE.format(
+        enc_x=2 * HR_SIZE, enc_y=COLS, rec=HR_SIZE, maximum=COLS - 1, center=COLS // 2
+    )
     ns = "{http://www.ismrm.org/ISMRMRD}"
     root = ET.fromstring(xml)
     *parents, leaf = field.split("/")
@@ -333,8 +368,11 @@ def header_without(field: str, replacement: str | None) -> bytes:
 
 
 @FUZZ
-@given(name=files, field=st.sampled_from(HEADER_FIELDS),
-       replacement=st.one_of(st.none(), st.sampled_from(["", "abc", "1.5", "1e3", " "])))
+@given(
+    name=files,
+    field=st.sampled_from(HEADER_FIELDS),
+    replacement=st.one_of(st.none(), st.sampled_from(["", "abc", "1.5", "1e3", " "])),
+)
 def test_missing_or_non_integer_header_fields_are_a_clear_error(name, field, replacement):
     with scratch() as root:
         path = write_fastmri_set(root, 1) / name
@@ -373,8 +411,11 @@ def test_malformed_header_dataset_is_a_clear_error(name, payload):
 
 
 @FUZZ
-@given(name=files, key=st.sampled_from(["kspace", "reconstruction_esc", "ismrmrd_header"]),
-       as_group=st.booleans())
+@given(
+    name=files,
+    key=st.sampled_from(["kspace", "reconstruction_esc", "ismrmrd_header"]),
+    as_group=st.booleans(),
+)
 def test_missing_dataset_or_a_group_in_its_place_is_a_clear_error(name, key, as_group):
     with scratch() as root:
         path = write_fastmri_set(root, 1) / name
@@ -389,26 +430,49 @@ def test_missing_dataset_or_a_group_in_its_place_is_a_clear_error(name, key, as_
 # Pairing CSVs
 # --------------------------------------------------------------------------------------------
 
-# Names with and without .h5 (the published CSVs leave it out): "a0_pdfs" and "a0_pdfs.h5" are one file.
-csv_names = st.sampled_from(["a0_pd.h5", "a0_pdfs.h5", "a1_pd.h5", "a1_pdfs.h5", "missing.h5", "",
-                             "a0_pdfs", "a1_pd", "missing"])
+# Names with and without .h5 (the published CSVs leave it out): "a0_pdfs" and "a0_pdfs.h5" are
+# one file.
+csv_names = st.sampled_from(
+    [
+        "a0_pd.h5",
+        "a0_pdfs.h5",
+        "a1_pd.h5",
+        "a1_pdfs.h5",
+        "missing.h5",
+        "",
+        "a0_pdfs",
+        "a1_pd",
+        "missing",
+    ]
+)
 
 
 @FUZZ
-@given(rows=st.lists(st.tuples(csv_names, csv_names), min_size=0, max_size=5), header=st.booleans(),
-       bom=st.booleans())
+@given(
+    rows=st.lists(st.tuples(csv_names, csv_names), min_size=0, max_size=5),
+    header=st.booleans(),
+    bom=st.booleans(),
+)
 def test_csv_pair_lists_are_valid_or_a_clear_error(rows, header, bom):
     """Any list of rows (duplicates, missing files, empty cells, self-pairs, no rows) either
     loads pairs of existing distinct files with each target once, or fails naming a file."""
     with scratch() as root:
         write_fastmri_set(root, 1)
-        lines = (["pd_file,pdfs_file,score"] if header else []) + [f"{aux},{target},1" for aux, target in rows]
-        (root / "pairs.csv").write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
+        lines = (["pd_file,pdfs_file,score"] if header else []) + [
+            f"{aux},{target},1" for aux, target in rows
+        ]
+        (root / "pairs.csv").write_text(
+            ("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8"
+        )
         try:
-            dataset = FastMRIPairDataset(root / "data", root / "pairs.csv", scale=2, transform=transform())
+            dataset = FastMRIPairDataset(
+                root / "data", root / "pairs.csv", scale=2, transform=transform()
+            )
             samples = read_everything(dataset)
         except DataError as err:
-            assert "pairs.csv" in str(err) or any(n and n in str(err) for pair in rows for n in pair), str(err)
+            assert "pairs.csv" in str(err) or any(
+                n and n in str(err) for pair in rows for n in pair
+            ), str(err)
             assert "\n" not in str(err)
             return
         assert_sound(samples)
@@ -437,8 +501,11 @@ def isles_file(root: Path, subject: str, modality: str, suffix: str = ".nii") ->
     return root / "isles" / subject / f"VSD.Brain.XX.O.{modality}.{subject}00{suffix}"
 
 
-def write_isles_set(root: Path, gz: bool = False, dtype=np.float32, seed: int = 0) -> dict[str, Path]:
-    """Two valid subjects (T1, T2) of shape :data:`ISLES_SHAPE`; returns ``{"<subject>/<modality>": path}``."""
+def write_isles_set(
+    root: Path, gz: bool = False, dtype=np.float32, seed: int = 0
+) -> dict[str, Path]:
+    """Two valid subjects (T1, T2) of shape :data:`ISLES_SHAPE`; returns
+    ``{"<subject>/<modality>": path}``."""
     rng = np.random.default_rng(seed)
     paths = {}
     for subject in ISLES_SUBJECTS:
@@ -452,8 +519,14 @@ def write_isles_set(root: Path, gz: bool = False, dtype=np.float32, seed: int = 
 
 
 def load_isles(root: Path) -> list[JointSample]:
-    dataset = ISLESPairDataset(root / "isles", subjects=None, scale=2, transform=transform(),
-                               hr_size=ISLES_CROP, slice_range=ISLES_SLICES)
+    dataset = ISLESPairDataset(
+        root / "isles",
+        subjects=None,
+        scale=2,
+        transform=transform(),
+        hr_size=ISLES_CROP,
+        slice_range=ISLES_SLICES,
+    )
     return read_everything(dataset)
 
 
@@ -522,7 +595,9 @@ BAD_NIFTI_VOLUMES = {
     "2-D": lambda rng: rng.random(ISLES_SHAPE[:2]).astype(np.float32),
     "4-D with two volumes": lambda rng: rng.random(ISLES_SHAPE + (2,)).astype(np.float32),
     "no slices": lambda rng: np.zeros(ISLES_SHAPE[:2] + (0,), np.float32),
-    "in-plane smaller than the crop": lambda rng: rng.random((12, 20, ISLES_SHAPE[2])).astype(np.float32),
+    "in-plane smaller than the crop": lambda rng: rng.random((12, 20, ISLES_SHAPE[2])).astype(
+        np.float32
+    ),
     "differs from its pair": lambda rng: rng.random((22, 20, ISLES_SHAPE[2])).astype(np.float32),
     "complex": lambda rng: _complex_volume(ISLES_SHAPE, rng),
     "RGB": lambda rng: _rgb_volume(ISLES_SHAPE, rng),
@@ -534,7 +609,9 @@ BAD_NIFTI_VOLUMES = {
 def test_wrong_nifti_shapes_and_dtypes_are_a_clear_error(volume, kind, seed):
     with scratch() as root:
         path = write_isles_set(root)[volume]
-        nib.save(nib.Nifti1Image(BAD_NIFTI_VOLUMES[kind](np.random.default_rng(seed)), np.eye(4)), path)
+        nib.save(
+            nib.Nifti1Image(BAD_NIFTI_VOLUMES[kind](np.random.default_rng(seed)), np.eye(4)), path
+        )
         assert outcome(lambda: load_isles(root), path.name) == "error"
 
 
@@ -550,12 +627,20 @@ def test_4d_nifti_with_one_volume_loads_like_3d(volume, gz):
         samples = load_isles(root)
         assert len(samples) == len(reference)
         for got, want in zip(samples, reference):
-            assert torch.equal(got.sr_target, want.sr_target) and torch.equal(got.aux_input, want.aux_input)
+            assert torch.equal(got.sr_target, want.sr_target) and torch.equal(
+                got.aux_input, want.aux_input
+            )
 
 
 @FUZZ
-@given(volume=volumes, value=st.sampled_from([np.nan, np.inf, -np.inf]), z=st.integers(ISLES_SLICES[0], ISLES_SLICES[1] - 1),
-       y=st.integers(2, 17), x=st.integers(2, 17), gz=st.booleans())
+@given(
+    volume=volumes,
+    value=st.sampled_from([np.nan, np.inf, -np.inf]),
+    z=st.integers(ISLES_SLICES[0], ISLES_SLICES[1] - 1),
+    y=st.integers(2, 17),
+    x=st.integers(2, 17),
+    gz=st.booleans(),
+)
 def test_nan_or_inf_in_a_used_nifti_slice_is_a_clear_error(volume, value, z, y, x, gz):
     with scratch() as root:
         path = write_isles_set(root, gz=gz)[volume]
@@ -573,8 +658,13 @@ def set_scaling(path: Path, slope: float, inter: float) -> None:
 
 
 @FUZZ
-@given(volume=volumes, exponent=st.integers(6, 38), z=st.integers(0, ISLES_SHAPE[2] - 1),
-       y=st.integers(0, ISLES_SHAPE[0] - 1), x=st.integers(0, ISLES_SHAPE[1] - 1))
+@given(
+    volume=volumes,
+    exponent=st.integers(6, 38),
+    z=st.integers(0, ISLES_SHAPE[2] - 1),
+    y=st.integers(0, ISLES_SHAPE[0] - 1),
+    x=st.integers(0, ISLES_SHAPE[1] - 1),
+)
 def test_huge_finite_voxels_never_give_unsound_samples(volume, exponent, z, y, x):
     """One voxel blown up to 3e6..3e38 (what a flipped exponent bit does): a clean error, or
     samples that are finite with inputs that still carry the image."""
@@ -596,9 +686,15 @@ def test_one_blown_up_voxel_is_reported(tmp_path):
 
 
 @FUZZ
-@given(volume=volumes, slope=st.sampled_from([np.inf, -np.inf, 1e38, -3e37, 2.0]),
-       inter=st.sampled_from([0.0, np.nan, np.inf, 1e38]), dtype=st.sampled_from([np.int16, np.float32]))
-def test_header_scaling_that_overflows_or_is_not_finite_is_a_clear_error(volume, slope, inter, dtype):
+@given(
+    volume=volumes,
+    slope=st.sampled_from([np.inf, -np.inf, 1e38, -3e37, 2.0]),
+    inter=st.sampled_from([0.0, np.nan, np.inf, 1e38]),
+    dtype=st.sampled_from([np.int16, np.float32]),
+)
+def test_header_scaling_that_overflows_or_is_not_finite_is_a_clear_error(
+    volume, slope, inter, dtype
+):
     """scl_slope/scl_inter in the NIfTI header scale the stored values: an infinite slope, a
     NaN/inf intercept or scaling that overflows float32 must not pass."""
     if (slope, inter) == (2.0, 0.0):
@@ -610,7 +706,11 @@ def test_header_scaling_that_overflows_or_is_not_finite_is_a_clear_error(volume,
 
 
 @FUZZ
-@given(subject=st.sampled_from(ISLES_SUBJECTS), modality=st.sampled_from(["MR_T1", "MR_T2"]), duplicate=st.booleans())
+@given(
+    subject=st.sampled_from(ISLES_SUBJECTS),
+    modality=st.sampled_from(["MR_T1", "MR_T2"]),
+    duplicate=st.booleans(),
+)
 def test_missing_or_ambiguous_modality_file_is_a_clear_error(subject, modality, duplicate):
     with scratch() as root:
         path = write_isles_set(root)[f"{subject}/{modality}"]
@@ -628,5 +728,11 @@ def test_truncated_nifti_is_caught_when_the_dataset_is_built_not_mid_training(tm
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) - 40])
     with pytest.raises(DataError, match=rf"{path.name}: truncated"):
-        ISLESPairDataset(tmp_path / "isles", subjects=None, scale=2, transform=transform(),
-                         hr_size=ISLES_CROP, slice_range=ISLES_SLICES)
+        ISLESPairDataset(
+            tmp_path / "isles",
+            subjects=None,
+            scale=2,
+            transform=transform(),
+            hr_size=ISLES_CROP,
+            slice_range=ISLES_SLICES,
+        )

@@ -22,14 +22,18 @@ def test_isles_pairs_t1_with_t2_and_crops(isles_root):
     assert sample.fname.startswith("VSD.Brain.XX.O.MR_T2.200") and sample.slice_idx == 3
     assert sample.sr_target.shape == (1, 16, 16) and sample.target_input.shape == (1, 8, 8)
     t2 = nib.load(str(next((isles_root / "2").rglob("*MR_T2*.nii")))).get_fdata()[4:20, 4:20, 3]
-    np.testing.assert_allclose((sample.sr_target[0] * sample.std + sample.mean).numpy(), t2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        (sample.sr_target[0] * sample.std + sample.mean).numpy(), t2, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_isles_subject_split_and_errors(isles_root):
     assert len(_dataset(isles_root, subjects=["2"])) == 6
     with pytest.raises(DataError, match="subject folder not found"):
         _dataset(isles_root, subjects=["9"])
-    with pytest.raises(DataError, match=r"data.hr_size \(32, 32\) exceeds the in-plane size \(24, 24\)"):
+    with pytest.raises(
+        DataError, match=r"data.hr_size \(32, 32\) exceeds the in-plane size \(24, 24\)"
+    ):
         _dataset(isles_root, hr_size=(32, 32))
     with pytest.raises(DataError, match="scale=3 does not divide"):
         _dataset(isles_root, scale=3)

@@ -32,7 +32,9 @@ def test_fft2c_is_orthonormal_and_inverted_by_ifft2c():
 @pytest.mark.parametrize("crop", [(3, 3), (4, 5), (7, 2)])
 def test_center_crop_matches_fastmri(crop):
     data = torch.arange(9 * 8, dtype=torch.float32).reshape(9, 8)
-    np.testing.assert_array_equal(center_crop(data.numpy(), crop), fmt.center_crop(data, crop).numpy())
+    np.testing.assert_array_equal(
+        center_crop(data.numpy(), crop), fmt.center_crop(data, crop).numpy()
+    )
 
 
 def test_center_crop_rejects_a_crop_larger_than_the_data():

@@ -60,19 +60,31 @@ def test_shape_mismatch_raises():
         JointL1Loss()(rec, sr[..., :12, :12], rec_target, sr_target)
 
 
-@pytest.mark.parametrize("overrides, weights", [
-    (["loss=l1"], (1.0, 1.0)), (["loss=t2net"], (0.2, 0.8)),
-    ([], (1.0, 1.0)), (["model=t2net"], (0.2, 0.8)),  # the default: each method's own weighting
-    (["model=edsr"], (1.0, 1.0)), (["model=t2net", "loss=l1"], (1.0, 1.0)), (["model=t2net", "loss.w_rec=0.5"], (0.5, 0.8)),
-])
-def test_loss_configs(overrides, weights):
-    from cmfnet.config import register_resolvers
-    from cmfnet.models import build_model
-
-    register_resolvers()
+def composed_loss(*overrides: str) -> JointL1Loss:
+    """The loss that ``conf/train.yaml`` composes with ``overrides``."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    loss = hydra.utils.instantiate(cfg.loss)
+        cfg = compose("train", overrides=list(overrides))
+    return hydra.utils.instantiate(cfg.loss)
+
+
+@pytest.mark.parametrize(
+    "overrides, weights",
+    [
+        (["loss=l1"], (1.0, 1.0)),
+        (["loss=t2net"], (0.2, 0.8)),
+        (["model=t2net", "loss=l1"], (1.0, 1.0)),
+        (["model=edsr", "loss=t2net"], (0.2, 0.8)),
+        (["model=t2net", "loss.w_rec=0.5"], (0.5, 0.8)),
+        (["model=t2net", "experiment=smoke"], (0.2, 0.8)),
+    ],
+)
+def test_loss_configs(overrides, weights):
+    loss = composed_loss(*overrides)
     assert isinstance(loss, JointL1Loss)
     assert (loss.w_rec, loss.w_sr) == weights
-    build_model(cfg.model, tiny=True)  # loss_weights in a model config is not a model argument
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+def test_the_default_recipe_weights_t2net_0_2_to_0_8_and_every_other_model_1_to_1(model):
+    loss = composed_loss(f"model={model}")  # loss=recipe is the default
+    assert (loss.w_rec, loss.w_sr) == ((0.2, 0.8) if model == "t2net" else (1.0, 1.0))

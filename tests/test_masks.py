@@ -21,7 +21,9 @@ PAIRS = [
     cols=st.integers(16, 400),
     rows=st.integers(1, 64),
     owner_seed=st.integers(0, 2**31 - 1),
-    call_seed=st.one_of(st.none(), st.integers(0, 2**31 - 1), st.tuples(st.integers(0, 255), st.integers(0, 255))),
+    call_seed=st.one_of(
+        st.none(), st.integers(0, 2**31 - 1), st.tuples(st.integers(0, 255), st.integers(0, 255))
+    ),
     accel_set=st.sampled_from([([0.08], [4]), ([0.04], [8]), ([0.08, 0.04], [4, 8]), ([0.1], [3])]),
 )
 def test_masks_equal_fastmri_bit_for_bit(pair, cols, rows, owner_seed, call_seed, accel_set):
@@ -39,10 +41,16 @@ def test_masks_equal_fastmri_bit_for_bit(pair, cols, rows, owner_seed, call_seed
 
 
 def test_any_combination_and_offset_match_fastmri():
-    ours = masks.EquispacedMaskFractionFunc([0.08, 0.04], [4, 8], allow_any_combination=True, seed=3)
-    ref = subsample.EquispacedMaskFractionFunc([0.08, 0.04], [4, 8], allow_any_combination=True, seed=3)
+    ours = masks.EquispacedMaskFractionFunc(
+        [0.08, 0.04], [4, 8], allow_any_combination=True, seed=3
+    )
+    ref = subsample.EquispacedMaskFractionFunc(
+        [0.08, 0.04], [4, 8], allow_any_combination=True, seed=3
+    )
     for offset in (None, 0, 1, 2):
-        assert torch.equal(ours((1, 5, 96, 2), offset=offset)[0], ref((1, 5, 96, 2), offset=offset)[0])
+        assert torch.equal(
+            ours((1, 5, 96, 2), offset=offset)[0], ref((1, 5, 96, 2), offset=offset)[0]
+        )
 
 
 def test_seeded_call_restores_the_generator_state():
@@ -67,8 +75,12 @@ def test_center_fraction_convention():
 
 @pytest.mark.parametrize(
     "cfs, accs, message",
-    [([0.08], [1], "acceleration must be > 1"), ([0.0], [4], r"center fraction must be in \(0, 1\)"),
-     ([1.0], [4], r"center fraction must be in \(0, 1\)"), ([0.08, 0.04], [4], "one per acceleration")],
+    [
+        ([0.08], [1], "acceleration must be > 1"),
+        ([0.0], [4], r"center fraction must be in \(0, 1\)"),
+        ([1.0], [4], r"center fraction must be in \(0, 1\)"),
+        ([0.08, 0.04], [4], "one per acceleration"),
+    ],
 )
 def test_bad_mask_settings_raise_clear_errors(cfs, accs, message):
     with pytest.raises(ValueError, match=message):

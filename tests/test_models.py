@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from cmfnet.config import register_resolvers
 from cmfnet.models import (
-    CMFNet,
     EDSR,
+    CMFNet,
     JointModel,
     MultiContrastAggregation,
     MutualFusion,
@@ -33,19 +35,20 @@ MODEL_CONFIGS = CMF_CONFIGS + ["zero_filled", "edsr", "unet_edsr", "unet_edsr_mc
 TRAINABLE_CONFIGS = [name for name in MODEL_CONFIGS if name != "zero_filled"]
 
 
-def compose_model_cfg(name: str, scale: int):
-    """The composed ``model`` node of config ``conf/model/<name>.yaml`` with root ``scale``."""
+def compose_model_cfg(name: str, scale: int, size: str):
+    """The ``model`` node that ``conf/train.yaml`` composes for ``model=<name> scale=<scale>
+    size=<size>`` (``size=tiny``: the model's preset in ``conf/model_preset/``)."""
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(overrides=[f"+model={name}", f"+scale={scale}"]).model
+        return compose("train", overrides=[f"model={name}", f"scale={scale}", f"size={size}"]).model
 
 
 def make(name: str, scale: int = 4, tiny: bool = True) -> nn.Module:
-    """Model of config ``name``; full-size models are built on the meta device (no memory, no
-    initialisation cost), which is enough for parameter counts and MAC counting."""
-    cfg = compose_model_cfg(name, scale)
-    if tiny:
-        return build_model(cfg, tiny=True)
-    with torch.device("meta"):
+    """Model of config ``name`` at ``size=tiny`` or full size; full-size models are built on the
+    meta device (no memory, no initialisation cost), which is enough for parameter counts and
+    MAC counting."""
+    cfg = compose_model_cfg(name, scale, "tiny" if tiny else "full")
+    with nullcontext() if tiny else torch.device("meta"):
         return build_model(cfg)
 
 
@@ -87,8 +90,16 @@ def test_gradients_reach_every_parameter(name):
 
 @pytest.mark.parametrize(
     "name, uses_aux",
-    [("cmfnet", True), ("cmfnet_no_mfa", True), ("cmfnet_single", False), ("edsr", False),
-     ("unet_edsr", False), ("unet_edsr_mc", True), ("t2net", False), ("zero_filled", False)],
+    [
+        ("cmfnet", True),
+        ("cmfnet_no_mfa", True),
+        ("cmfnet_single", False),
+        ("edsr", False),
+        ("unet_edsr", False),
+        ("unet_edsr_mc", True),
+        ("t2net", False),
+        ("zero_filled", False),
+    ],
 )
 def test_auxiliary_input_is_used_only_by_multi_contrast_models(name, uses_aux):
     model = make(name).eval()
@@ -180,7 +191,9 @@ def test_cmfnet_data_flow_matches_model_md(name):
     model = make(name).eval()
     target, aux = images(2, 12, 12)
     with torch.no_grad():
-        for output, expected in zip(model(target, aux), reference_cmfnet_forward(model, target, aux)):
+        for output, expected in zip(
+            model(target, aux), reference_cmfnet_forward(model, target, aux)
+        ):
             torch.testing.assert_close(output, expected)
 
 
@@ -212,7 +225,9 @@ def test_ablations_remove_exactly_their_blocks():
     del no_mmf
 
     no_both = make("cmfnet_no_mfa_mmf", tiny=False)
-    assert not any(isinstance(m, (MutualFusion, MultiContrastAggregation)) for m in no_both.modules())
+    assert not any(
+        isinstance(m, (MutualFusion, MultiContrastAggregation)) for m in no_both.modules()
+    )
     assert total - n_params(no_both) == mfa - n_params(no_both.fusions) + mmf
     del no_both
 
@@ -288,7 +303,9 @@ def test_zero_filled_is_input_and_bicubic():
     target, aux = images(2, 9, 11)
     rec, sr = model(target, aux)
     assert torch.equal(rec, target)
-    torch.testing.assert_close(sr, F.interpolate(target, scale_factor=4, mode="bicubic", align_corners=False))
+    torch.testing.assert_close(
+        sr, F.interpolate(target, scale_factor=4, mode="bicubic", align_corners=False)
+    )
 
 
 def test_edsr_passes_input_through_as_reconstruction():
@@ -416,6 +433,17 @@ def test_build_model_follows_root_scale_and_rejects_uncomposed_defaults():
     assert make("cmfnet_no_mfa", scale=2).scale == 2
     with pytest.raises(ValueError, match="defaults"):
         build_model({"defaults": ["cmfnet"], "_target_": "cmfnet.models.CMFNet"})
+
+
+def test_build_model_reads_run_configs_saved_with_loss_weights_in_the_model():
+    saved = {
+        "_target_": "cmfnet.models.T2Net",
+        "scale": 2,
+        "width": 8,
+        "n_resblocks": 1,
+        "loss_weights": {"rec": 0.2, "sr": 0.8},
+    }  # T2Net checkpoints from before conf/loss/recipe/
+    assert isinstance(build_model(saved), T2Net)
 
 
 def test_summary_totals_and_mac_scaling():

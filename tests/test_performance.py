@@ -1,6 +1,7 @@
 """Speed switches keep the numbers and parameter names; the bench command reports ratios."""
 
 import json
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,29 +61,56 @@ def test_activation_checkpointing_wraps_the_unet_blocks_and_stores_fewer_activat
 def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
-    status = main(["bench", "experiment=smoke", "batch=2", "timed_steps=2", "warmup_steps=1",
-                   "options=[channels_last,activation_checkpointing+channels_last,fit_loop,fit_loop_data]", "data_samples=4",
-                   "data_workers=[0,1]", "loader_epochs=2", "loader_epoch_slices=10", "launch=false",
-                   "targets.data_to_model_ratio=1e12",
-                   f"json={out}"])
+    status = main(
+        [
+            "bench",
+            "experiment=smoke",
+            "batch=2",
+            "timed_steps=2",
+            "warmup_steps=1",
+            "options=[channels_last,activation_checkpointing+channels_last,fit_loop,fit_loop_data]",
+            "data_samples=4",
+            "data_workers=[0,1]",
+            "loader_epochs=2",
+            "loader_epoch_slices=10",
+            "launch=false",
+            "targets.data_to_model_ratio=1e12",
+            f"json={out}",
+        ]
+    )
     assert status == 0
     results = json.loads(out.read_text())
     assert results["complete"] is True
     rows = {row["option"]: row for row in results["model_options"]}
-    assert list(rows) == ["eager_fp32", "channels_last", "activation_checkpointing+channels_last", "fit_loop", "fit_loop_data"]
+    assert list(rows) == [
+        "eager_fp32",
+        "channels_last",
+        "activation_checkpointing+channels_last",
+        "fit_loop",
+        "fit_loop_data",
+    ]
     fastest = max(rows.values(), key=lambda row: row["train_samples_per_s"])  # the loops included
-    for loop in ("fit_loop", "fit_loop_data"):  # the run's own Trainer loop, as run.py resolves it on the CPU
+    for loop in (
+        "fit_loop",
+        "fit_loop_data",
+    ):  # the run's own Trainer loop, as run.py resolves it on the CPU
         row = rows.pop(loop)
         assert row["precision"] == "32-true" and row["infer_samples_per_s"] is None
         assert row["train_samples_per_s"] > 0 and "infer_ratio" not in row
-        if loop == "fit_loop_data":  # fed by the run's loader over the smoke data (6 training slices)
+        if (
+            loop == "fit_loop_data"
+        ):  # fed by the run's loader over the smoke data (6 training slices)
             assert row["loader"] == {"workers": 0, "pin_memory": False, "split_slices": 6}
     assert rows["eager_fp32"]["train_ratio"] == 1.0
     for row in rows.values():
         assert row["train_samples_per_s"] > 0 and row["infer_samples_per_s"] > 0
-        assert row["train_ratio"] == pytest.approx(row["train_samples_per_s"] / rows["eager_fp32"]["train_samples_per_s"])
+        assert row["train_ratio"] == pytest.approx(
+            row["train_samples_per_s"] / rows["eager_fp32"]["train_samples_per_s"]
+        )
     data = results["data_path"]
-    assert data["warm_samples_per_s"] > 0 and data["train_slices"] == 6 and data["cache_fill_s"] >= 0
+    assert (
+        data["warm_samples_per_s"] > 0 and data["train_slices"] == 6 and data["cache_fill_s"] >= 0
+    )
     assert data["loader_0_workers_samples_per_s"] > 0 and data["loader_0_workers_first_batch_s"] > 0
     assert data["loader_epoch_slices"] == 10  # the 6-slice split listed again up to 10
     # CPU accounting: the worker's time is counted (it is joined every epoch), and the projection
@@ -90,49 +118,89 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
     assert data["loader_1_workers_worker_cpu_ms_per_sample"] > 0
     own_ms_per_sample = data["loader_1_workers_training_process_cpu_ms_per_batch"] / 2  # batch 2
     assert data["loader_1_workers_projected_samples_per_s"] == pytest.approx(
-        1e3 / max(data["loader_1_workers_worker_cpu_ms_per_sample"], own_ms_per_sample))
-    assert "loader_0_workers_projected_samples_per_s" not in data  # its CPU time counts intra-op threads
+        1e3 / max(data["loader_1_workers_worker_cpu_ms_per_sample"], own_ms_per_sample)
+    )
+    assert (
+        "loader_0_workers_projected_samples_per_s" not in data
+    )  # its CPU time counts intra-op threads
     assert results["data_to_model_ratio_against"] == fastest["option"]
-    assert results["data_to_model_ratio"] == pytest.approx(data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"])
-    # targets: only what was measured is judged (no GPU peak here, no launch), against the config's value
-    assert results["targets"] == [{"name": "data_to_model_ratio", "value": results["data_to_model_ratio"],
-                                   "compare": ">=", "target": 1e12, "met": False}]
+    assert results["data_to_model_ratio"] == pytest.approx(
+        data["loader_0_workers_samples_per_s"] / fastest["train_samples_per_s"]
+    )
+    # targets: only what was measured is judged (no GPU peak here, no launch), against the
+    # config's value
+    assert results["targets"] == [
+        {
+            "name": "data_to_model_ratio",
+            "value": results["data_to_model_ratio"],
+            "compare": ">=",
+            "target": 1e12,
+            "met": False,
+        }
+    ]
     printed = capsys.readouterr().out
-    assert "eager_fp32" in printed and "target data_to_model_ratio" in printed and "missed" in printed
+    assert (
+        "eager_fp32" in printed and "target data_to_model_ratio" in printed and "missed" in printed
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("options=[bf16+turbo]", "options: unknown speed option 'turbo' in 'bf16+turbo'"),
-    ("batch=0", "batch must be an integer >= 1, got 0"),
-    ("batch=abc", "batch must be an integer >= 1, got 'abc'"),
-    ("loader_epoch_slices=0", "loader_epoch_slices must be an integer >= 1, got 0"),
-    ("data_workers=[0,-1]", "data_workers must be an integer >= 0, got -1"),
-    ("timed_steps=1.5", "timed_steps must be an integer >= 1, got 1.5"),
-    ("no_such_key=3", "Could not override 'no_such_key'"),
-    ("json={tmp}", "json={tmp}: cannot write a file there ({tmp} is a folder)"),
-    ("json={tmp}/bench.json/x.json", "is not a folder"),
-])
-def test_bench_refuses_bad_settings_with_one_line_before_measuring(override, message, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("options=[bf16+turbo]", "options: unknown speed option 'turbo' in 'bf16+turbo'"),
+        ("batch=0", "batch must be an integer >= 1, got 0"),
+        ("batch=abc", "batch must be an integer >= 1, got 'abc'"),
+        ("loader_epoch_slices=0", "loader_epoch_slices must be an integer >= 1, got 0"),
+        ("data_workers=[0,-1]", "data_workers must be an integer >= 0, got -1"),
+        ("timed_steps=1.5", "timed_steps must be an integer >= 1, got 1.5"),
+        ("no_such_key=3", "Could not override 'no_such_key'"),
+        ("json={tmp}", "json={tmp}: cannot write a file there ({tmp} is a folder)"),
+        ("json={tmp}/bench.json/x.json", "is not a folder"),
+    ],
+)
+def test_bench_refuses_bad_settings_with_one_line_before_measuring(
+    override, message, tmp_path, monkeypatch, capsys
+):
     import cmfnet.bench as bench
 
-    monkeypatch.setattr(bench, "measure_model_isolated", lambda *args: pytest.fail("measured despite a bad setting"))
+    monkeypatch.setattr(
+        bench, "measure_model_isolated", lambda *args: pytest.fail("measured despite a bad setting")
+    )
     out = tmp_path / "bench.json"
     override, message = override.format(tmp=tmp_path), message.format(tmp=tmp_path)
     if "bench.json/" in override:
         out.write_text("a file where the bench would need a folder")
-    assert main(["bench", "experiment=smoke", override, *([] if "json=" in override else [f"json={out}"])]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "experiment=smoke",
+                override,
+                *([] if "json=" in override else [f"json={out}"]),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert err.startswith("cmfnet bench: error:") and message in err and len(err.splitlines()) == 1, err
+    assert (
+        err.startswith("cmfnet bench: error:") and message in err and len(err.splitlines()) == 1
+    ), err
     assert not out.exists() or "bench.json/" in override
 
 
 def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, capsys):
-    """A bench killed by a time limit (a lent GPU, a cluster job) must leave the rows measured so far."""
+    """A bench killed by a time limit (a lent GPU, a cluster job) must leave the rows measured
+    so far."""
     import cmfnet.bench as bench
 
     def measured(overrides, option):
-        return {"option": option, "train_samples_per_s": 2.0 if option == "bf16" else 1.0, "infer_samples_per_s": 4.0,
-                "peak_memory_mb": 1.0, "warmup_s": 0.1}
+        return {
+            "option": option,
+            "train_samples_per_s": 2.0 if option == "bf16" else 1.0,
+            "infer_samples_per_s": 4.0,
+            "peak_memory_mb": 1.0,
+            "warmup_s": 0.1,
+        }
 
     def stopped(cfg, worker_counts):
         raise KeyboardInterrupt
@@ -144,7 +212,10 @@ def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, 
         main(["bench", "experiment=smoke", "options=[bf16]", "launch=false", f"json={out}"])
     results = json.loads(out.read_text())
     assert results["complete"] is False
-    assert [(row["option"], row["train_ratio"]) for row in results["model_options"]] == [("eager_fp32", 1.0), ("bf16", 2.0)]
+    assert [(row["option"], row["train_ratio"]) for row in results["model_options"]] == [
+        ("eager_fp32", 1.0),
+        ("bf16", 2.0),
+    ]
     assert "measured bf16: 2.00 train samples/s (2.00x)" in capsys.readouterr().err
 
 
@@ -160,15 +231,26 @@ def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(
     module = JointRecSRModule(model, JointL1Loss())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     assert len(list(model.parameters())) > 50
-    batch = JointSample(target_input=torch.randn(2, 1, 12, 12), aux_input=torch.randn(2, 1, 12, 12),
-                        rec_target=torch.randn(2, 1, 12, 12), sr_target=torch.randn(2, 1, 24, 24),
-                        mask=torch.ones(2, 12), mean=torch.zeros(2), std=torch.ones(2),
-                        fname=["a.h5", "b.h5"], slice_idx=[0, 1])
+    batch = JointSample(
+        target_input=torch.randn(2, 1, 12, 12),
+        aux_input=torch.randn(2, 1, 12, 12),
+        rec_target=torch.randn(2, 1, 12, 12),
+        sr_target=torch.randn(2, 1, 24, 24),
+        mask=torch.ones(2, 12),
+        mean=torch.zeros(2),
+        std=torch.ones(2),
+        fname=["a.h5", "b.h5"],
+        slice_idx=[0, 1],
+    )
     reads = []
     to_bool, to_item, to_list = torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist
-    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append("bool") or to_bool(self))
+    monkeypatch.setattr(
+        torch.Tensor, "__bool__", lambda self: reads.append("bool") or to_bool(self)
+    )
     monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append("item") or to_item(self))
-    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append("tolist") or to_list(self))
+    monkeypatch.setattr(
+        torch.Tensor, "tolist", lambda self: reads.append("tolist") or to_list(self)
+    )
     loss = module.training_step(batch, 0)
     assert reads == []
     loss.backward()
@@ -185,20 +267,49 @@ def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(
 def test_bench_targets_judge_the_best_gpu_row_and_refuse_unknown_names():
     from cmfnet.bench import check_targets
 
-    results = {"model_options": [{"train_fraction_of_bf16_peak": 0.12}, {"error": "x"},
-                                 {"train_fraction_of_bf16_peak": 0.31}],
-               "data_to_model_ratio": 2.5, "launch": {"job_start_to_first_step_s": 6.0}}
-    checks = {c["name"]: c["met"] for c in check_targets(results, {"bf16_peak_fraction": 0.3, "data_to_model_ratio": 3.0,
-                                                                  "job_start_to_first_step_s": 5.0})}
-    assert checks == {"bf16_peak_fraction": True, "data_to_model_ratio": False, "job_start_to_first_step_s": False}
+    results = {
+        "model_options": [
+            {"train_fraction_of_bf16_peak": 0.12},
+            {"error": "x"},
+            {"train_fraction_of_bf16_peak": 0.31},
+        ],
+        "data_to_model_ratio": 2.5,
+        "launch": {"job_start_to_first_step_s": 6.0},
+    }
+    checks = {
+        c["name"]: c["met"]
+        for c in check_targets(
+            results,
+            {
+                "bf16_peak_fraction": 0.3,
+                "data_to_model_ratio": 3.0,
+                "job_start_to_first_step_s": 5.0,
+            },
+        )
+    }
+    assert checks == {
+        "bf16_peak_fraction": True,
+        "data_to_model_ratio": False,
+        "job_start_to_first_step_s": False,
+    }
     with pytest.raises(ValueError, match="targets.nope: unknown target"):
         check_targets(results, {"nope": 1.0})
 
 
-@pytest.mark.parametrize("name, peak", [("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12),
-                                        ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-                                        ("NVIDIA A10G", 70e12), ("NVIDIA A10", 125e12), ("NVIDIA L40", 181e12),
-                                        ("NVIDIA L4", 121e12), ("Tesla V100-SXM2-16GB", None)])
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H200", 989.4e12),
+        ("NVIDIA H100 80GB HBM3", 989.4e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A10G", 70e12),
+        ("NVIDIA A10", 125e12),
+        ("NVIDIA L40", 181e12),
+        ("NVIDIA L4", 121e12),
+        ("Tesla V100-SXM2-16GB", None),
+    ],
+)
 def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
     from cmfnet.bench import bf16_peak_flops
 
@@ -206,7 +317,9 @@ def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(monkeypatch, tmp_path, terminal):
+def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(
+    monkeypatch, tmp_path, terminal
+):
     """Through Lightning's loop with the configured progress bar: one read per step (the checks,
     which also fetch the loss the bar shows), plus the logger's three losses every
     log_every_n_steps. Reads are counted from a step's start to the next one's; the optimizer's
@@ -226,24 +339,39 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(mon
     from cmfnet.lit.module import JointRecSRModule
     from cmfnet.losses import JointL1Loss
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(
+        config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"
+    ):
         callbacks = compose("train").callbacks
         bar = hydra.utils.instantiate(callbacks.progress_bar, terminal=terminal, plain_interval_s=0)
         estimate = hydra.utils.instantiate(callbacks.run_time_estimate)
-    batch = JointSample(target_input=torch.randn(2, 1, 12, 12), aux_input=torch.randn(2, 1, 12, 12),
-                        rec_target=torch.randn(2, 1, 12, 12), sr_target=torch.randn(2, 1, 24, 24),
-                        mask=torch.ones(2, 12), mean=torch.zeros(2), std=torch.ones(2),
-                        fname=["a.h5", "b.h5"], slice_idx=[0, 1])
-    module = JointRecSRModule(_tiny(), JointL1Loss(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+    batch = JointSample(
+        target_input=torch.randn(2, 1, 12, 12),
+        aux_input=torch.randn(2, 1, 12, 12),
+        rec_target=torch.randn(2, 1, 12, 12),
+        sr_target=torch.randn(2, 1, 24, 24),
+        mask=torch.ones(2, 12),
+        mean=torch.zeros(2),
+        std=torch.ones(2),
+        fname=["a.h5", "b.h5"],
+        slice_idx=[0, 1],
+    )
+    module = JointRecSRModule(
+        _tiny(), JointL1Loss(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3)
+    )
     reads, step = Counter(), [None]
 
     def counted(name):
         original = getattr(torch.Tensor, name)
 
         def read(self, *args, **kwargs):
-            if step[0] is not None and "/torch/optim/" not in traceback.extract_stack(limit=2)[0].filename:
+            if (
+                step[0] is not None
+                and "/torch/optim/" not in traceback.extract_stack(limit=2)[0].filename
+            ):
                 reads[step[0]] += 1
             return original(self, *args, **kwargs)
+
         monkeypatch.setattr(torch.Tensor, name, read)
 
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
@@ -260,9 +388,17 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(mon
             step[0] = None
 
     tracker = StepTracker()
-    trainer = L.Trainer(accelerator="cpu", max_steps=20, logger=CSVLogger(tmp_path), log_every_n_steps=10,
-                        enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0,
-                        callbacks=[bar, estimate, tracker], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=20,
+        logger=CSVLogger(tmp_path),
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[bar, estimate, tracker],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader([batch] * 20, batch_size=None, collate_fn=collate_as_is))
     assert sorted(Counter(reads.values()).items()) == [(1, 18), (4, 2)]
     assert module.last_train_loss == pytest.approx(float(tracker.loss))
@@ -290,13 +426,47 @@ def test_a_worker_batch_crosses_to_the_training_process_as_one_buffer_per_dtype(
     from cmfnet.lit.datamodule import collate_samples
 
     torch.manual_seed(0)
-    items = [_Item(torch.randn(1, 4, 4), torch.randn(1, 8, 8), torch.randn(()), torch.tensor([i, 2 * i]), f"f{i}")
-             for i in range(6)]
-    batches = list(DataLoader(items, batch_size=3, num_workers=1, collate_fn=collate_samples, timeout=60))
+    items = [
+        _Item(
+            torch.randn(1, 4, 4),
+            torch.randn(1, 8, 8),
+            torch.randn(()),
+            torch.tensor([i, 2 * i]),
+            f"f{i}",
+        )
+        for i in range(6)
+    ]
+    batches = list(
+        DataLoader(items, batch_size=3, num_workers=1, collate_fn=collate_samples, timeout=60)
+    )
     for batch, start in zip(batches, (0, 3)):
         for field in ("image", "target", "mean", "label"):
-            assert torch.equal(getattr(batch, field), torch.stack([getattr(i, field) for i in items[start:start + 3]]))
+            assert torch.equal(
+                getattr(batch, field),
+                torch.stack([getattr(i, field) for i in items[start : start + 3]]),
+            )
         assert batch.name == [f"f{i}" for i in range(start, start + 3)]
-        floats = {getattr(batch, field).untyped_storage().data_ptr() for field in ("image", "target", "mean")}
+        floats = {
+            getattr(batch, field).untyped_storage().data_ptr()
+            for field in ("image", "target", "mean")
+        }
         assert len(floats) == 1 and batch.image.is_shared()
-        assert batch.label.dtype == torch.int64 and batch.label.untyped_storage().data_ptr() not in floats
+        assert (
+            batch.label.dtype == torch.int64
+            and batch.label.untyped_storage().data_ptr() not in floats
+        )
+
+
+def test_bench_help_lists_its_settings_with_defaults_and_its_run_time(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for setting in (
+        "batch: 8",
+        "timed_steps: 5",
+        "options: [",
+        "data_workers: [0, 2]",
+        "json: null",
+    ):
+        assert setting in text, setting
+    assert re.search(r"typical run time: about \d+ min", text)

@@ -8,12 +8,16 @@ import subprocess
 import sys
 
 import pytest
-
-from cmfnet.lit.progress import (CheckedLossProgressBar, PlainProgressLines, RunClock, format_duration,
-                                 progress_bar)
-
 from conftest import REPO
 from test_reliability import cmfnet_env
+
+from cmfnet.lit.progress import (
+    CheckedLossProgressBar,
+    PlainProgressLines,
+    RunClock,
+    format_duration,
+    progress_bar,
+)
 
 
 def test_format_duration():
@@ -31,7 +35,9 @@ def test_run_clock_projects_from_timed_steps_and_validations():
         clock.step(now=2.0 * k, samples=8)  # 2 s per step after warm-up
     assert clock.seconds_per_step == pytest.approx(2.0)
     assert clock.samples_per_s == pytest.approx(4.0)
-    assert clock.remaining_s(5, 0) == pytest.approx(95 * 2.0)  # training only until a validation is timed
+    assert clock.remaining_s(5, 0) == pytest.approx(
+        95 * 2.0
+    )  # training only until a validation is timed
     clock.validation_s.append(30.0)
     # 95 steps, 9 validations left plus the test pass, each 30 s
     assert clock.remaining_s(5, 1) == pytest.approx(95 * 2.0 + 10 * 30.0)
@@ -49,16 +55,34 @@ def test_a_run_piped_to_a_file_shows_plain_progress_and_a_projection(tmp_path):
     ETA, and one line projecting the run's time after its first steps."""
     log = tmp_path / "out.txt"
     with open(log, "w") as handle:
-        proc = subprocess.run([sys.executable, str(REPO / "run.py"), "experiment=smoke", "logger=csv",
-                               "hydra.run.dir=run", "trainer.limit_train_batches=6", "trainer.max_epochs=2",
-                               "callbacks.run_time_estimate.after_steps=2", "callbacks.run_time_estimate.long_run_minutes=0"],
-                              cwd=tmp_path, env=cmfnet_env(tmp_path), stdout=handle, stderr=subprocess.STDOUT, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "run.py"),
+                "experiment=smoke",
+                "logger=csv",
+                "hydra.run.dir=run",
+                "trainer.limit_train_batches=6",
+                "trainer.max_epochs=2",
+                "callbacks.run_time_estimate.after_steps=2",
+                "callbacks.run_time_estimate.long_run_minutes=0",
+            ],
+            cwd=tmp_path,
+            env=cmfnet_env(tmp_path),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
     text = log.read_text()
     assert proc.returncode == 0, text[-2000:]
-    lines = re.findall(r"epoch (\d+)/2 step (\d+)/(\d+) loss ([\d.e+-]+) ([\d.]+) samples/s ETA (\S+)", text)
+    lines = re.findall(
+        r"epoch (\d+)/2 step (\d+)/(\d+) loss ([\d.e+-]+) ([\d.]+) samples/s ETA (\S+)", text
+    )
     assert len(lines) >= 2 and {int(epoch) for epoch, *_ in lines} == {1, 2}
     assert all(total == "6" for *_, total, _, _, _ in lines)
-    projection = re.search(r"projected time of this run after its first steps: (\d+:\d\d:\d\d) more", text)
+    projection = re.search(
+        r"projected time of this run after its first steps: (\d+:\d\d:\d\d) more", text
+    )
     assert projection, text[-3000:]
     # no GPU and a projection over long_run_minutes (0 here): the quick alternative is named
     assert "No GPU here: for a quick look use experiment=quickstart" in text
@@ -69,24 +93,48 @@ def test_a_run_piped_to_a_file_shows_plain_progress_and_a_projection(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_projects_its_own_time_from_its_job_list(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "scale=2,4", "experiment=smoke", "logger=csv",
-                           "trainer.limit_train_batches=6", "callbacks.run_time_estimate.after_steps=2"],
-                          cwd=tmp_path, env=cmfnet_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            "scale=2,4",
+            "experiment=smoke",
+            "logger=csv",
+            "trainer.limit_train_batches=6",
+            "callbacks.run_time_estimate.after_steps=2",
+        ],
+        cwd=tmp_path,
+        env=cmfnet_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout + proc.stderr
-    assert re.search(r"the sweep: about \d+:\d\d:\d\d more if its other jobs are alike \(job 1 of 2\)", text), text[-3000:]
+    assert re.search(
+        r"the sweep: about \d+:\d\d:\d\d more if its other jobs are alike \(job 1 of 2\)", text
+    ), text[-3000:]
     assert "(job 2 of 2)" in text
 
 
 def test_example_slices_are_spread_across_volumes_and_depths(fastmri_pairs):
     from cmfnet.data.fastmri import FastMRIPairDataset
 
-    dataset = FastMRIPairDataset(fastmri_pairs / "singlecoil_val", fastmri_pairs / "pairs.csv", scale=2,
-                                 transform=lambda *a: a)
+    dataset = FastMRIPairDataset(
+        fastmri_pairs / "singlecoil_val",
+        fastmri_pairs / "pairs.csv",
+        scale=2,
+        transform=lambda *a: a,
+    )
     # two volumes of 3 and 4 slices (the pair's smaller count)
     assert dataset.spread_slices(2) == [("file0_pdfs.h5", 1), ("file1_pdfs.h5", 2)]
     four = dataset.spread_slices(4)
-    assert len(four) == 4 and len(set(four)) == 4 and {name for name, _ in four} == {"file0_pdfs.h5", "file1_pdfs.h5"}
+    assert (
+        len(four) == 4
+        and len(set(four)) == 4
+        and {name for name, _ in four} == {"file0_pdfs.h5", "file1_pdfs.h5"}
+    )
     assert dataset.spread_slices(1) == [("file0_pdfs.h5", 1)]
     assert len(dataset.spread_slices(50)) == 7  # every slice, once
 
@@ -98,14 +146,27 @@ def test_the_example_figure_has_per_panel_scores_and_a_colour_bar(tmp_path, monk
     from cmfnet.figures import plot_comparison
     from cmfnet.lit.images import example_comparisons
 
-    examples = [{"fname": f"v{i}.h5", "slice_idx": i, "input": torch.randn(8, 8), "aux": torch.randn(8, 8),
-                 "sr": torch.rand(32, 32), "sr_target": torch.rand(32, 32)} for i in range(3)]
+    examples = [
+        {
+            "fname": f"v{i}.h5",
+            "slice_idx": i,
+            "input": torch.randn(8, 8),
+            "aux": torch.randn(8, 8),
+            "sr": torch.rand(32, 32),
+            "sr_target": torch.rand(32, 32),
+        }
+        for i in range(3)
+    ]
     comparisons = example_comparisons(examples)
     assert [c.label for c in comparisons] == ["v0.h5\nslice 0", "v1.h5\nslice 1", "v2.h5\nslice 2"]
     bars, texts = [], []
     colorbar, text = plt.Figure.colorbar, plt.Axes.text
-    monkeypatch.setattr(plt.Figure, "colorbar", lambda self, *a, **k: bars.append(1) or colorbar(self, *a, **k))
-    monkeypatch.setattr(plt.Axes, "text", lambda self, *a, **k: texts.append(a[2]) or text(self, *a, **k))
+    monkeypatch.setattr(
+        plt.Figure, "colorbar", lambda self, *a, **k: bars.append(1) or colorbar(self, *a, **k)
+    )
+    monkeypatch.setattr(
+        plt.Axes, "text", lambda self, *a, **k: texts.append(a[2]) or text(self, *a, **k)
+    )
     path = plot_comparison(comparisons, tmp_path / "examples.png", title="t")
     assert path.stat().st_size > 10_000
     assert len(bars) == 3  # one error colour bar per slice

@@ -26,17 +26,21 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import CONF_DIR, REPO, smooth_images, write_fastmri_file
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.fastmri import FastMRIPairDataset, find_pairs_csv, pairs_csv_candidates, read_pairs_csv
+from cmfnet.data.fastmri import (
+    FastMRIPairDataset,
+    find_pairs_csv,
+    pairs_csv_candidates,
+    read_pairs_csv,
+)
 from cmfnet.data.isles import find_modality
 from cmfnet.data.transforms import JointRecSRTransform
 from cmfnet.masks import RandomMaskFunc
 from cmfnet.predict import resolve_inputs
-
-from conftest import CONF_DIR, REPO, smooth_images, write_fastmri_file
 
 KNEE_HR = 32  # 8x8 LR at the default scale 4
 KNEE_COLS = 40
@@ -63,19 +67,32 @@ def write_knee_split(root: Path, split: str, n_pairs: int, seed: int = 0) -> lis
     stems = []
     for i in range(n_pairs):
         pd, pdfs = f"file{first + 2 * i}", f"file{first + 2 * i + 1}"
-        write_fastmri_file(folder / f"{pd}.h5", smooth_images(rng, KNEE_SLICES, KNEE_HR), cols=KNEE_COLS)
-        write_fastmri_file(folder / f"{pdfs}.h5", smooth_images(rng, KNEE_SLICES, KNEE_HR), cols=KNEE_COLS,
-                           acquisition="CORPDFS_FBK")
+        write_fastmri_file(
+            folder / f"{pd}.h5", smooth_images(rng, KNEE_SLICES, KNEE_HR), cols=KNEE_COLS
+        )
+        write_fastmri_file(
+            folder / f"{pdfs}.h5",
+            smooth_images(rng, KNEE_SLICES, KNEE_HR),
+            cols=KNEE_COLS,
+            acquisition="CORPDFS_FBK",
+        )
         stems.append((pd, pdfs))
     return stems
 
 
-def write_pairs_csv(path: Path, stems: Sequence[tuple[str, str]], h5: bool = False, bom: bool = False,
-                    header: str = "") -> Path:
-    """A pairing CSV of ``pd,pdfs,score`` rows as published (names without ``.h5`` unless ``h5``)."""
+def write_pairs_csv(
+    path: Path,
+    stems: Sequence[tuple[str, str]],
+    h5: bool = False,
+    bom: bool = False,
+    header: str = "",
+) -> Path:
+    """A pairing CSV of ``pd,pdfs,score`` rows as published (names without ``.h5`` unless
+    ``h5``)."""
     suffix = ".h5" if h5 else ""
-    rows = ([header] if header else []) + [f"{pd}{suffix},{pdfs}{suffix},0.{3017 + i}"
-                                           for i, (pd, pdfs) in enumerate(stems)]
+    rows = ([header] if header else []) + [
+        f"{pd}{suffix},{pdfs}{suffix},0.{3017 + i}" for i, (pd, pdfs) in enumerate(stems)
+    ]
     path.write_text((BOM if bom else "") + "\n".join(rows) + "\n", encoding="utf-8")
     return path
 
@@ -84,7 +101,9 @@ def release_layout(root: Path) -> Path:
     """fastMRI knee as the CMF-Net release reads it: CSV inside each split folder, no .h5, a BOM."""
     for split, n_pairs in KNEE_PAIRS.items():
         stems = write_knee_split(root, split, n_pairs)
-        write_pairs_csv(root / f"singlecoil_{split}" / f"singlecoil_{split}_split_less.csv", stems, bom=True)
+        write_pairs_csv(
+            root / f"singlecoil_{split}" / f"singlecoil_{split}_split_less.csv", stems, bom=True
+        )
     return root
 
 
@@ -92,13 +111,18 @@ def beside_layout(root: Path) -> Path:
     """fastMRI knee as MINet reads it: CSV beside each split folder, names with .h5, a header."""
     for split, n_pairs in KNEE_PAIRS.items():
         stems = write_knee_split(root, split, n_pairs)
-        write_pairs_csv(root / f"singlecoil_{split}_split_less.csv", stems, h5=True,
-                        header="pd_file,pdfs_file,score")
+        write_pairs_csv(
+            root / f"singlecoil_{split}_split_less.csv",
+            stems,
+            h5=True,
+            header="pd_file,pdfs_file,score",
+        )
     return root
 
 
 def isles_file(root: Path, subject: int, modality: str) -> Path:
-    """Where SISS keeps one modality of a subject: a folder named like its file (ids differ per file)."""
+    """Where SISS keeps one modality of a subject: a folder named like its file (ids differ per
+    file)."""
     volume_id = 70000 + 10 * subject + (ISLES_MODALITIES + ("OT",)).index(modality)
     prefix = "VSD.Brain_3more.XX.O" if modality == "OT" else "VSD.Brain.XX.O"
     name = f"{prefix}.{modality}.{volume_id}"
@@ -133,35 +157,52 @@ def knee_dataset(folder: Path, pairs_csv) -> FastMRIPairDataset:
 
 def test_reader_takes_published_rows_without_h5_with_a_bom_and_a_score(tmp_path):
     path = tmp_path / "p.csv"
-    path.write_text(f"{BOM}file1000685,file1000568,0.3017\r\nfile1001.h5,file1002,0.5\r\n", encoding="utf-8")
-    assert read_pairs_csv(path) == [("file1000685.h5", "file1000568.h5"), ("file1001.h5", "file1002.h5")]
+    path.write_text(
+        f"{BOM}file1000685,file1000568,0.3017\r\nfile1001.h5,file1002,0.5\r\n", encoding="utf-8"
+    )
+    assert read_pairs_csv(path) == [
+        ("file1000685.h5", "file1000568.h5"),
+        ("file1001.h5", "file1002.h5"),
+    ]
     path.write_text("a,b,not a number\n\nc,d\n")  # a third column is ignored, whatever it holds
     assert read_pairs_csv(path) == [("a.h5", "b.h5"), ("c.h5", "d.h5")]
 
 
-@pytest.mark.parametrize("header, row, bom", [
-    ("pd_file,pdfs_file,score", "a,b,0.3", False),
-    ("pdfs_file,pd_file,score", "b,a,0.3", True),
-    ("score,target,aux", "0.3,b.h5,a", True),
-    ("PDFS,PD", "b.h5,a.h5", False),
-])
+@pytest.mark.parametrize(
+    "header, row, bom",
+    [
+        ("pd_file,pdfs_file,score", "a,b,0.3", False),
+        ("pdfs_file,pd_file,score", "b,a,0.3", True),
+        ("score,target,aux", "0.3,b.h5,a", True),
+        ("PDFS,PD", "b.h5,a.h5", False),
+    ],
+)
 def test_reader_recognises_a_header_by_its_column_names_in_either_order(tmp_path, header, row, bom):
     path = tmp_path / "p.csv"
     path.write_text(f"{BOM if bom else ''}{header}\n{row}\n", encoding="utf-8")
     assert read_pairs_csv(path) == [("a.h5", "b.h5")]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a,b\nc,b.h5\n", r"p\.csv: target file b\.h5 is listed in more than one pair"),
-    ("a.h5,a\n", r"p\.csv: line 1 pairs a\.h5 with itself"),
-    ("score,pdfs_file\nb,a\n", r"p\.csv: line 1 is a header but does not name both"),
-    ("a,b\nc\n", r"p\.csv: line 2 needs 'pd_file,pdfs_file\[,score\]' \(names with or without \.h5\)"),
-    ("a,\n", r"p\.csv: line 1 needs"),
-    ("a,sub/\n", r"p\.csv: line 1 needs"),
-    ("a,..\n", r"p\.csv: line 1 needs"),
-    ('a,"b\nc"\n', r"p\.csv: line 1 needs .*'b\\nc'"),  # a name across lines: refused, message one line
-    ("pd_file,pdfs_file\n", r"p\.csv: no pairs listed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b\nc,b.h5\n", r"p\.csv: target file b\.h5 is listed in more than one pair"),
+        ("a.h5,a\n", r"p\.csv: line 1 pairs a\.h5 with itself"),
+        ("score,pdfs_file\nb,a\n", r"p\.csv: line 1 is a header but does not name both"),
+        (
+            "a,b\nc\n",
+            r"p\.csv: line 2 needs 'pd_file,pdfs_file\[,score\]' \(names with or without \.h5\)",
+        ),
+        ("a,\n", r"p\.csv: line 1 needs"),
+        ("a,sub/\n", r"p\.csv: line 1 needs"),
+        ("a,..\n", r"p\.csv: line 1 needs"),
+        (
+            'a,"b\nc"\n',
+            r"p\.csv: line 1 needs .*'b\\nc'",
+        ),  # a name across lines: refused, message one line
+        ("pd_file,pdfs_file\n", r"p\.csv: no pairs listed"),
+    ],
+)
 def test_reader_still_refuses_bad_lists(tmp_path, text, message):
     path = tmp_path / "p.csv"
     path.write_text(text)
@@ -186,8 +227,12 @@ def test_a_listed_file_that_is_missing_names_it_and_the_csv(tmp_path):
     missing = rf"^{folder}/file1002001\.h5: file not found \(listed in {csv_path}\)$"
     with pytest.raises(DataError, match=missing):
         knee_dataset(folder, None)
-    csv_path.write_text("first,second\n" + csv_path.read_text(encoding="utf-8-sig"))  # an unknown header
-    with pytest.raises(DataError, match=rf"^{folder}/first\.h5: file not found \(listed in {csv_path}\)$"):
+    csv_path.write_text(
+        "first,second\n" + csv_path.read_text(encoding="utf-8-sig")
+    )  # an unknown header
+    with pytest.raises(
+        DataError, match=rf"^{folder}/first\.h5: file not found \(listed in {csv_path}\)$"
+    ):
         knee_dataset(folder, None)
 
 
@@ -211,9 +256,13 @@ def test_candidates_are_inside_the_split_folder_then_beside_it(tmp_path):
     assert find_pairs_csv(None, folder) == inside
     assert find_pairs_csv([beside, inside], folder) == beside
     write_pairs_csv(inside, [("a", "c")])
-    with pytest.raises(DataError, match=rf"^{beside}: lists other pairs than {inside}; remove one or name"):
+    with pytest.raises(
+        DataError, match=rf"^{beside}: lists other pairs than {inside}; remove one or name"
+    ):
         find_pairs_csv(None, folder)
-    assert find_pairs_csv(str(tmp_path / "mine.csv"), folder) == tmp_path / "mine.csv"  # one path: as given
+    assert (
+        find_pairs_csv(str(tmp_path / "mine.csv"), folder) == tmp_path / "mine.csv"
+    )  # one path: as given
     with pytest.raises(DataError, match=r"mine\.csv: pairing CSV not found$"):
         knee_dataset(folder, tmp_path / "mine.csv")
 
@@ -231,11 +280,15 @@ def test_the_fastmri_config_lists_both_candidates(tmp_path):
 
 
 def test_predict_default_csv_is_inside_the_folder_then_beside_it(tmp_path):
-    args = argparse.Namespace(split=None, data=str(tmp_path / "singlecoil_val"), csv=None, target_key=None)
+    args = argparse.Namespace(
+        split=None, data=str(tmp_path / "singlecoil_val"), csv=None, target_key=None
+    )
     (tmp_path / "singlecoil_val").mkdir()
     inside = tmp_path / "singlecoil_val" / "singlecoil_val_split_less.csv"
     beside = tmp_path / "singlecoil_val_split_less.csv"
-    with pytest.raises(ValueError, match=rf"^{inside}: pairing CSV not found, nor at {beside} \(no --csv"):
+    with pytest.raises(
+        ValueError, match=rf"^{inside}: pairing CSV not found, nor at {beside} \(no --csv"
+    ):
         resolve_inputs(args, {}, tmp_path / "x.ckpt")
     write_pairs_csv(beside, [("a", "b")])
     assert resolve_inputs(args, {}, tmp_path / "x.ckpt").pairs_csv == beside
@@ -261,7 +314,9 @@ def test_isles_patterns_match_the_files_only(tmp_path):
     assert find_modality(subject, "*.MR_T1.*") == t1
     gz = t1.parent / f"{t1.name}.gz"
     gz.write_bytes(b"")
-    with pytest.raises(DataError, match=r"found 2: VSD\.Brain\.XX\.O\.MR_T1\.\d+/\S+\.nii, \S+\.nii\.gz$"):
+    with pytest.raises(
+        DataError, match=r"found 2: VSD\.Brain\.XX\.O\.MR_T1\.\d+/\S+\.nii, \S+\.nii\.gz$"
+    ):
         find_modality(subject, "*.MR_T1.*")
 
 
@@ -274,9 +329,21 @@ def run_smoke(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python run.py experiment=smoke logger=csv hydra.run.dir=run OVERRIDES`` in ``cwd``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(CMFNET_CACHE_DIR=str(cwd / "cache"), OMP_NUM_THREADS="1", WANDB_MODE="offline")
-    return subprocess.run([sys.executable, str(REPO / "run.py"), "experiment=smoke", "logger=csv",
-                           "hydra.run.dir=run", *overrides], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "experiment=smoke",
+            "logger=csv",
+            "hydra.run.dir=run",
+            *overrides,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def assert_trained(proc: subprocess.CompletedProcess, run: Path) -> dict:
@@ -294,8 +361,20 @@ def test_release_layout_trains_and_predicts_as_is(tmp_path):
     assert_trained(run_smoke(tmp_path, "data=fastmri_knee", f"data.root={root}"), tmp_path / "run")
     best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
     out = tmp_path / "pred"  # predict's default CSV: the one inside the folder
-    assert main(["predict", str(best), "--data", str(root / "singlecoil_val"), "--out", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(best),
+                "--data",
+                str(root / "singlecoil_val"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert [p.name for p in out.glob("*.h5")] == ["file1002001.h5"]
 
 
@@ -314,14 +393,22 @@ def test_no_pairing_csv_is_one_line_listing_every_path_tried(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     inside = root / "singlecoil_train" / "singlecoil_train_split_less.csv"
     beside = root / "singlecoil_train_split_less.csv"
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {inside}: pairing CSV not found, nor at {beside}"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: {inside}: pairing CSV not found, nor at {beside}"
+    )
 
 
 @pytest.mark.slow
 def test_isles_as_distributed_trains(tmp_path):
     root = isles_as_distributed(tmp_path / "siss")
     crop = f"[{ISLES_SHAPE[0] - 4},{ISLES_SHAPE[1] - 4}]"
-    proc = run_smoke(tmp_path, "data=isles", f"data.root={root}", f"data.splits.train.hr_size={crop}",
-                     f"data.splits.train.slice_range=[0,{ISLES_SHAPE[2]}]")
+    proc = run_smoke(
+        tmp_path,
+        "data=isles",
+        f"data.root={root}",
+        f"data.splits.train.hr_size={crop}",
+        f"data.splits.train.slice_range=[0,{ISLES_SHAPE[2]}]",
+    )
     metrics = assert_trained(proc, tmp_path / "run")
     assert metrics["data"] == "isles"

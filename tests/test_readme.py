@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 from test_reliability import cmfnet_env
 
@@ -26,8 +25,12 @@ pytestmark = pytest.mark.slow
 
 RUNNERS = ("python run.py", "cmfnet ", "wandb sync ")
 #: appended to run.py commands with an experiment of their own: a few steps of it
-FEW_STEPS = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-             "trainer.limit_test_batches=1")
+FEW_STEPS = (
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+)
 
 
 def readme_commands(readme: Path = REPO / "README.md") -> list[str]:
@@ -45,11 +48,33 @@ def readme_commands(readme: Path = REPO / "README.md") -> list[str]:
 
 #: appended to the other commands that would run for minutes
 TINY = {
-    "cmfnet synth": ("--source", "phantom", "--hr-size", "64", "--width", "72", "--train", "2", "--val", "1",
-                     "--test", "1", "--slices", "2"),
-    "cmfnet bench": ("experiment=smoke", "options=[channels_last]", "launch=false", "data_workers=[0]",
-                     "loader_epochs=1", "loader_epoch_slices=null", "timed_steps=1", "warmup_steps=0",
-                     "data_samples=2"),
+    "cmfnet synth": (
+        "--source",
+        "phantom",
+        "--hr-size",
+        "64",
+        "--width",
+        "72",
+        "--train",
+        "2",
+        "--val",
+        "1",
+        "--test",
+        "1",
+        "--slices",
+        "2",
+    ),
+    "cmfnet bench": (
+        "experiment=smoke",
+        "options=[channels_last]",
+        "launch=false",
+        "data_workers=[0]",
+        "loader_epochs=1",
+        "loader_epoch_slices=null",
+        "timed_steps=1",
+        "warmup_steps=0",
+        "data_samples=2",
+    ),
 }
 
 
@@ -60,16 +85,23 @@ def bounded(command: str) -> str:
     for start, extra in TINY.items():
         if command.startswith(start):
             return " ".join((command, *extra))
-    if not command.startswith("python run.py") or "--help" in command or "<the run's overrides>" in command:
+    if (
+        not command.startswith("python run.py")
+        or "--help" in command
+        or "<the run's overrides>" in command
+    ):
         return command
     extra = FEW_STEPS if "experiment=" in command else ("experiment=smoke",)
     if "sweeps=" in command and "model=" not in command:
         extra += ("model=cmfnet",)
-    return " ".join((command, *extra, "logger.wandb.mode=offline" if "logger=" not in command else ""))
+    return " ".join(
+        (command, *extra, "logger.wandb.mode=offline" if "logger=" not in command else "")
+    )
 
 
 def filled(command: str, cwd: Path) -> str:
     """Placeholders replaced by what earlier commands wrote in ``cwd``; optional parts dropped."""
+
     def newest(pattern: str) -> str:
         found = sorted(glob.glob(str(cwd / pattern)), key=os.path.getmtime)
         assert found, f"nothing matches {pattern} for: {command}"
@@ -79,7 +111,9 @@ def filled(command: str, cwd: Path) -> str:
     if "<run" in command or "CKPT" in command or "<the run's" in command:
         run = newest("outputs/*/*")
         recorded = yaml.safe_load((Path(run) / ".hydra" / "overrides.yaml").read_text()) or []
-        command = command.replace("<the run's overrides>", " ".join(shlex.quote(o) for o in recorded))
+        command = command.replace(
+            "<the run's overrides>", " ".join(shlex.quote(o) for o in recorded)
+        )
         command = command.replace("<run folder>", run).replace("<run>", run)
         command = command.replace("CKPT", f"{run}/checkpoints/last.ckpt")
     if "<sweep>" in command:
@@ -89,23 +123,41 @@ def filled(command: str, cwd: Path) -> str:
 
 def test_the_readme_shows_the_commands_users_need():
     commands = readme_commands()
-    for needed in ("python run.py", "python run.py -m scale=2,4 accel=4,8", "cmfnet synth", "cmfnet report",
-                   "cmfnet resume", "cmfnet predict", "cmfnet evaluate", "cmfnet bench", "wandb sync"):
+    for needed in (
+        "python run.py",
+        "python run.py -m scale=2,4 accel=4,8",
+        "cmfnet synth",
+        "cmfnet report",
+        "cmfnet resume",
+        "cmfnet predict",
+        "cmfnet evaluate",
+        "cmfnet bench",
+        "wandb sync",
+    ):
         assert any(c.startswith(needed) for c in commands), needed
 
 
 def test_every_readme_command_runs_as_written(tmp_path):
-    env = cmfnet_env(tmp_path, env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    env = cmfnet_env(
+        tmp_path, env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    )
     commands = readme_commands()
-    makers = [c for c in commands if c.startswith("cmfnet synth")]  # they write the data the others read
+    makers = [
+        c for c in commands if c.startswith("cmfnet synth")
+    ]  # they write the data the others read
     for command in makers + [c for c in commands if c not in makers]:
         line = filled(bounded(command), tmp_path)
         if command.startswith("wandb sync"):  # no network here: the folders it would upload exist
             assert glob.glob(line.split(maxsplit=2)[2]), line
             continue
-        args = [match for arg in shlex.split(line)
-                for match in (sorted(glob.glob(str(tmp_path / arg))) if "*" in arg else [arg])]
+        args = [
+            match
+            for arg in shlex.split(line)
+            for match in (sorted(glob.glob(str(tmp_path / arg))) if "*" in arg else [arg])
+        ]
         if args[0] == "python":
             args = [sys.executable, str(REPO / "run.py"), *args[2:]]
-        proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"

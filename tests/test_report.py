@@ -14,38 +14,63 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from cmfnet.cli import main
 from cmfnet.lit.history import history_csv
 from cmfnet.ownership import mark, owner_kind
-from cmfnet.report import build_report, curve_panels, format_cell, CellStats, load_report
-from conftest import REPO
+from cmfnet.report import CellStats, build_report, curve_panels, format_cell, load_report
 
 HR, LR = 32, 16
 
 
-def metrics(model: str, scale: int, accel: int, seed: int = 42, sr_psnr: float = 30.0, **extra) -> dict:
+def metrics(
+    model: str, scale: int, accel: int, seed: int = 42, sr_psnr: float = 30.0, **extra
+) -> dict:
     """A completed metrics.json: SR PSNR as given, the other metrics derived from it."""
     values = {
-        "model": model, "data": "synthetic", "mask": "random", "scale": scale, "accel": accel, "seed": seed,
-        "status": "completed", "wandb_run_id": f"id{seed}",
-        "sr_psnr": sr_psnr, "sr_psnr_std": 1.5, "sr_ssim": sr_psnr / 40, "sr_ssim_std": 0.01,
-        "sr_nmse": 1 / sr_psnr, "sr_nmse_std": 0.002,
-        "rec_psnr": sr_psnr + 2, "rec_psnr_std": 1.0, "rec_ssim": sr_psnr / 45, "rec_ssim_std": 0.02,
-        "rec_nmse": 0.5 / sr_psnr, "rec_nmse_std": 0.001,
+        "model": model,
+        "data": "synthetic",
+        "mask": "random",
+        "scale": scale,
+        "accel": accel,
+        "seed": seed,
+        "status": "completed",
+        "wandb_run_id": f"id{seed}",
+        "sr_psnr": sr_psnr,
+        "sr_psnr_std": 1.5,
+        "sr_ssim": sr_psnr / 40,
+        "sr_ssim_std": 0.01,
+        "sr_nmse": 1 / sr_psnr,
+        "sr_nmse_std": 0.002,
+        "rec_psnr": sr_psnr + 2,
+        "rec_psnr_std": 1.0,
+        "rec_ssim": sr_psnr / 45,
+        "rec_ssim_std": 0.02,
+        "rec_nmse": 0.5 / sr_psnr,
+        "rec_nmse_std": 0.001,
     }
     return {**values, **extra}
 
 
-def write_job(sweep: Path, name: str, record: dict, overrides: list[str] | None = None,
-              examples_seed: int | None = None, history: list[float] | None = None) -> Path:
+def write_job(
+    sweep: Path,
+    name: str,
+    record: dict,
+    overrides: list[str] | None = None,
+    examples_seed: int | None = None,
+    history: list[float] | None = None,
+) -> Path:
     """A job folder: metrics.json, optional .hydra/overrides.yaml, a tiny examples.npz and a
     history.csv with the given val SR PSNR per epoch."""
     job = sweep / name
     job.mkdir(parents=True)
     (job / "metrics.json").write_text(json.dumps(record))
     if history is not None:
-        rows = [{"epoch": e, "step": 10 * (e + 1), "train/loss": 1.0 / (e + 1), "val/sr_psnr": v} for e, v in enumerate(history)]
+        rows = [
+            {"epoch": e, "step": 10 * (e + 1), "train/loss": 1.0 / (e + 1), "val/sr_psnr": v}
+            for e, v in enumerate(history)
+        ]
         (job / "history.csv").write_text(history_csv(rows))
     if overrides is not None:
         (job / ".hydra").mkdir()
@@ -53,12 +78,16 @@ def write_job(sweep: Path, name: str, record: dict, overrides: list[str] | None 
     if examples_seed is not None:
         rng = np.random.default_rng(examples_seed)
         target = np.random.default_rng(0).random((HR, HR), dtype=np.float32)
-        arrays = {"fname_0": np.asarray("file1.h5"), "slice_idx_0": np.asarray(3),
-                  "input_0": rng.standard_normal((LR, LR)).astype(np.float32),
-                  "aux_0": rng.standard_normal((LR, LR)).astype(np.float32),
-                  "sr_0": target + 0.1 * rng.standard_normal((HR, HR)).astype(np.float32),
-                  "sr_target_0": target,
-                  "rec_0": rng.random((LR, LR), dtype=np.float32), "rec_target_0": rng.random((LR, LR), dtype=np.float32)}
+        arrays = {
+            "fname_0": np.asarray("file1.h5"),
+            "slice_idx_0": np.asarray(3),
+            "input_0": rng.standard_normal((LR, LR)).astype(np.float32),
+            "aux_0": rng.standard_normal((LR, LR)).astype(np.float32),
+            "sr_0": target + 0.1 * rng.standard_normal((HR, HR)).astype(np.float32),
+            "sr_target_0": target,
+            "rec_0": rng.random((LR, LR), dtype=np.float32),
+            "rec_target_0": rng.random((LR, LR), dtype=np.float32),
+        }
         np.savez_compressed(job / "examples.npz", count=1, **arrays)
     return job
 
@@ -70,17 +99,50 @@ def sweep(tmp_path) -> Path:
     root = tmp_path / "multirun" / "paper" / "2026-01-01_00-00-00_1"
     root.mkdir(parents=True)
     mark(root, "sweep")  # as the run's folder callback marks every sweep folder
-    write_job(root, "0_model=cmfnet,scale=2", metrics("cmfnet", 2, 4, sr_psnr=33.0), examples_seed=1,
-              history=[30.0, 32.0, 33.0])
-    write_job(root, "1_model=cmfnet,scale=2,seed=7", metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0),
-              history=[31.0, 34.0])
-    write_job(root, "2_model=edsr,scale=2", metrics("edsr", 2, 4, sr_psnr=32.0), examples_seed=2,
-              history=[29.0, 32.0])
-    write_job(root, "3_model=zero_filled,scale=2", metrics("zero_filled", 2, 4, sr_psnr=25.0), examples_seed=3)
-    write_job(root, "4_model=cmfnet,scale=4", metrics("cmfnet", 4, 4, sr_psnr=28.0), examples_seed=4)
+    write_job(
+        root,
+        "0_model=cmfnet,scale=2",
+        metrics("cmfnet", 2, 4, sr_psnr=33.0),
+        examples_seed=1,
+        history=[30.0, 32.0, 33.0],
+    )
+    write_job(
+        root,
+        "1_model=cmfnet,scale=2,seed=7",
+        metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0),
+        history=[31.0, 34.0],
+    )
+    write_job(
+        root,
+        "2_model=edsr,scale=2",
+        metrics("edsr", 2, 4, sr_psnr=32.0),
+        examples_seed=2,
+        history=[29.0, 32.0],
+    )
+    write_job(
+        root,
+        "3_model=zero_filled,scale=2",
+        metrics("zero_filled", 2, 4, sr_psnr=25.0),
+        examples_seed=3,
+    )
+    write_job(
+        root, "4_model=cmfnet,scale=4", metrics("cmfnet", 4, 4, sr_psnr=28.0), examples_seed=4
+    )
     write_job(root, "5_model=edsr,scale=4", metrics("edsr", 4, 4, sr_psnr=29.5), examples_seed=5)
-    write_job(root, "6_model=t2net,scale=4", {"status": "failed", "error": "CUDA out of memory", "model": "t2net",
-                                               "data": "synthetic", "mask": "random", "scale": 4, "accel": 4, "seed": 42})
+    write_job(
+        root,
+        "6_model=t2net,scale=4",
+        {
+            "status": "failed",
+            "error": "CUDA out of memory",
+            "model": "t2net",
+            "data": "synthetic",
+            "mask": "random",
+            "scale": 4,
+            "accel": 4,
+            "seed": 42,
+        },
+    )
     return root
 
 
@@ -94,7 +156,10 @@ def cells(markdown: str, title: str) -> dict[str, dict[str, str]]:
     """``{method: {column header: cell}}`` of one table."""
     header, *rows = table_lines(markdown, title)
     names = [c.strip() for c in header.strip("|").split("|")]
-    return {r[0]: dict(zip(names, r)) for r in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+    return {
+        r[0]: dict(zip(names, r))
+        for r in ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    }
 
 
 def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
@@ -104,7 +169,10 @@ def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
     sr = cells(markdown, "Super-resolution")
     assert list(sr) == ["zero_filled", "edsr", "t2net", "cmfnet"]  # paper order
     # x2: cmfnet is the mean over seeds 33 and 34 -> 33.50, sd over seeds 0.71; best -> bold
-    assert sr["cmfnet"]["x2 / R4 PSNR ↑"] == f"**33.50** ± 1.50 (seeds: 2, sd {statistics.stdev([33.0, 34.0]):.2f})"
+    assert (
+        sr["cmfnet"]["x2 / R4 PSNR ↑"]
+        == f"**33.50** ± 1.50 (seeds: 2, sd {statistics.stdev([33.0, 34.0]):.2f})"
+    )
     assert sr["edsr"]["x2 / R4 PSNR ↑"] == "32.00 ± 1.50"
     # x4: edsr wins PSNR and SSIM; NMSE bold is the minimum (edsr's 1/29.5)
     assert sr["edsr"]["x4 / R4 PSNR ↑"].startswith("**29.50**")
@@ -113,7 +181,12 @@ def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
     assert sr["zero_filled"]["x4 / R4 PSNR ↑"] == "-"  # never run there
     assert sr["t2net"]["x4 / R4 PSNR ↑"] == "failed"
     assert sr["t2net"]["x2 / R4 PSNR ↑"] == "-"
-    bold = [cell for row in sr.values() for key, cell in row.items() if "PSNR" in key and cell.startswith("**")]
+    bold = [
+        cell
+        for row in sr.values()
+        for key, cell in row.items()
+        if "PSNR" in key and cell.startswith("**")
+    ]
     assert len(bold) == 2  # one per column
     rec = cells(markdown, "Reconstruction")
     assert rec["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**35.50** ± 1.00")
@@ -124,13 +197,33 @@ def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
 def test_csv_is_tidy_long_format_with_seed_columns(sweep, tmp_path):
     build_report([sweep], tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
-    assert list(rows[0]) == ["method", "model", "scale", "accel", "data", "mask", "output", "metric",
-                             "mean", "std", "n_seeds", "seed_sd"]
+    assert list(rows[0]) == [
+        "method",
+        "model",
+        "scale",
+        "accel",
+        "data",
+        "mask",
+        "output",
+        "metric",
+        "mean",
+        "std",
+        "n_seeds",
+        "seed_sd",
+    ]
     assert len(rows) == 5 * 2 * 3  # 5 filled (method, cell) pairs x 2 outputs x 3 metrics
-    seeds = next(r for r in rows if (r["method"], r["scale"], r["output"], r["metric"]) == ("cmfnet", "2", "sr", "psnr"))
+    seeds = next(
+        r
+        for r in rows
+        if (r["method"], r["scale"], r["output"], r["metric"]) == ("cmfnet", "2", "sr", "psnr")
+    )
     assert float(seeds["mean"]) == 33.5 and seeds["n_seeds"] == "2"
     assert float(seeds["seed_sd"]) == pytest.approx(statistics.stdev([33.0, 34.0]))
-    single = next(r for r in rows if (r["method"], r["scale"], r["output"], r["metric"]) == ("edsr", "4", "rec", "nmse"))
+    single = next(
+        r
+        for r in rows
+        if (r["method"], r["scale"], r["output"], r["metric"]) == ("edsr", "4", "rec", "nmse")
+    )
     assert float(single["mean"]) == pytest.approx(0.5 / 29.5) and single["seed_sd"] == ""
 
 
@@ -149,7 +242,9 @@ def test_rerun_folder_completes_a_failed_job_and_supersedes_duplicates(sweep, tm
     markdown = (tmp_path / "out" / "report.md").read_text()
     sr = cells(markdown, "Super-resolution")
     assert sr["t2net"]["x4 / R4 PSNR ↑"].startswith("**31.00**")
-    assert sr["edsr"]["x2 / R4 PSNR ↑"] == "30.00 ± 1.50"  # the later folder wins, not a second seed
+    assert (
+        sr["edsr"]["x2 / R4 PSNR ↑"] == "30.00 ± 1.50"
+    )  # the later folder wins, not a second seed
     assert "re-run completed" in markdown.split("## Failed jobs", 1)[1]
     assert "replaced by" in markdown.split("## Superseded", 1)[1]
 
@@ -159,7 +254,9 @@ def test_killed_job_is_placed_from_its_hydra_record(sweep, tmp_path):
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text("scale: 2\naccel: 4\nseed: 42\n")
     (job / ".hydra" / "hydra.yaml").write_text(
-        "hydra:\n  runtime:\n    choices:\n      model: unet_edsr\n      data: synthetic\n      mask: random\n")
+        "hydra:\n  runtime:\n    choices:\n"
+        "      model: unet_edsr\n      data: synthetic\n      mask: random\n"
+    )
     build_report([sweep], tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert cells(markdown, "Super-resolution")["unet_edsr"]["x2 / R4 PSNR ↑"] == "failed"
@@ -169,16 +266,24 @@ def test_killed_job_is_placed_from_its_hydra_record(sweep, tmp_path):
 def test_overrides_beyond_the_cell_name_separate_methods(tmp_path):
     root = tmp_path / "multirun" / "loss_weights" / "ts"
     for i, w in enumerate((0.2, 1.0)):
-        write_job(root, f"{i}_loss.w_rec={w}", metrics("cmfnet", 4, 4, sr_psnr=30 + i),
-                  overrides=["sweeps=loss_weights", f"loss.w_rec={w}", "loss.w_sr=1.0", "launcher=gpus"])
+        write_job(
+            root,
+            f"{i}_loss.w_rec={w}",
+            metrics("cmfnet", 4, 4, sr_psnr=30 + i),
+            overrides=["sweeps=loss_weights", f"loss.w_rec={w}", "loss.w_sr=1.0", "launcher=gpus"],
+        )
     report = load_report([root])
     assert report.methods == ["cmfnet [loss.w_rec=0.2]", "cmfnet [loss.w_rec=1.0]"]
 
 
 def test_seed_sweep_with_cell_presets_adds_seeds_to_the_same_methods(sweep, tmp_path):
     seeds = tmp_path / "multirun" / "paper_seeds" / "2026-01-02_00-00-00_1"
-    write_job(seeds, "0_+cell=x2r4,model=edsr,seed=43", metrics("edsr", 2, 4, seed=43, sr_psnr=30.0),
-              overrides=["model=edsr", "+cell=x2r4", "seed=43", "sweeps=paper_seeds"])
+    write_job(
+        seeds,
+        "0_+cell=x2r4,model=edsr,seed=43",
+        metrics("edsr", 2, 4, seed=43, sr_psnr=30.0),
+        overrides=["model=edsr", "+cell=x2r4", "seed=43", "sweeps=paper_seeds"],
+    )
     report = load_report([sweep, seeds])
     assert report.methods == ["zero_filled", "edsr", "t2net", "cmfnet"]
     column = next(c for c in report.columns if c.scale == 2)
@@ -187,8 +292,13 @@ def test_seed_sweep_with_cell_presets_adds_seeds_to_the_same_methods(sweep, tmp_
 
 def test_cell_format_without_std_and_with_seeds():
     assert format_cell(CellStats(0.123456, float("nan"), 1, None), "nmse") == "0.1235"
-    assert format_cell(CellStats(30.0, 1.0, 3, 0.25), "psnr", bold=True) == "**30.00** ± 1.00 (seeds: 3, sd 0.25)"
-    assert format_cell(CellStats(float("nan"), 0.0, 1, None), "psnr") == "nan"  # a metrics.json edited by hand
+    assert (
+        format_cell(CellStats(30.0, 1.0, 3, 0.25), "psnr", bold=True)
+        == "**30.00** ± 1.00 (seeds: 3, sd 0.25)"
+    )
+    assert (
+        format_cell(CellStats(float("nan"), 0.0, 1, None), "psnr") == "nan"
+    )  # a metrics.json edited by hand
 
 
 def test_cli_writes_tables_and_figures(sweep, capsys):
@@ -196,7 +306,12 @@ def test_cli_writes_tables_and_figures(sweep, capsys):
     for name in ("report.md", "report.csv"):
         assert (sweep / name).stat().st_size > 200
     pngs = {p.name: p.stat().st_size for p in sweep.glob("*.png")}
-    assert set(pngs) == {"psnr_vs_accel.png", "learning_curves.png", "qualitative_x2_r4.png", "qualitative_x4_r4.png"}
+    assert set(pngs) == {
+        "psnr_vs_accel.png",
+        "learning_curves.png",
+        "qualitative_x2_r4.png",
+        "qualitative_x4_r4.png",
+    }
     assert all(size > 10_000 for size in pngs.values())
     assert not (sweep / "wandb").exists()
     assert "report.md" in capsys.readouterr().out
@@ -204,13 +319,17 @@ def test_cli_writes_tables_and_figures(sweep, capsys):
     assert "`qualitative_x2_r4.png`" in markdown and "psnr_vs_accel.png" in markdown
 
 
-def test_report_out_refuses_a_users_folder_and_accepts_an_older_unmarked_sweep(sweep, tmp_path, capsys):
+def test_report_out_refuses_a_users_folder_and_accepts_an_older_unmarked_sweep(
+    sweep, tmp_path, capsys
+):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "report.md").write_bytes(b"my own report\n")
     assert main(["report", str(sweep), "--out", str(mine), "--no-wandb"]) == 2
     assert "holds files that cmfnet did not write" in capsys.readouterr().err
-    assert [p.name for p in mine.iterdir()] == ["report.md"] and (mine / "report.md").read_bytes() == b"my own report\n"
+    assert [p.name for p in mine.iterdir()] == ["report.md"] and (
+        mine / "report.md"
+    ).read_bytes() == b"my own report\n"
     (sweep / ".cmfnet-owned").unlink()
     assert main(["report", str(sweep), "--no-wandb"]) == 2  # unmarked, and not a Hydra sweep folder
     (sweep / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra writes at a sweep's root
@@ -221,7 +340,10 @@ def test_report_out_refuses_a_users_folder_and_accepts_an_older_unmarked_sweep(s
 def test_learning_curves_come_from_history_csv_one_curve_per_seed(sweep):
     panels = curve_panels(load_report([sweep]))
     assert list(panels) == ["x2 / R4"]  # no x4 run has a history.csv
-    assert panels["x2 / R4"]["cmfnet"] == [[(0, 31.0), (1, 34.0)], [(0, 30.0), (1, 32.0), (2, 33.0)]]  # by seed
+    assert panels["x2 / R4"]["cmfnet"] == [
+        [(0, 31.0), (1, 34.0)],
+        [(0, 30.0), (1, 32.0), (2, 33.0)],
+    ]  # by seed
     assert panels["x2 / R4"]["edsr"] == [[(0, 29.0), (1, 32.0)]]
     assert "zero_filled" not in panels["x2 / R4"]
 
@@ -235,17 +357,36 @@ def test_report_without_any_history_notes_the_missing_curves(sweep, tmp_path):
 
 
 def test_name_sets_the_table_file_names_and_rejects_paths(sweep, tmp_path, capsys):
-    assert main(["report", str(sweep), "--no-wandb", "--out", str(tmp_path / "out"), "--name", "results"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(sweep),
+                "--no-wandb",
+                "--out",
+                str(tmp_path / "out"),
+                "--name",
+                "results",
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in (tmp_path / "out").glob("results.*")} == {"results.md", "results.csv"}
     assert not list((tmp_path / "out").glob("report.*"))
-    assert main(["report", str(sweep), "--no-wandb", "--out", str(tmp_path / "bad"), "--name", "../x"]) == 2
+    assert (
+        main(["report", str(sweep), "--no-wandb", "--out", str(tmp_path / "bad"), "--name", "../x"])
+        == 2
+    )
     assert "--name" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_qualitative_figure_notes_methods_without_examples(sweep, tmp_path):
     (sweep / "2_model=edsr,scale=2" / "examples.npz").unlink()
     build_report([sweep], tmp_path / "out")
-    assert "qualitative_x2_r4.png: edsr: no examples.npz" in (tmp_path / "out" / "report.md").read_text()
+    assert (
+        "qualitative_x2_r4.png: edsr: no examples.npz"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
 
 
 def test_qualitative_figure_leaves_out_outputs_of_another_size(sweep, tmp_path):
@@ -255,7 +396,10 @@ def test_qualitative_figure_leaves_out_outputs_of_another_size(sweep, tmp_path):
     np.savez_compressed(path, **arrays)
     build_report([sweep], tmp_path / "out")
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "qualitative_x2_r4.png: edsr: its output" in report and "differs from the HR target" in report
+    assert (
+        "qualitative_x2_r4.png: edsr: its output" in report
+        and "differs from the HR target" in report
+    )
     assert (tmp_path / "out" / "qualitative_x2_r4.png").is_file()
 
 
@@ -271,7 +415,12 @@ def test_missing_or_empty_sweep_is_a_one_line_error(tmp_path, capsys, make):
 
 
 def test_wandb_offline_run_holds_the_tables(sweep, tmp_path, monkeypatch):
-    for var, sub in (("WANDB_DIR", "w"), ("WANDB_CACHE_DIR", "c"), ("WANDB_CONFIG_DIR", "g"), ("WANDB_DATA_DIR", "d")):
+    for var, sub in (
+        ("WANDB_DIR", "w"),
+        ("WANDB_CACHE_DIR", "c"),
+        ("WANDB_CONFIG_DIR", "g"),
+        ("WANDB_DATA_DIR", "d"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -281,7 +430,9 @@ def test_wandb_offline_run_holds_the_tables(sweep, tmp_path, monkeypatch):
     records = b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))
     for expected in (b"paper/2026-01-01_00-00-00_1", b"report/sr_table", b"report/rec_table"):
         assert expected in records
-    table = json.loads(next((run_dir / "files" / "media" / "table" / "report").glob("sr_table_*.json")).read_text())
+    table = json.loads(
+        next((run_dir / "files" / "media" / "table" / "report").glob("sr_table_*.json")).read_text()
+    )
     assert table["columns"][:2] == ["method", "x2 / R4 PSNR ↑"]
     assert ["zero_filled", "edsr", "t2net", "cmfnet"] == [row[0] for row in table["data"]]
     assert table["data"][3][1] == "33.50 ± 1.50 (seeds: 2, sd 0.71)"  # no Markdown bold inside W&B
@@ -289,14 +440,34 @@ def test_wandb_offline_run_holds_the_tables(sweep, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
-    env = {**os.environ, "CMFNET_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(REPO / "run.py"), "-m", "model=zero_filled,cmfnet", "experiment=smoke",
-                    "logger=csv"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    env = {
+        **os.environ,
+        "CMFNET_CACHE_DIR": str(tmp_path / "cache"),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            "model=zero_filled,cmfnet",
+            "experiment=smoke",
+            "logger=csv",
+        ],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
     assert main(["report", str(sweep), "--no-wandb"]) == 0
     sr = cells((sweep / "report.md").read_text(), "Super-resolution")
     assert list(sr) == ["zero_filled", "cmfnet"]
-    assert all(cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:])
+    assert all(
+        cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:]
+    )
     assert (sweep / "qualitative_x4_r4.png").stat().st_size > 10_000
     assert (sweep / "learning_curves.png").stat().st_size > 10_000
 
@@ -308,10 +479,17 @@ def test_metrics_json_is_strict_json_and_a_diverged_run_still_reports(tmp_path):
 
     root = tmp_path / "sweep"
     job = write_job(root, "0_model=cmfnet", {})
-    write_json_atomic(job / "metrics.json", metrics("cmfnet", 2, 4, sr_psnr_std=float("nan"), rec_psnr=float("-inf")))
+    write_json_atomic(
+        job / "metrics.json",
+        metrics("cmfnet", 2, 4, sr_psnr_std=float("nan"), rec_psnr=float("-inf")),
+    )
     text = (job / "metrics.json").read_text()
-    record = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
-    assert record["sr_psnr_std"] is None and record["rec_psnr"] is None and record["sr_psnr"] == 30.0
+    record = json.loads(
+        text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}")
+    )
+    assert (
+        record["sr_psnr_std"] is None and record["rec_psnr"] is None and record["sr_psnr"] == 30.0
+    )
     build_report([root], tmp_path / "out")
     sr = cells((tmp_path / "out" / "report.md").read_text(), "Super-resolution")
     assert sr["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**30.00**")

@@ -11,22 +11,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import REPO, descendant_pids, pid_alive
 
 from cmfnet import signals
 from cmfnet.lit.history import read_history
-from cmfnet.sweep import JOB_LIST, collect_results, resume_plan, set_aside_stale_files, write_results
-
-from conftest import REPO
+from cmfnet.sweep import (
+    JOB_LIST,
+    collect_results,
+    resume_plan,
+    set_aside_stale_files,
+    write_results,
+)
 
 # Three epochs: a job stopped after its first last.ckpt still has epochs to train when resumed.
 SMOKE = ("experiment=smoke", "logger=csv", "trainer.max_epochs=3")
 GRID = ("scale=2,4", "accel=4,8")
-METRICS = [f"{out}_{m}{std}" for out in ("sr", "rec") for m in ("psnr", "ssim", "nmse")
-           for std in ("", "_std")]
+METRICS = [
+    f"{out}_{m}{std}"
+    for out in ("sr", "rec")
+    for m in ("psnr", "ssim", "nmse")
+    for std in ("", "_std")
+]
 
 
 def env_for(cwd: Path) -> dict:
@@ -39,7 +47,9 @@ def start_sweep(cwd: Path, sweep: str, *args: str) -> subprocess.Popen:
     """``python run.py -m ARGS`` into ``cwd/sweep``; its output goes to ``cwd/sweep.log``."""
     command = [sys.executable, str(REPO / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep}"]
     with open(cwd / f"{sweep}.log", "w") as output:
-        return subprocess.Popen(command, cwd=cwd, env=env_for(cwd), stdout=output, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, cwd=cwd, env=env_for(cwd), stdout=output, stderr=subprocess.STDOUT
+        )
 
 
 def output_of(proc: subprocess.Popen) -> str:
@@ -110,11 +120,23 @@ def test_sigterm_stops_the_sweep_and_resume_gives_the_uninterrupted_metrics(tmp_
     assert table.count("| not started |") == 2 and "| interrupted |" in table
     record = metrics(last.parents[1])
     assert (record["signal"], record["checkpoint"], record["scale"], record["accel"]) == (
-        "SIGTERM", "checkpoints/last.ckpt", 2, 8)
-    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] < 2  # epochs left to train
+        "SIGTERM",
+        "checkpoints/last.ckpt",
+        2,
+        8,
+    )
+    assert (
+        torch.load(last, map_location="cpu", weights_only=True)["epoch"] < 2
+    )  # epochs left to train
 
-    resume = subprocess.run([sys.executable, "-m", "cmfnet.cli", "resume", str(sweep)], cwd=tmp_path,
-                            env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+    resume = subprocess.run(
+        [sys.executable, "-m", "cmfnet.cli", "resume", str(sweep)],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resume.returncode == 0, resume.stderr[-3000:]
     assert "continues from checkpoints/last.ckpt" in resume.stdout
     assert f"Restored all states from the checkpoint at {last}" in resume.stdout + resume.stderr
@@ -137,77 +159,75 @@ def test_sigint_stops_a_sweep_with_130_and_sigterm_stops_its_resume_with_143(tmp
     assert statuses(sweep) == ["interrupted", "not started"]
     assert json.loads((sweep / JOB_LIST).read_text())["cwd"] == str(tmp_path)
     resume = [sys.executable, "-m", "cmfnet.cli", "resume", str(sweep)]
-    dry = subprocess.run([*resume, "--dry-run"], cwd=tmp_path, env=env_for(tmp_path), capture_output=True,
-                         text=True, timeout=120)
+    dry = subprocess.run(
+        [*resume, "--dry-run"],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stderr
     commands = [line for line in dry.stdout.splitlines() if "run.py" in line]
-    assert len(commands) == 2 and commands[0].endswith("ckpt_path=last") and "ckpt_path" not in commands[1]
+    assert (
+        len(commands) == 2
+        and commands[0].endswith("ckpt_path=last")
+        and "ckpt_path" not in commands[1]
+    )
     assert "scale=4" in commands[1] and "hydra.mode=RUN" in commands[1]
     assert statuses(sweep) == ["interrupted", "not started"]  # a dry run runs nothing
 
     history = next(sweep.glob("0_*")) / "history.csv"
     trained = len(read_history(history))
     with open(tmp_path / "resume.log", "w") as output:
-        proc = subprocess.Popen(resume, cwd=tmp_path, env=env_for(tmp_path), stdout=output,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            resume, cwd=tmp_path, env=env_for(tmp_path), stdout=output, stderr=subprocess.STDOUT
+        )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and len(read_history(history)) <= trained:
         time.sleep(0.05)
     assert len(read_history(history)) > trained, (tmp_path / "resume.log").read_text()[-2000:]
-    job = _descendants(proc.pid)
+    job = descendant_pids(proc.pid)
     elapsed = stop(proc, signal.SIGTERM)
     assert proc.returncode == 143 and elapsed < 15, (proc.returncode, elapsed)
-    assert job and not [pid for pid in job if _alive(pid)], "the job kept running after the resume stopped"
+    assert job and not [pid for pid in job if pid_alive(pid)], (
+        "the job kept running after the resume stopped"
+    )
     assert statuses(sweep) == ["interrupted", "not started"]
     assert metrics(history.parent)["signal"] == "SIGTERM"
     assert "0 of 2 jobs completed" in (tmp_path / "resume.log").read_text()
-
-
-def _descendants(pid: int) -> set[int]:
-    """Live (non-zombie) descendant pids of ``pid``, from /proc."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_sigterm_stops_the_gpus_launcher_and_leaves_no_worker(tmp_path):
     # One CPU worker: the job order is fixed, and the next job is already queued to that worker.
-    proc = start_sweep(tmp_path, "stopped", "launcher=gpus", "hydra.launcher.cpu_workers=1", *SMOKE, *GRID)
+    proc = start_sweep(
+        tmp_path, "stopped", "launcher=gpus", "hydra.launcher.cpu_workers=1", *SMOKE, *GRID
+    )
     wait_for(proc, "stopped/1_*/checkpoints/last.ckpt", tmp_path)
-    workers = _descendants(proc.pid)
+    workers = descendant_pids(proc.pid)
     assert workers
     elapsed = stop(proc, signal.SIGTERM)
     assert proc.returncode == 143 and elapsed < 15, (proc.returncode, elapsed)
     deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(pid) for pid in workers):
+    while time.time() < deadline and any(pid_alive(pid) for pid in workers):
         time.sleep(0.2)
-    assert not [pid for pid in workers if _alive(pid)], "workers kept running after the sweep stopped"
-    assert statuses(tmp_path / "stopped") == ["completed", "interrupted", "not started", "not started"]
+    assert not [pid for pid in workers if pid_alive(pid)], (
+        "workers kept running after the sweep stopped"
+    )
+    assert statuses(tmp_path / "stopped") == [
+        "completed",
+        "interrupted",
+        "not started",
+        "not started",
+    ]
 
 
 def _submitit_tasks(pid: int) -> list[int]:
     """The submitit task processes (``python -m submitit.core._submit``) below ``pid``."""
     tasks = []
-    for child in _descendants(pid):
+    for child in descendant_pids(pid):
         try:
             command = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
@@ -219,7 +239,9 @@ def _submitit_tasks(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_a_submitit_job_requeued_on_its_time_out_signal_continues_from_last_ckpt(tmp_path, reference):
+def test_a_submitit_job_requeued_on_its_time_out_signal_continues_from_last_ckpt(
+    tmp_path, reference
+):
     """submitit's local executor is the SLURM launcher's code path: the task gets submitit's
     time-out/pre-emption signal (what ``job._interrupt()`` sends), submitit requeues it, and the
     requeued job resumes from its own last.ckpt to the metrics of an uninterrupted run."""
@@ -251,7 +273,9 @@ def clean_signals():
 
 def test_interrupted_exits_with_128_plus_the_signal_and_pickles_with_it():
     stop_ = signals.Interrupted(signal.SIGTERM)
-    assert isinstance(stop_, SystemExit) and stop_.code == 143 and str(stop_) == "stopped by SIGTERM"
+    assert (
+        isinstance(stop_, SystemExit) and stop_.code == 143 and str(stop_) == "stopped by SIGTERM"
+    )
     again = pickle.loads(pickle.dumps(stop_))
     assert (again.signum, again.code) == (signal.SIGTERM, 143)
     assert signals.Interrupted(signal.SIGINT).code == 130
@@ -283,7 +307,9 @@ def test_an_interrupt_that_python_drops_is_raised_again(clean_signals, monkeypat
 
     resent = []
     timer = signals.threading.Timer
-    monkeypatch.setattr(signals.threading, "Timer", lambda *args: resent.append(args) or timer(*args))
+    monkeypatch.setattr(
+        signals.threading, "Timer", lambda *args: resent.append(args) or timer(*args)
+    )
     with signals.stop_on_signals():
         with pytest.raises(signals.Interrupted):
             obj = SignalledWhileCollected()
@@ -318,8 +344,9 @@ def test_another_librarys_handler_is_kept_and_the_signal_noted(clean_signals):
         signal.signal(signal.SIGTERM, previous)
 
 
-def make_job(sweep: Path, name: str, status: str | None, overrides: list[str],
-             last_ckpt: bool = False) -> Path:
+def make_job(
+    sweep: Path, name: str, status: str | None, overrides: list[str], last_ckpt: bool = False
+) -> Path:
     """A job folder as a sweep leaves it: its overrides, maybe a metrics.json and a last.ckpt."""
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
@@ -332,22 +359,33 @@ def make_job(sweep: Path, name: str, status: str | None, overrides: list[str],
     return job
 
 
-def test_resume_plan_continues_interrupted_and_killed_jobs_and_restarts_failed_and_unstarted_ones(tmp_path):
+def test_resume_plan_continues_interrupted_and_killed_jobs_and_restarts_failed_and_unstarted_ones(
+    tmp_path,
+):
     sweep = tmp_path / "sweep"
     make_job(sweep, "0_seed=1", "completed", ["seed=1"], last_ckpt=True)
     make_job(sweep, "1_seed=2", "interrupted", ["seed=2"], last_ckpt=True)
     make_job(sweep, "2_seed=3", None, ["seed=3"], last_ckpt=True)  # killed before metrics.json
     failed = make_job(sweep, "3_seed=4", "failed", ["seed=4"], last_ckpt=True)
-    jobs = [{"num": i, "dir": f"{i}_seed={i + 1}", "overrides": [f"seed={i + 1}"]} for i in range(5)]
+    jobs = [
+        {"num": i, "dir": f"{i}_seed={i + 1}", "overrides": [f"seed={i + 1}"]} for i in range(5)
+    ]
     (sweep / JOB_LIST).write_text(json.dumps({"cwd": str(tmp_path), "jobs": jobs}))
     assert [row["status"] for row in sorted(collect_results(sweep), key=lambda r: r["job"])] == [
-        "completed", "interrupted", "failed", "failed", "not started"]
+        "completed",
+        "interrupted",
+        "failed",
+        "failed",
+        "not started",
+    ]
 
     steps = {step.job: step for step in resume_plan(sweep)}
     assert sorted(steps) == ["1_seed=2", "2_seed=3", "3_seed=4", "4_seed=5"]
     assert steps["1_seed=2"].overrides[-1] == steps["2_seed=3"].overrides[-1] == "ckpt_path=last"
     assert steps["2_seed=3"].status == "killed"
-    assert not any("ckpt_path" in o for o in steps["3_seed=4"].overrides + steps["4_seed=5"].overrides)
+    assert not any(
+        "ckpt_path" in o for o in steps["3_seed=4"].overrides + steps["4_seed=5"].overrides
+    )
     assert steps["3_seed=4"].afresh and not steps["4_seed=5"].afresh
     folder = f"hydra.run.dir='{(sweep / '4_seed=5').resolve()}'"
     assert steps["4_seed=5"].overrides == ["seed=5", "hydra.mode=RUN", folder]
@@ -365,18 +403,16 @@ def test_resume_plan_continues_interrupted_and_killed_jobs_and_restarts_failed_a
 def test_a_fresh_run_never_resumes_from_a_checkpoint_on_its_own(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from cmfnet import train
+    from cmfnet.sweep import resume_requeued_job
 
     job = make_job(tmp_path, "0_seed=1", None, ["seed=1"], last_ckpt=True)
     record = {"status": "interrupted", "overrides": ["seed=1"]}
     (job / "metrics.json").write_text(json.dumps(record))
-    hydra = SimpleNamespace(get=lambda: SimpleNamespace(overrides=SimpleNamespace(task=["seed=1"])))
-    monkeypatch.setattr(train, "HydraConfig", hydra)
     monkeypatch.delenv("SUBMITIT_FOLDER", raising=False)
 
     def resumes() -> bool:
         cfg = OmegaConf.create({"ckpt_path": None})
-        train.resume_requeued_job(cfg, job)
+        resume_requeued_job(cfg, job, ["seed=1"])
         return cfg.ckpt_path == "last"
 
     assert not resumes()  # not a submitit job
@@ -394,6 +430,12 @@ def test_resume_help_lists_its_options_with_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["resume", "--help"])
     out = capsys.readouterr().out
-    for option in ("SWEEP_DIR", "--failed", "(default: rerun)", "--dry-run", "--stop-timeout",
-                   "(default: 60)"):
+    for option in (
+        "SWEEP_DIR",
+        "--failed",
+        "(default: rerun)",
+        "--dry-run",
+        "--stop-timeout",
+        "(default: 60)",
+    ):
         assert option in out

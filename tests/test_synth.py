@@ -41,15 +41,34 @@ def _pairs(root: Path, split: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def phantom_dir(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("phantom"), n_train=2, n_val=1, n_test=1,
-                            slices=S, hr_size=H, width=W, seed=0, source="phantom",
-                            progress=False)
+    return generate_dataset(
+        tmp_path_factory.mktemp("phantom"),
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        slices=S,
+        hr_size=H,
+        width=W,
+        seed=0,
+        source="phantom",
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def mni_dir(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("mni"), n_train=2, n_val=1, n_test=1,
-                            slices=S, hr_size=H, width=W, seed=0, source="mni", progress=False)
+    return generate_dataset(
+        tmp_path_factory.mktemp("mni"),
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        slices=S,
+        hr_size=H,
+        width=W,
+        seed=0,
+        source="mni",
+        progress=False,
+    )
 
 
 @pytest.fixture(params=["phantom", "mni"])
@@ -82,8 +101,9 @@ def test_layout_datasets_dtypes_shapes_attrs(data_dir):
         assert attrs["patient_id"] == path.name.rsplit("_", 1)[0]
         assert attrs["split"] == path.parent.name.split("_")[1]
         assert attrs["max"] == pytest.approx(float(recon.max()), rel=1e-6)
-        assert attrs["norm"] == pytest.approx(float(np.linalg.norm(recon.astype(np.float64))),
-                                              rel=1e-6)
+        assert attrs["norm"] == pytest.approx(
+            float(np.linalg.norm(recon.astype(np.float64))), rel=1e-6
+        )
         # fastMRI-like magnitudes (knee recon values ~1e-5..1e-4)
         assert 1e-5 < attrs["max"] < 1e-3
         assert len(attrs["template_slices"]) == S
@@ -112,8 +132,11 @@ def test_header_fields_parse_with_elementtree_and_fastmri(data_dir, tmp_path):
         assert float(q("sequenceParameters", "TR")) == 4000.0
 
     # fastMRI's own SliceDataset reads the folder and derives the same padding
-    ds = mri_data.SliceDataset(data_dir / "singlecoil_train", challenge="singlecoil",
-                               dataset_cache_file=tmp_path / "cache.pkl")
+    ds = mri_data.SliceDataset(
+        data_dir / "singlecoil_train",
+        challenge="singlecoil",
+        dataset_cache_file=tmp_path / "cache.pkl",
+    )
     assert len(ds) == 2 * COUNTS["train"] * S
     meta = ds._retrieve_metadata(_volumes(data_dir)[0])[0]
     assert (meta["padding_left"], meta["padding_right"]) == (pad_l, pad_r)
@@ -151,7 +174,7 @@ def test_reconstruction_matches_kspace(data_dir):
         kt = torch.view_as_real(torch.from_numpy(k))
         theirs = fastmri.complex_abs(fastmri.ifft2c(kt))
         top, left = (2 * H - H) // 2, (W - H) // 2
-        theirs = theirs[:, top:top + H, left:left + H].numpy()
+        theirs = theirs[:, top : top + H, left : left + H].numpy()
         np.testing.assert_allclose(recon, theirs, rtol=0, atol=1e-5 * recon.max())
 
 
@@ -170,8 +193,10 @@ def test_csvs_list_existing_pairs(data_dir):
             assert pd_file.endswith("_pd.h5") and pdfs_file.endswith("_pdfs.h5")
             assert pd_file[: -len("_pd.h5")] == pdfs_file[: -len("_pdfs.h5")]
             assert -1.0 <= float(score) <= 1.0
-            with h5py.File(data_dir / f"singlecoil_{split}" / pd_file, "r") as a, \
-                    h5py.File(data_dir / f"singlecoil_{split}" / pdfs_file, "r") as b:
+            with (
+                h5py.File(data_dir / f"singlecoil_{split}" / pd_file, "r") as a,
+                h5py.File(data_dir / f"singlecoil_{split}" / pdfs_file, "r") as b,
+            ):
                 x = a["reconstruction_esc"][()].ravel().astype(np.float64)
                 y = b["reconstruction_esc"][()].ravel().astype(np.float64)
             assert float(score) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-4)
@@ -209,8 +234,10 @@ def test_contrast_physics(source):
     pair = generate_pair(source, "train", 0, slices=S, hr_size=64, width=72, seed=3, noise=0.0)
     tissues = pair["anatomy"].tissues
     frac = {t: pair["fractions"][i] for i, t in enumerate(tissues)}
-    mags = {role: np.abs(center_crop(ifft2c(k.astype(np.complex128)), (64, 64)))
-            for role, k in pair["kspace"].items()}
+    mags = {
+        role: np.abs(center_crop(ifft2c(k.astype(np.complex128)), (64, 64)))
+        for role, k in pair["kspace"].items()
+    }
 
     def mean(role, tissue):
         sel = frac[tissue] > 0.9
@@ -247,20 +274,44 @@ def test_split_anatomy_disjoint(data_dir):
 
 
 def test_same_seed_identical_other_seed_differs(tmp_path, phantom_dir):
-    again = generate_dataset(tmp_path / "again", n_train=2, n_val=1, n_test=1, slices=S,
-                             hr_size=H, width=W, seed=0, source="phantom", progress=False)
-    other = generate_dataset(tmp_path / "other", n_train=2, n_val=1, n_test=1, slices=S,
-                             hr_size=H, width=W, seed=1, source="phantom", progress=False)
+    again = generate_dataset(
+        tmp_path / "again",
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        slices=S,
+        hr_size=H,
+        width=W,
+        seed=0,
+        source="phantom",
+        progress=False,
+    )
+    other = generate_dataset(
+        tmp_path / "other",
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        slices=S,
+        hr_size=H,
+        width=W,
+        seed=1,
+        source="phantom",
+        progress=False,
+    )
     for path in _volumes(phantom_dir):
         rel = path.relative_to(phantom_dir)
-        with h5py.File(path, "r") as a, h5py.File(again / rel, "r") as b, \
-                h5py.File(other / rel, "r") as c:
+        with (
+            h5py.File(path, "r") as a,
+            h5py.File(again / rel, "r") as b,
+            h5py.File(other / rel, "r") as c,
+        ):
             for key in ("kspace", "reconstruction_esc"):
                 assert a[key][()].tobytes() == b[key][()].tobytes()
                 assert not np.array_equal(a[key][()], c[key][()])
         assert path.read_bytes() == (again / rel).read_bytes()
-    assert (phantom_dir / "singlecoil_train_split_less.csv").read_text() == \
-        (again / "singlecoil_train_split_less.csv").read_text()
+    assert (phantom_dir / "singlecoil_train_split_less.csv").read_text() == (
+        again / "singlecoil_train_split_less.csv"
+    ).read_text()
 
 
 def test_subject_independent_of_other_counts(tmp_path):
@@ -297,9 +348,32 @@ def test_noise_level_in_background(tmp_path):
 
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["synth", "--out", str(out), "--train", "1", "--val", "1", "--test", "0",
-               "--slices", "3", "--hr-size", "16", "--width", "20", "--seed", "5",
-               "--source", "phantom", "--noise", "0.01", "--quiet"])
+    rc = main(
+        [
+            "synth",
+            "--out",
+            str(out),
+            "--train",
+            "1",
+            "--val",
+            "1",
+            "--test",
+            "0",
+            "--slices",
+            "3",
+            "--hr-size",
+            "16",
+            "--width",
+            "20",
+            "--seed",
+            "5",
+            "--source",
+            "phantom",
+            "--noise",
+            "0.01",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert len(list((out / "singlecoil_train").glob("*.h5"))) == 2
     assert len(list((out / "singlecoil_val").glob("*.h5"))) == 2
@@ -320,10 +394,10 @@ def test_cli_synth(tmp_path, capsys):
     "kwargs, setting",
     [
         ({"hr_size": 4}, "hr_size"),
-        ({"width": 30}, "width"),            # W < H
-        ({"width": 200}, "width"),           # W > 4H
+        ({"width": 30}, "width"),  # W < H
+        ({"width": 200}, "width"),  # W > 4H
         ({"slices": 0}, "slices"),
-        ({"slices": 1000}, "slices"),        # more than a slab holds
+        ({"slices": 1000}, "slices"),  # more than a slab holds
         ({"n_train": -1}, "n_train"),
         ({"n_val": -2}, "n_val"),
         ({"n_test": 1.5}, "n_test"),
@@ -350,9 +424,18 @@ def test_unwritable_out_dir(tmp_path):
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     k = np.zeros((1, 2 * H, W), np.complex64)
-    header = synth.build_ismrmrd_header(hr_size=H, width=W, slices=1, fov_mm=220.0,
-                                        thickness_mm=1.0, maximum=W - 3, center=(W - 2) // 2,
-                                        tr_ms=4000.0, te_ms=12.0, protocol="CORPD_FBK")
+    header = synth.build_ismrmrd_header(
+        hr_size=H,
+        width=W,
+        slices=1,
+        fov_mm=220.0,
+        thickness_mm=1.0,
+        maximum=W - 3,
+        center=(W - 2) // 2,
+        tr_ms=4000.0,
+        te_ms=12.0,
+        protocol="CORPD_FBK",
+    )
     target = tmp_path / "vol.h5"
 
     def boom(*args, **kwargs):
@@ -375,8 +458,17 @@ def test_mni_source_makes_no_network_access(tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     synth._mni_anatomy.cache_clear()
-    out = generate_dataset(tmp_path / "mni", n_train=1, n_val=0, n_test=0, slices=2,
-                           hr_size=16, width=16, source="mni", progress=False)
+    out = generate_dataset(
+        tmp_path / "mni",
+        n_train=1,
+        n_val=0,
+        n_test=0,
+        slices=2,
+        hr_size=16,
+        width=16,
+        source="mni",
+        progress=False,
+    )
     assert len(_volumes(out)) == 2
 
 
@@ -393,7 +485,31 @@ def test_cli_preview_draws_a_png_of_each_split(tmp_path):
     from cmfnet.cli import main
 
     out = tmp_path / "data"
-    assert main(["synth", "--out", str(out), "--train", "1", "--val", "1", "--test", "1", "--slices", "2",
-                 "--hr-size", "16", "--width", "20", "--source", "phantom", "--quiet", "--preview"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--train",
+                "1",
+                "--val",
+                "1",
+                "--test",
+                "1",
+                "--slices",
+                "2",
+                "--hr-size",
+                "16",
+                "--width",
+                "20",
+                "--source",
+                "phantom",
+                "--quiet",
+                "--preview",
+            ]
+        )
+        == 0
+    )
     preview = out / "preview.png"
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and preview.stat().st_size > 5000

@@ -7,6 +7,10 @@ Pairs come from a CSV of ``pd_file,pdfs_file[,score]`` rows (MINet's
 other over the smaller slice count. The published CSVs are read as they are: names with or
 without ``.h5``, an optional header, an optional UTF-8 BOM, the CSV inside the split folder (the
 CMF-Net release) or beside it (MINet).
+
+``cmfnet predict`` reads with the same functions and checks, also in fastMRI's test layout
+(``test_layout``): the HR target dataset may be absent, and a ``mask`` dataset (cols,) marks
+k-space that is already undersampled (see :mod:`cmfnet.predict` for how such files are degraded).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import h5py
 import numpy as np
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import PairedSliceDataset, dominant_value, one_line
+from cmfnet.data.paired import PairedSliceDataset, dominant_value
 from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
+from cmfnet.errors import one_line
 from cmfnet.kspace import center_crop, ifft2c
 
 ISMRMRD_NS = {"ismrmrd": "http://www.ismrm.org/ISMRMRD"}
@@ -32,9 +37,14 @@ ISMRMRD_NS = {"ismrmrd": "http://www.ismrm.org/ISMRMRD"}
 HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VolumeInfo:
-    """Metadata of one fastMRI volume, read without loading its arrays."""
+    """Metadata of one fastMRI volume, read without loading its arrays.
+
+    ``target_key`` is the HR target dataset read with each slice (None: the file has none);
+    ``column_mask`` is the float32 (cols,) 0/1 mask of a file whose k-space is already
+    undersampled (the test layout's ``mask`` dataset), else None.
+    """
 
     path: Path
     num_slices: int
@@ -43,6 +53,8 @@ class VolumeInfo:
     padding_left: int
     padding_right: int
     acquisition: str
+    target_key: Optional[str]
+    column_mask: Optional[np.ndarray] = None
 
 
 def _header_int(root: ET.Element, path: Sequence[str], fname: Path) -> int:
@@ -53,7 +65,9 @@ def _header_int(root: ET.Element, path: Sequence[str], fname: Path) -> int:
     try:
         return int(node.text)
     except ValueError as err:
-        raise DataError(f"{fname}: ismrmrd_header {'/'.join(path)} is not an integer ({node.text!r})") from err
+        raise DataError(
+            f"{fname}: ismrmrd_header {'/'.join(path)} is not an integer ({node.text!r})"
+        ) from err
 
 
 def parse_ismrmrd_header(xml: bytes | str, fname: Path) -> dict:
@@ -75,7 +89,10 @@ def parse_ismrmrd_header(xml: bytes | str, fname: Path) -> dict:
     padding_left = enc_cols // 2 - center
     return {
         "encoded_size": (_header_int(root, enc + ["x"], fname), enc_cols),
-        "recon_size": (_header_int(root, rec + ["x"], fname), _header_int(root, rec + ["y"], fname)),
+        "recon_size": (
+            _header_int(root, rec + ["x"], fname),
+            _header_int(root, rec + ["y"], fname),
+        ),
         "padding_left": padding_left,
         "padding_right": padding_left + maximum + 1,
     }
@@ -92,13 +109,16 @@ def _open(path: Path) -> h5py.File:
 
 @contextmanager
 def _reading(path: Path, what: str) -> Iterator[None]:
-    """Turn any h5py error raised while reading ``what`` into a one-line DataError naming ``path``."""
+    """Turn any h5py error raised while reading ``what`` into a one-line DataError naming
+    ``path``."""
     try:
         yield
     except DataError:
         raise
     except HDF5_ERRORS as err:
-        raise DataError(f"{path}: cannot read {what}, the file is corrupted ({one_line(err)})") from err
+        raise DataError(
+            f"{path}: cannot read {what}, the file is corrupted ({one_line(err)})"
+        ) from err
 
 
 def _dataset(hf: h5py.File, key: str, path: Path) -> h5py.Dataset:
@@ -117,39 +137,80 @@ def _header_xml(node: h5py.Dataset, path: Path) -> bytes:
     if isinstance(value, str):
         value = value.encode()
     if not isinstance(value, bytes):
-        raise DataError(f"{path}: 'ismrmrd_header' must be a scalar XML string, got {node.dtype} of shape {node.shape}")
+        raise DataError(
+            f"{path}: 'ismrmrd_header' must be a scalar XML string, "
+            f"got {node.dtype} of shape {node.shape}"
+        )
     return value
 
 
-def read_volume_info(path: Path, target_key: Optional[str] = "reconstruction_esc") -> VolumeInfo:
+def _column_mask(node: h5py.Dataset, path: Path, cols: int) -> np.ndarray:
+    """The test layout's ``mask`` dataset as a float32 (cols,) 0/1 array, checked."""
+    mask = np.asarray(node[()]).astype(np.float32)
+    if mask.shape != (cols,):
+        raise DataError(
+            f"{path}: 'mask' has shape {mask.shape}, expected ({cols},) for the k-space columns"
+        )
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise DataError(f"{path}: 'mask' must hold only 0 and 1 values")
+    if not mask.any():
+        raise DataError(f"{path}: 'mask' samples no column")
+    return mask
+
+
+def read_volume_info(
+    path: Path, target_key: str = "reconstruction_esc", test_layout: bool = False
+) -> VolumeInfo:
     """Check a fastMRI file's keys, dtypes and shapes and return its metadata.
 
-    ``target_key=None`` checks k-space and header only (files without an HR target, such as
-    fastMRI's test split).
+    ``test_layout`` also accepts fastMRI's test layout: a file without the ``target_key``
+    dataset (its ``VolumeInfo.target_key`` is None) and a ``mask`` dataset of the sampled k-space
+    columns (``VolumeInfo.column_mask``); otherwise the target is required and a mask ignored.
     """
     with _open(path) as hf, _reading(path, "its metadata"):
         kspace = _dataset(hf, "kspace", path)
         header_xml = _header_xml(_dataset(hf, "ismrmrd_header", path), path)
         if kspace.ndim != 3 or not np.issubdtype(kspace.dtype, np.complexfloating):
-            raise DataError(f"{path}: 'kspace' must be complex (slices, rows, cols), got {kspace.dtype} {kspace.shape}")
+            raise DataError(
+                f"{path}: 'kspace' must be complex (slices, rows, cols), "
+                f"got {kspace.dtype} {kspace.shape}"
+            )
         if kspace.shape[0] == 0:
             raise DataError(f"{path}: the volume has no slices")
         header = parse_ismrmrd_header(header_xml, path)
         recon_size = header["recon_size"]
         if min(recon_size) < 1:
             raise DataError(f"{path}: header's recon size {recon_size} is empty")
+        if test_layout and target_key not in hf:
+            target_key = None
         if target_key is not None:
             target = _dataset(hf, target_key, path)
             if target.ndim != 3 or not np.issubdtype(target.dtype, np.floating):
-                raise DataError(f"{path}: '{target_key}' must be float (slices, H, W), got {target.dtype} {target.shape}")
+                raise DataError(
+                    f"{path}: '{target_key}' must be float (slices, H, W), "
+                    f"got {target.dtype} {target.shape}"
+                )
             if kspace.shape[0] != target.shape[0]:
-                raise DataError(f"{path}: 'kspace' has {kspace.shape[0]} slices but '{target_key}' has {target.shape[0]}")
+                raise DataError(
+                    f"{path}: 'kspace' has {kspace.shape[0]} slices "
+                    f"but '{target_key}' has {target.shape[0]}"
+                )
             if tuple(target.shape[1:]) != recon_size:
-                raise DataError(f"{path}: '{target_key}' is {target.shape[1:]} but the header's recon size is {recon_size}")
+                raise DataError(
+                    f"{path}: '{target_key}' is {target.shape[1:]} "
+                    f"but the header's recon size is {recon_size}"
+                )
         if recon_size[0] > kspace.shape[1] or recon_size[1] > kspace.shape[2]:
-            raise DataError(f"{path}: recon size {recon_size} exceeds the k-space size {kspace.shape[1:]}")
+            raise DataError(
+                f"{path}: recon size {recon_size} exceeds the k-space size {kspace.shape[1:]}"
+            )
         if not 0 <= header["padding_left"] < header["padding_right"] <= kspace.shape[2]:
-            raise DataError(f"{path}: header's acquired columns [{header['padding_left']}, {header['padding_right']}) lie outside {kspace.shape[2]} columns")
+            raise DataError(
+                f"{path}: header's acquired columns "
+                f"[{header['padding_left']}, {header['padding_right']}) "
+                f"lie outside {kspace.shape[2]} columns"
+            )
+        has_mask = test_layout and "mask" in hf
         return VolumeInfo(
             path=path,
             num_slices=kspace.shape[0],
@@ -158,30 +219,42 @@ def read_volume_info(path: Path, target_key: Optional[str] = "reconstruction_esc
             padding_left=header["padding_left"],
             padding_right=header["padding_right"],
             acquisition=str(hf.attrs.get("acquisition", "")),
+            target_key=target_key,
+            column_mask=_column_mask(_dataset(hf, "mask", path), path, kspace.shape[2])
+            if has_mask
+            else None,
         )
 
 
-def read_slice(info: VolumeInfo, slice_idx: int, target_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Complex HR image (centre crop of ifft2c(kspace)) and HR target of one slice, checked finite.
+def read_slice(info: VolumeInfo, slice_idx: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Complex HR image (centre crop of ifft2c(kspace), times the file's own mask if it has one)
+    and HR target (None without ``info.target_key``) of one slice, checked finite.
 
     Returns (H, W) complex64 and (H, W) float32, (H, W) = the header's recon size.
     """
     with _open(info.path) as hf, _reading(info.path, f"slice {slice_idx}"):
         kspace = hf["kspace"][slice_idx]
-        target = hf[target_key][slice_idx]
+        target = None if info.target_key is None else hf[info.target_key][slice_idx]
     if not np.isfinite(kspace).all():
         raise DataError(f"{info.path}: slice {slice_idx} k-space contains NaN or inf")
-    if not np.isfinite(target).all():
-        raise DataError(f"{info.path}: slice {slice_idx} '{target_key}' contains NaN or inf")
+    if target is not None and not np.isfinite(target).all():
+        raise DataError(f"{info.path}: slice {slice_idx} '{info.target_key}' contains NaN or inf")
     spike = dominant_value(kspace)
     if spike is not None:
-        raise DataError(f"{info.path}: slice {slice_idx} k-space value at {spike} outweighs the rest of the "
-                        "slice beyond float32 precision (a corrupted value?)")
+        raise DataError(
+            f"{info.path}: slice {slice_idx} k-space value at {spike} outweighs the rest of the "
+            "slice beyond float32 precision (a corrupted value?)"
+        )
+    if info.column_mask is not None:
+        kspace = kspace * info.column_mask[None, :]
     with np.errstate(over="ignore", invalid="ignore"):
         image = center_crop(ifft2c(kspace), info.recon_size)
-        target = target.astype(np.float32)
-    if not (np.isfinite(image).all() and np.isfinite(target).all()):
-        raise DataError(f"{info.path}: slice {slice_idx} overflows float32 (k-space or '{target_key}' values too large)")
+        target = None if target is None else target.astype(np.float32)
+    if not (np.isfinite(image).all() and (target is None or np.isfinite(target).all())):
+        values = "k-space" if target is None else f"k-space or '{info.target_key}'"
+        raise DataError(
+            f"{info.path}: slice {slice_idx} overflows float32 ({values} values too large)"
+        )
     return image, target
 
 
@@ -203,15 +276,18 @@ def volume_name(cell: str) -> Optional[str]:
 
 
 def _header_columns(row: list[str], csv_path: Path, line_no: int) -> Optional[tuple[int, int]]:
-    """(aux, target) column indices when ``row`` is a header (it names a known column), else None."""
+    """(aux, target) column indices when ``row`` is a header (it names a known column), else
+    None."""
     header = [cell.lower() for cell in row]
     if not set(header) & set(AUX_COLUMNS + TARGET_COLUMNS + OTHER_COLUMNS):
         return None
     aux = next((header.index(name) for name in AUX_COLUMNS if name in header), None)
     target = next((header.index(name) for name in TARGET_COLUMNS if name in header), None)
     if aux is None or target is None:
-        raise DataError(f"{csv_path}: line {line_no} is a header but does not name both the 'pd_file' and "
-                        f"'pdfs_file' columns, got {row}")
+        raise DataError(
+            f"{csv_path}: line {line_no} is a header but does not name both the 'pd_file' and "
+            f"'pdfs_file' columns, got {row}"
+        )
     return aux, target
 
 
@@ -242,8 +318,10 @@ def read_pairs_csv(csv_path: Path) -> list[tuple[str, str]]:
             columns = (0, 1)
         names = [volume_name(row[i]) if i < len(row) else None for i in columns]
         if None in names:
-            raise DataError(f"{csv_path}: line {line_no} needs 'pd_file,pdfs_file[,score]' (names with or "
-                            f"without .h5), got {row}")
+            raise DataError(
+                f"{csv_path}: line {line_no} needs 'pd_file,pdfs_file[,score]' (names with or "
+                f"without .h5), got {row}"
+            )
         if names[0] == names[1]:
             raise DataError(f"{csv_path}: line {line_no} pairs {names[0]} with itself")
         pairs.append((names[0], names[1]))
@@ -275,7 +353,9 @@ def find_pairs_csv(pairs_csv: PairsCsv, folder: str | Path) -> Path:
     """
     if isinstance(pairs_csv, (str, Path)):
         return Path(pairs_csv)
-    candidates = pairs_csv_candidates(folder) if pairs_csv is None else [Path(str(p)) for p in pairs_csv]
+    candidates = (
+        pairs_csv_candidates(folder) if pairs_csv is None else [Path(str(p)) for p in pairs_csv]
+    )
     if not candidates:
         raise DataError(f"{folder}: pairs_csv lists no candidate path")
     found = [path for path in candidates if path.is_file()]
@@ -285,8 +365,10 @@ def find_pairs_csv(pairs_csv: PairsCsv, folder: str | Path) -> Path:
     pairs = read_pairs_csv(found[0]) if len(found) > 1 else None
     for other in found[1:]:
         if read_pairs_csv(other) != pairs:
-            raise DataError(f"{other}: lists other pairs than {found[0]}; remove one or name the one to "
-                            "use in pairs_csv")
+            raise DataError(
+                f"{other}: lists other pairs than {found[0]}; remove one or name the one to "
+                "use in pairs_csv"
+            )
     return found[0]
 
 
@@ -296,7 +378,9 @@ def listed_file(folder: Path, name: str, csv_path: Path) -> Path:
     try:
         found = path.is_file()
     except OSError as err:  # e.g. a name longer than the file system allows
-        raise DataError(f"{csv_path}: cannot look up {name!r} in {folder} ({one_line(err)})") from err
+        raise DataError(
+            f"{csv_path}: cannot look up {name!r} in {folder} ({one_line(err)})"
+        ) from err
     if not found:
         raise DataError(f"{path}: file not found (listed in {csv_path})")
     return path
@@ -313,6 +397,12 @@ class FastMRIPairDataset(PairedSliceDataset):
         transform: callable ``(LowResPair, fname, slice_idx) -> sample``.
         target_key: HR target dataset (``reconstruction_esc`` for single-coil).
         cache_lowres: keep each slice's deterministic degradation in memory after first use.
+        undersampled_transform: None (training) requires the HR target in every file and reads
+            k-space as fully sampled. Given (``cmfnet predict``), files are read in fastMRI's test
+            layout too: a file without the HR target gets ``|HR image|`` as a placeholder target,
+            and a target file with its own ``mask`` (k-space already undersampled) is read with
+            that mask and its slices go through this transform instead (it must draw no new
+            mask); an auxiliary file must be fully sampled.
     """
 
     def __init__(
@@ -323,18 +413,31 @@ class FastMRIPairDataset(PairedSliceDataset):
         transform: Callable,
         target_key: str = "reconstruction_esc",
         cache_lowres: bool = True,
+        undersampled_transform: Optional[Callable] = None,
     ):
         super().__init__(root, transform, cache_lowres)
         self.scale = scale
         self.target_key = target_key
+        self.undersampled_transform = undersampled_transform
+        test_layout = undersampled_transform is not None
         self.pairs: list[tuple[VolumeInfo, VolumeInfo]] = []
         self.pairs_csv = find_pairs_csv(pairs_csv, self.root)
         for pd_name, pdfs_name in read_pairs_csv(self.pairs_csv):
-            aux = read_volume_info(listed_file(self.root, pd_name, self.pairs_csv), target_key)
-            target = read_volume_info(listed_file(self.root, pdfs_name, self.pairs_csv), target_key)
+            aux = read_volume_info(
+                listed_file(self.root, pd_name, self.pairs_csv), target_key, test_layout
+            )
+            target = read_volume_info(
+                listed_file(self.root, pdfs_name, self.pairs_csv), target_key, test_layout
+            )
+            if aux.column_mask is not None:
+                raise DataError(
+                    f"{aux.path}: the auxiliary file carries a 'mask' (undersampled k-space); "
+                    "the guide contrast must be fully sampled"
+                )
             if aux.recon_size != target.recon_size:
                 raise DataError(
-                    f"{target.path}: recon size {target.recon_size} differs from its pair {aux.path.name} {aux.recon_size}"
+                    f"{target.path}: recon size {target.recon_size} "
+                    f"differs from its pair {aux.path.name} {aux.recon_size}"
                 )
             try:
                 lowres_shape(target.recon_size, scale)
@@ -346,9 +449,17 @@ class FastMRIPairDataset(PairedSliceDataset):
 
     def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
         aux, target = self.pairs[pair_idx]
-        target_image, target_hr = read_slice(target, slice_idx, self.target_key)
-        aux_image, _ = read_slice(aux, slice_idx, self.target_key)
+        target_image, target_hr = read_slice(target, slice_idx)
+        aux_image, _ = read_slice(aux, slice_idx)
         return degrade_slice(target_image, aux_image, self.scale, target_hr=target_hr)
+
+    def transform_for(self, pair_idx: int) -> Callable:
+        """``undersampled_transform`` for a target that carries its own mask, else ``transform``."""
+        return (
+            self.transform
+            if self.pairs[pair_idx][1].column_mask is None
+            else self.undersampled_transform
+        )
 
     def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:
         aux, target = self.pairs[pair_idx]

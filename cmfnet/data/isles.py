@@ -23,8 +23,9 @@ import nibabel as nib
 import numpy as np
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import PairedSliceDataset, dominant_value, one_line
+from cmfnet.data.paired import PairedSliceDataset, dominant_value
 from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
+from cmfnet.errors import one_line
 from cmfnet.kspace import center_crop
 
 
@@ -40,18 +41,24 @@ def find_modality(subject_dir: Path, pattern: str) -> Path:
     """The single NIfTI file (``.nii`` or ``.nii.gz``) at any depth under ``subject_dir`` whose name
     matches ``pattern``; folders and hidden files (``.*``, e.g. macOS ``._`` copies) never match."""
     matches = sorted(
-        p for p in subject_dir.rglob(pattern)
+        p
+        for p in subject_dir.rglob(pattern)
         if p.is_file() and not p.name.startswith(".") and p.name.endswith((".nii", ".nii.gz"))
     )
     if len(matches) != 1:
-        listed = ": " + ", ".join(str(p.relative_to(subject_dir)) for p in matches) if matches else ""
-        raise DataError(f"{subject_dir}: expected one NIfTI file matching '{pattern}', "
-                        f"found {len(matches)}{listed}")
+        listed = (
+            ": " + ", ".join(str(p.relative_to(subject_dir)) for p in matches) if matches else ""
+        )
+        raise DataError(
+            f"{subject_dir}: expected one NIfTI file matching '{pattern}', "
+            f"found {len(matches)}{listed}"
+        )
     return matches[0]
 
 
 def _load(path: Path) -> nib.Nifti1Image:
-    """Open a NIfTI file (header only; no memory map, so a file replaced on disk cannot crash us)."""
+    """Open a NIfTI file (header only; no memory map, so a file replaced on disk cannot crash
+    us)."""
     try:
         return nib.load(str(path), mmap=False)
     except Exception as err:  # nibabel raises several unrelated types for broken files
@@ -77,7 +84,9 @@ def read_nifti_info(path: Path) -> NiftiVolume:
     needed = int(image.dataobj.offset) + int(np.prod(shape)) * dtype.itemsize
     size = _gzip_length(path) if path.name.endswith(".gz") else path.stat().st_size
     if size < needed:
-        raise DataError(f"{path}: truncated, {size} bytes (uncompressed) but the header needs {needed}")
+        raise DataError(
+            f"{path}: truncated, {size} bytes (uncompressed) but the header needs {needed}"
+        )
     return NiftiVolume(path=path, shape=shape)  # type: ignore[arg-type]
 
 
@@ -112,11 +121,15 @@ def read_nifti_slice(volume: NiftiVolume, slice_idx: int, hr_size: tuple[int, in
         raise DataError(f"{volume.path}: cannot read slice {slice_idx} ({one_line(err)})") from err
     data = data.reshape(volume.shape[:2])
     if not np.isfinite(data).all():
-        raise DataError(f"{volume.path}: slice {slice_idx} contains NaN or inf (after the header's scaling)")
+        raise DataError(
+            f"{volume.path}: slice {slice_idx} contains NaN or inf (after the header's scaling)"
+        )
     spike = dominant_value(data)
     if spike is not None:
-        raise DataError(f"{volume.path}: slice {slice_idx} voxel {spike} outweighs the rest of the slice beyond "
-                        "float32 precision (a corrupted value?)")
+        raise DataError(
+            f"{volume.path}: slice {slice_idx} voxel {spike} outweighs the rest of the slice "
+            "beyond float32 precision (a corrupted value?)"
+        )
     return np.ascontiguousarray(center_crop(data, hr_size))
 
 
@@ -153,7 +166,11 @@ class ISLESPairDataset(PairedSliceDataset):
         except ValueError as err:
             raise DataError(f"data.hr_size: {err}") from err
         self.scale = scale
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if subjects is None else list(subjects)
+        names = (
+            sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            if subjects is None
+            else list(subjects)
+        )
         if not names:
             raise DataError(f"{self.root}: no subject folders")
         self.pairs: list[tuple[NiftiVolume, NiftiVolume]] = []
@@ -164,12 +181,21 @@ class ISLESPairDataset(PairedSliceDataset):
             aux = read_nifti_info(find_modality(subject_dir, aux_pattern))
             target = read_nifti_info(find_modality(subject_dir, target_pattern))
             if aux.shape != target.shape:
-                raise DataError(f"{target.path}: shape {target.shape} differs from its pair {aux.path.name} {aux.shape}")
+                raise DataError(
+                    f"{target.path}: shape {target.shape} "
+                    f"differs from its pair {aux.path.name} {aux.shape}"
+                )
             if self.hr_size[0] > target.shape[0] or self.hr_size[1] > target.shape[1]:
-                raise DataError(f"{target.path}: data.hr_size {self.hr_size} exceeds the in-plane size {target.shape[:2]}")
+                raise DataError(
+                    f"{target.path}: data.hr_size {self.hr_size} "
+                    f"exceeds the in-plane size {target.shape[:2]}"
+                )
             first, last = max(0, slice_range[0]), min(target.shape[2], slice_range[1])
             if first >= last:
-                raise DataError(f"{target.path}: data.slice_range {tuple(slice_range)} selects no slice of {target.shape[2]}")
+                raise DataError(
+                    f"{target.path}: data.slice_range {tuple(slice_range)} "
+                    f"selects no slice of {target.shape[2]}"
+                )
             pair_idx = len(self.pairs)
             self.pairs.append((aux, target))
             self.slices += [(pair_idx, s) for s in range(first, last)]
@@ -179,7 +205,10 @@ class ISLESPairDataset(PairedSliceDataset):
         target_hr = read_nifti_slice(target, slice_idx, self.hr_size)
         aux_hr = read_nifti_slice(aux, slice_idx, self.hr_size)
         return degrade_slice(
-            target_hr.astype(np.complex64), aux_hr.astype(np.complex64), self.scale, target_hr=target_hr
+            target_hr.astype(np.complex64),
+            aux_hr.astype(np.complex64),
+            self.scale,
+            target_hr=target_hr,
         )
 
     def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:

@@ -3,7 +3,6 @@ last line of defence against silent bad samples (every item is checked finite)."
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable, Dict, Sequence
 
@@ -13,11 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cmfnet.data.errors import DataError
 from cmfnet.degrade import LowResPair
-
-
-def one_line(err: BaseException) -> str:
-    """A library error's message on one line (HDF5 and nibabel messages may span several)."""
-    return " ".join(str(err).split()) or type(err).__name__
+from cmfnet.errors import one_line
 
 
 def dominant_value(values: np.ndarray) -> tuple[int, ...] | None:
@@ -44,7 +39,7 @@ def float32_overflow(pair: LowResPair) -> str | None:
     energy overflows there would be normalised to zeros or NaN. Real magnitudes (fastMRI about
     1e-4, ISLES up to about 1e4) are many orders of magnitude below this limit.
     """
-    for name in ("target_kspace_lr", "target_lr", "aux_lr", "target_hr"):
+    for name in ("target_kspace_lr", "rec_target", "aux_lr", "target_hr"):
         magnitude = np.abs(getattr(pair, name)).astype(np.float32)
         if not np.isfinite(np.sum(magnitude * magnitude, dtype=np.float32)):
             return name
@@ -52,7 +47,8 @@ def float32_overflow(pair: LowResPair) -> str | None:
 
 
 def non_finite_field(sample) -> str | None:
-    """Name (or position) of the first tensor/array field of ``sample`` holding NaN or inf, else None.
+    """Name (or position) of the first tensor/array field of ``sample`` holding NaN or inf,
+    else None.
 
     ``sample`` is a NamedTuple such as :class:`~cmfnet.data.transforms.JointSample` or any tuple.
     """
@@ -71,10 +67,13 @@ def all_finite(value) -> bool:
     cannot overflow it. Only a non-finite sum is looked at element by element.
     """
     if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return bool(torch.isfinite(value.sum(dtype=torch.float64))) or bool(torch.isfinite(value).all())
+        return bool(torch.isfinite(value.sum(dtype=torch.float64))) or bool(
+            torch.isfinite(value).all()
+        )
     if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.inexact):
-        return bool(np.isfinite(value.sum(dtype=np.complex128 if np.iscomplexobj(value) else np.float64))) \
-            or bool(np.isfinite(value).all())
+        return bool(
+            np.isfinite(value.sum(dtype=np.complex128 if np.iscomplexobj(value) else np.float64))
+        ) or bool(np.isfinite(value).all())
     return True
 
 
@@ -83,7 +82,8 @@ class PairedSliceDataset(Dataset):
     (pair index, slice index); subclasses fill it and implement :meth:`build_lowres` and
     :meth:`pair_paths`.
 
-    Item i is ``transform(LowResPair, target file name, slice index)``. The deterministic
+    Item i is ``transform(LowResPair, target file name, slice index)`` (the transform
+    :meth:`transform_for` chooses for its pair). The deterministic
     degradation of each slice is cached in memory after first use when ``cache_lowres`` is set;
     only the mask is drawn per step. A cache filled inside a DataLoader worker dies with the
     worker at the end of each epoch, so :meth:`fill_cache` fills it in this process before the
@@ -110,6 +110,10 @@ class PairedSliceDataset(Dataset):
         """(auxiliary file, target file) of a pair."""
         raise NotImplementedError
 
+    def transform_for(self, pair_idx: int) -> Callable:
+        """The transform of a pair's slices (one for all unless a subclass chooses per pair)."""
+        return self.transform
+
     def target_name(self, pair_idx: int) -> str:
         """File name of the target volume of a pair (seeds validation masks)."""
         return self.pair_paths(pair_idx)[1].name
@@ -119,7 +123,9 @@ class PairedSliceDataset(Dataset):
 
     def target_files(self) -> set[Path]:
         """The resolved target files this dataset reads slices of."""
-        return {self.pair_paths(pair_idx)[1].resolve() for pair_idx in {pair for pair, _ in self.slices}}
+        return {
+            self.pair_paths(pair_idx)[1].resolve() for pair_idx in {pair for pair, _ in self.slices}
+        }
 
     def spread_slices(self, count: int) -> list[tuple[str, int]]:
         """``count`` (target file name, slice index) keys spread across volumes and anatomy: the
@@ -134,12 +140,18 @@ class PairedSliceDataset(Dataset):
         per_volume = -(-count // len(pairs))
         if per_volume == 1:
             chosen = [pairs[round(i * (len(pairs) - 1) / max(1, count - 1))] for i in range(count)]
-            return [(self.target_name(p), sorted(volumes[p])[len(volumes[p]) // 2]) for p in dict.fromkeys(chosen)]
+            return [
+                (self.target_name(p), sorted(volumes[p])[len(volumes[p]) // 2])
+                for p in dict.fromkeys(chosen)
+            ]
         keys = []
         for depth in range(per_volume):
             for pair in pairs:
                 ordered = sorted(volumes[pair])
-                key = (self.target_name(pair), ordered[(2 * depth + 1) * len(ordered) // (2 * per_volume)])
+                key = (
+                    self.target_name(pair),
+                    ordered[(2 * depth + 1) * len(ordered) // (2 * per_volume)],
+                )
                 if key not in keys:
                     keys.append(key)
         return keys[:count]
@@ -153,7 +165,9 @@ class PairedSliceDataset(Dataset):
             pair = self.build_lowres(pair_idx, slice_idx)
             overflowing = float32_overflow(pair)
         if overflowing is not None:
-            raise self._sample_error(pair_idx, slice_idx, f"'{overflowing}' overflows float32 statistics")
+            raise self._sample_error(
+                pair_idx, slice_idx, f"'{overflowing}' overflows float32 statistics"
+            )
         if self.cache_lowres:
             self._cache[index] = pair
         return pair
@@ -170,13 +184,20 @@ class PairedSliceDataset(Dataset):
             return 0
         from tqdm.auto import tqdm
 
-        loader = DataLoader(_LowResView(self, missing), batch_size=None, num_workers=workers, collate_fn=collate_as_is,
-                            generator=torch.Generator())  # its own seed source: the global RNG stays untouched
+        loader = DataLoader(
+            _LowResView(self, missing),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=collate_as_is,
+            generator=torch.Generator(),
+        )  # its own seed source: the global RNG stays untouched
         try:
-            for index, pair in tqdm(loader, total=len(missing), desc=desc, unit="slice", disable=None, leave=False):
+            for index, pair in tqdm(
+                loader, total=len(missing), desc=desc, unit="slice", disable=None, leave=False
+            ):
                 self._cache[index] = pair
         except DataError as err:
-            raise DataError(worker_error_message(str(err))) from None
+            raise DataError(one_line(err)) from None
         return len(missing)
 
     def _sample_error(self, pair_idx: int, slice_idx: int, problem: str) -> DataError:
@@ -189,10 +210,14 @@ class PairedSliceDataset(Dataset):
     def __getitem__(self, index: int):
         pair_idx, slice_idx = self.slices[index]
         with np.errstate(over="ignore", invalid="ignore"):
-            sample = self.transform(self.lowres_pair(index), self.target_name(pair_idx), slice_idx)
+            sample = self.transform_for(pair_idx)(
+                self.lowres_pair(index), self.target_name(pair_idx), slice_idx
+            )
         field = non_finite_field(sample)
         if field is not None:
-            raise self._sample_error(pair_idx, slice_idx, f"gives NaN/inf in '{field}' when normalised")
+            raise self._sample_error(
+                pair_idx, slice_idx, f"gives NaN/inf in '{field}' when normalised"
+            )
         return sample
 
 
@@ -215,17 +240,3 @@ class _LowResView(Dataset):
 def collate_as_is(item):
     """Collate function that leaves an item untouched (numpy arrays stay numpy arrays)."""
     return item
-
-
-def worker_error_message(message: str) -> str:
-    """The original message of an error re-raised by a DataLoader worker.
-
-    PyTorch re-raises a worker's exception in the parent with the message
-    ``Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...``, whose last
-    line is ``<module>.<Class>: <original message>``. Any other message is returned as it is.
-    """
-    lines = message.strip().splitlines()
-    if len(lines) < 2 or not re.match(r"Caught \w+ in DataLoader worker process \d+", lines[0]):
-        return message
-    last = re.match(r"[\w.]+: (.*)", lines[-1].strip())
-    return last.group(1) if last else lines[-1].strip()

@@ -144,29 +144,33 @@ TISSUES: dict[str, dict[str, float]] = {
 
 #: Dual-echo turbo spin echo at 3 T. "aux" -> CORPD_FBK file, "target" -> CORPDFS_FBK file.
 SEQUENCES: dict[str, dict[str, object]] = {
-    "aux": {"contrast": "PD", "acquisition": "CORPD_FBK", "suffix": "pd",
-            "TR": 4000.0, "TE": 12.0},
-    "target": {"contrast": "T2", "acquisition": "CORPDFS_FBK", "suffix": "pdfs",
-               "TR": 4000.0, "TE": 100.0},
+    "aux": {"contrast": "PD", "acquisition": "CORPD_FBK", "suffix": "pd", "TR": 4000.0, "TE": 12.0},
+    "target": {
+        "contrast": "T2",
+        "acquisition": "CORPDFS_FBK",
+        "suffix": "pdfs",
+        "TR": 4000.0,
+        "TE": 100.0,
+    },
 }
 
 FIELD_STRENGTH_T = 3.0
 GYROMAGNETIC_HZ_PER_T = 42.577478e6
 
 # Per-subject variability (fractions of the FOV side unless stated).
-_JITTER_SD = 0.03          # relative tissue-parameter jitter
+_JITTER_SD = 0.03  # relative tissue-parameter jitter
 _ROT_MAX_DEG = 5.0
 _SCALE_SD = 0.03
 _ANISO_SD = 0.02
 _SHIFT_SD = 0.015
 _ELASTIC_SD = 0.012
-_ELASTIC_CTRL = 6          # in-plane control points per axis
-_ELASTIC_Z_SPACING = 16    # slices per control point along z
+_ELASTIC_CTRL = 6  # in-plane control points per axis
+_ELASTIC_Z_SPACING = 16  # slices per control point along z
 _BIAS_AMPLITUDE = 0.15
 _SLAB_FRACTIONS = {"val": 0.2, "train": 0.6, "test": 0.2}
 _SLAB_GAP = 3
 _MIN_AREA_FRACTION = 0.3
-_EDGE_FRACTION = 0.03      # unacquired phase-encode columns per side (fraction of W)
+_EDGE_FRACTION = 0.03  # unacquired phase-encode columns per side (fraction of W)
 
 _MNI_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -193,8 +197,8 @@ class _Anatomy:
     tissues: tuple[str, ...]
     n_slices: int
     usable: tuple[int, int]
-    center: tuple[float, float]        # (y, x) in source units
-    side: float                        # FOV side in source units
+    center: tuple[float, float]  # (y, x) in source units
+    side: float  # FOV side in source units
     mm_per_unit: float
     thickness_mm: float
     row_sign: float
@@ -208,7 +212,8 @@ class _Anatomy:
 
 
 def mni_template_dir() -> Path:
-    """Folder of the MNI ICBM152 2009 templates bundled in nilearn's wheel (nilearn not imported)."""
+    """Folder of the MNI ICBM152 2009 templates bundled in nilearn's wheel
+    (nilearn not imported)."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise ValueError("source='mni' needs the nilearn package (its bundled MNI templates)")
@@ -225,8 +230,12 @@ def _mni_anatomy() -> _Anatomy:
 
     folder = mni_template_dir()
     # (z, x, y) contiguous so that one axial slice is one contiguous block
-    vol = {key: np.ascontiguousarray(np.asarray(nib.load(str(folder / name)).dataobj).transpose(2, 0, 1))
-           for key, name in _MNI_FILES.items()}
+    vol = {
+        key: np.ascontiguousarray(
+            np.asarray(nib.load(str(folder / name)).dataobj).transpose(2, 0, 1)
+        )
+        for key, name in _MNI_FILES.items()
+    }
     support = vol["t1"] > 0
     area = support.sum(axis=(1, 2))
     z_ok = np.nonzero(area >= _MIN_AREA_FRACTION * area.max())[0]
@@ -267,8 +276,8 @@ def _mni_anatomy() -> _Anatomy:
         side=220.0,
         mm_per_unit=1.0,
         thickness_mm=1.0,
-        row_sign=-1.0,   # rows: anterior (large y) at the top
-        col_sign=-1.0,   # columns: patient right (large x) on the left (radiological)
+        row_sign=-1.0,  # rows: anterior (large y) at the top
+        col_sign=-1.0,  # columns: patient right (large x) on the left (radiological)
         render=render,
         description="MNI ICBM152 2009 nlin sym 09a GM/WM/CSF maps (nilearn bundled files)",
     )
@@ -366,8 +375,9 @@ def split_slabs(usable: tuple[int, int], gap: int = _SLAB_GAP) -> dict[str, tupl
 # --------------------------------------------------------------------------------------------
 
 
-def _smooth_field(rng: np.random.Generator, out_shape: tuple[int, int, int],
-                  ctrl: tuple[int, int, int]) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, out_shape: tuple[int, int, int], ctrl: tuple[int, int, int]
+) -> np.ndarray:
     """Cubic-spline interpolation of clipped standard-normal control values: (S, H, W) float64.
 
     The control grid spans the output grid end to end. Tensor-product spline interpolation is
@@ -378,10 +388,13 @@ def _smooth_field(rng: np.random.Generator, out_shape: tuple[int, int, int],
     for c, n in zip(ctrl, out_shape):
         pos = np.linspace(0.0, c - 1.0, n)[None, :]
         eye = np.eye(c)
-        weights.append(np.stack([ndimage.map_coordinates(eye[k], pos, order=3, mode="nearest")
-                                 for k in range(c)], axis=1))
-    return np.einsum("zc,yd,xe,cde->zyx", weights[0], weights[1], weights[2], coarse,
-                     optimize=True)
+        weights.append(
+            np.stack(
+                [ndimage.map_coordinates(eye[k], pos, order=3, mode="nearest") for k in range(c)],
+                axis=1,
+            )
+        )
+    return np.einsum("zc,yd,xe,cde->zyx", weights[0], weights[1], weights[2], coarse, optimize=True)
 
 
 def _poly2(coef: np.ndarray, v: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -433,8 +446,10 @@ def generate_pair(
     anat = _anatomy(source)
     slab = split_slabs(anat.usable)[split]
     if slices > slab[1] - slab[0]:
-        raise ValueError(f"slices={slices} exceeds the {split} slab of the {source} source "
-                         f"({slab[1] - slab[0]} slices)")
+        raise ValueError(
+            f"slices={slices} exceeds the {split} slab of the {source} source "
+            f"({slab[1] - slab[0]} slices)"
+        )
     h, w = hr_size, width
     ss = np.random.SeedSequence([int(seed), _SPLIT_ID[split], int(index)])
     ss_anat, ss_aux, ss_target = ss.spawn(3)
@@ -453,9 +468,9 @@ def generate_pair(
     disp_c = _ELASTIC_SD * anat.side * _smooth_field(rng, (slices, h, h), ctrl)
 
     pixel = anat.side / h
-    grid = ((np.arange(h) + 0.5) / h - 0.5)          # [-0.5, 0.5)
-    gr = grid[None, :, None] * anat.side             # row offsets (source units)
-    gc = grid[None, None, :] * anat.side             # column offsets
+    grid = (np.arange(h) + 0.5) / h - 0.5  # [-0.5, 0.5)
+    gr = grid[None, :, None] * anat.side  # row offsets (source units)
+    gc = grid[None, None, :] * anat.side  # column offsets
     sr, sc = scale * aniso, scale / aniso
     cos_t, sin_t = math.cos(theta), math.sin(theta)
     rows = sr * (cos_t * gr - sin_t * gc) + shift[0] + disp_r
@@ -463,19 +478,22 @@ def generate_pair(
     yy = anat.center[0] + anat.row_sign * rows
     xx = anat.center[1] + anat.col_sign * cols
     yy, xx = np.broadcast_to(yy, (slices, h, h)), np.broadcast_to(xx, (slices, h, h))
-    fractions = anat.render(z_idx, yy, xx, pixel * scale)      # (T, S, H, H)
+    fractions = anat.render(z_idx, yy, xx, pixel * scale)  # (T, S, H, H)
 
     # --- tissue parameters with per-subject jitter (shared by both echoes)
     params = {}
     for name in anat.tissues:
         jit = 1.0 + _JITTER_SD * _clipped_normal(rng, 3)
         base = TISSUES[name]
-        params[name] = {"T1": base["T1"] * jit[0], "T2": base["T2"] * jit[1],
-                        "PD": base["PD"] * jit[2]}
+        params[name] = {
+            "T1": base["T1"] * jit[0],
+            "T2": base["T2"] * jit[1],
+            "PD": base["PD"] * jit[2],
+        }
 
     # --- receive-field magnitude and smooth phases
-    u = 2.0 * grid[None, None, :]                    # [-1, 1) columns
-    v = 2.0 * grid[None, :, None]                    # rows
+    u = 2.0 * grid[None, None, :]  # [-1, 1) columns
+    v = 2.0 * grid[None, :, None]  # rows
     zc = np.linspace(-1.0, 1.0, slices)[:, None, None] if slices > 1 else np.zeros((1, 1, 1))
     bias_coef = _clipped_normal(rng, 6) * np.array([0.0, 0.5, 0.5, 0.3, 0.3, 0.3])
     bias = _poly2(bias_coef, v, u)
@@ -503,7 +521,7 @@ def generate_pair(
         own_phase = _poly2(0.2 * _clipped_normal(nrng, 6), v, u)
         image = magnitudes[role] * np.exp(1j * (shared_phase + own_phase))
         field = np.zeros((slices, 2 * h, w), dtype=np.complex128)
-        field[:, top:top + h, left:left + h] = image
+        field[:, top : top + h, left : left + h] = image
         k = fft2c(field)
         if sigma > 0:
             k = k + sigma * (nrng.standard_normal(k.shape) + 1j * nrng.standard_normal(k.shape))
@@ -650,8 +668,9 @@ def write_fastmri_volume(
     tmp = _atomic_target(path)
     try:
         with h5py.File(tmp, "w", track_order=True) as hf:
-            hf.create_dataset("ismrmrd_header", data=header, dtype=h5py.string_dtype("utf-8"),
-                              track_times=False)
+            hf.create_dataset(
+                "ismrmrd_header", data=header, dtype=h5py.string_dtype("utf-8"), track_times=False
+            )
             hf.create_dataset("kspace", data=kspace, track_times=False)
             hf.create_dataset("reconstruction_esc", data=recon, track_times=False)
             for key, value in (attrs or {}).items():
@@ -689,8 +708,10 @@ def _validate(out_dir, n_train, n_val, n_test, slices, hr_size, width, seed, sou
     hr_size = _check_int("hr_size", hr_size, 8)
     width = _check_int("width", width, 1)
     if not hr_size <= width <= 4 * hr_size:
-        raise ValueError(f"width must be between hr_size and 4*hr_size ({hr_size}..{4 * hr_size}) "
-                         f"so the {hr_size}x{hr_size} reconstruction crop exists (got {width})")
+        raise ValueError(
+            f"width must be between hr_size and 4*hr_size ({hr_size}..{4 * hr_size}) "
+            f"so the {hr_size}x{hr_size} reconstruction crop exists (got {width})"
+        )
     seed = _check_int("seed", seed, 0)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES} (got {source!r})")
@@ -738,15 +759,18 @@ def generate_dataset(
     Raises ValueError naming the setting for impossible settings or an unwritable ``out_dir``.
     """
     counts, slices, hr_size, width, seed, noise = _validate(
-        out_dir, n_train, n_val, n_test, slices, hr_size, width, seed, source, noise)
+        out_dir, n_train, n_val, n_test, slices, hr_size, width, seed, source, noise
+    )
     anat = _anatomy(source)
     slabs = split_slabs(anat.usable)
     for split in SPLITS:
         size = slabs[split][1] - slabs[split][0]
         if counts[split] > 0 and slices > size:
-            raise ValueError(f"slices={slices} exceeds the {split} slab of the {source} source "
-                             f"({size} slices; at most {min(b - a for a, b in slabs.values())} "
-                             f"fit every split)")
+            raise ValueError(
+                f"slices={slices} exceeds the {split} slab of the {source} source "
+                f"({size} slices; at most {min(b - a for a, b in slabs.values())} "
+                f"fit every split)"
+            )
     out = _prepare_out_dir(out_dir)
 
     from tqdm.auto import tqdm
@@ -760,8 +784,16 @@ def generate_dataset(
             folder.mkdir(exist_ok=True)
             rows = []
             for i in range(counts[split]):
-                pair = generate_pair(source, split, i, slices=slices, hr_size=hr_size,
-                                     width=width, seed=seed, noise=noise)
+                pair = generate_pair(
+                    source,
+                    split,
+                    i,
+                    slices=slices,
+                    hr_size=hr_size,
+                    width=width,
+                    seed=seed,
+                    noise=noise,
+                )
                 subject = f"synth_{split}_{i:04d}"
                 recons = {}
                 names = {}
@@ -769,9 +801,16 @@ def generate_dataset(
                     seq = SEQUENCES[role]
                     name = f"{subject}_{seq['suffix']}.h5"
                     header = build_ismrmrd_header(
-                        hr_size=hr_size, width=width, slices=slices, fov_mm=anat.fov_mm,
-                        thickness_mm=anat.thickness_mm, maximum=maximum, center=center,
-                        tr_ms=seq["TR"], te_ms=seq["TE"], protocol=seq["acquisition"],
+                        hr_size=hr_size,
+                        width=width,
+                        slices=slices,
+                        fov_mm=anat.fov_mm,
+                        thickness_mm=anat.thickness_mm,
+                        maximum=maximum,
+                        center=center,
+                        tr_ms=seq["TR"],
+                        te_ms=seq["TE"],
+                        protocol=seq["acquisition"],
                         patient_id=subject,
                         description=f"synthetic {seq['contrast']}-weighted ({anat.name})",
                         user_strings={"cmfnet_synthetic_contrast": seq["contrast"]},
@@ -789,8 +828,9 @@ def generate_dataset(
                         "seed": seed,
                         "generator": f"cmfnet.data.synth v{FORMAT_VERSION}",
                     }
-                    path = write_fastmri_volume(folder / name, pair["kspace"][role], header,
-                                                (hr_size, hr_size), attrs)
+                    path = write_fastmri_volume(
+                        folder / name, pair["kspace"][role], header, (hr_size, hr_size), attrs
+                    )
                     with h5py.File(path, "r") as hf:
                         recons[role] = hf["reconstruction_esc"][()]
                     names[role] = name
@@ -829,5 +869,3 @@ def generate_dataset(
     }
     write_text_atomic(out / "synth.json", json.dumps(meta, indent=2) + "\n")
     return out
-
-

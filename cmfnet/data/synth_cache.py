@@ -36,7 +36,9 @@ def ensure_dataset(cache_dir: Path, root: Path, **settings) -> Path:
     cache = claim_folder(cache_dir, "cache", setting="data.cache_dir")
     root = Path(root)
     if not root.resolve().is_relative_to(cache.resolve()):
-        raise DataError(f"data.root={root}: the synthetic data set lives inside data.cache_dir={cache_dir}")
+        raise DataError(
+            f"data.root={root}: the synthetic data set lives inside data.cache_dir={cache_dir}"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -59,15 +61,20 @@ def ensure_dataset(cache_dir: Path, root: Path, **settings) -> Path:
 
 
 def _checked(root: Path, settings: dict) -> Path:
-    """``root`` if it is a complete cmfnet data set made with ``settings``; else a one-line error."""
+    """``root`` if it is a complete cmfnet data set made with ``settings``; else a one-line
+    error."""
     marker = root / COMPLETE_MARKER
     if owner_kind(root) != "synthetic" or not marker.is_file():
-        raise DataError(f"{root}: not a complete synthetic data set made by cmfnet; move it out of the cache "
-                        "or set data.cache_dir to another folder")
+        raise DataError(
+            f"{root}: not a complete synthetic data set made by cmfnet; move it out of the cache "
+            "or set data.cache_dir to another folder"
+        )
     recorded = json.loads(marker.read_text())
     if recorded != _jsonable(settings):
-        raise DataError(f"{root}: cached synthetic data was made with {recorded}, not {_jsonable(settings)}; "
-                        "set data.cache_dir to another folder")
+        raise DataError(
+            f"{root}: cached synthetic data was made with {recorded}, not {_jsonable(settings)}; "
+            "set data.cache_dir to another folder"
+        )
     return root
 
 

@@ -10,6 +10,10 @@ import torch
 from cmfnet.degrade import LowResPair, undersample
 from cmfnet.masks import seed_from_name
 
+#: inputs are clamped to [-INPUT_CLAMP, INPUT_CLAMP] once normalised (fastMRI's value), unless
+#: the run sets ``data.clamp``
+INPUT_CLAMP = 6.0
+
 
 class JointSample(NamedTuple):
     """One training item for joint reconstruction + super-resolution.
@@ -55,11 +59,15 @@ class JointRecSRTransform:
         mask_func: a mask function from :mod:`cmfnet.masks`.
         seed_masks_by_name: seed each mask by the volume's file name (validation and test), so
             every machine sees the same masks; otherwise draw a fresh mask per sample (training).
-        clamp: inputs are clamped to [-clamp, clamp] after normalisation (fastMRI uses 6).
+        clamp: inputs are clamped to [-clamp, clamp] after normalisation
+            (None: :data:`INPUT_CLAMP`).
         eps: added to the std when normalising.
     """
 
-    def __init__(self, mask_func, seed_masks_by_name: bool, clamp: float = 6.0, eps: float = 1e-11):
+    def __init__(
+        self, mask_func, seed_masks_by_name: bool, clamp: Optional[float] = None, eps: float = 1e-11
+    ):
+        clamp = INPUT_CLAMP if clamp is None else clamp
         if clamp <= 0:
             raise ValueError(f"data.clamp must be > 0, got {clamp}")
         self.mask_func = mask_func
@@ -91,7 +99,7 @@ class JointRecSRTransform:
         return JointSample(
             target_input=as_tensor(target_input, clamp=True),
             aux_input=as_tensor(aux_input, clamp=True),
-            rec_target=as_tensor((pair.target_lr - mean) / scale, clamp=False),
+            rec_target=as_tensor((pair.rec_target - mean) / scale, clamp=False),
             sr_target=as_tensor((pair.target_hr - mean) / scale, clamp=False),
             mask=torch.from_numpy(columns.astype(np.float32)),
             mean=torch.tensor(mean, dtype=torch.float32),

@@ -34,15 +34,25 @@ def collate_samples(samples):
     """
     first = samples[0]
     fields = {name: [getattr(s, name) for s in samples] for name in first._fields}
-    tensors = {name: values for name, values in fields.items() if isinstance(values[0], torch.Tensor)}
+    tensors = {
+        name: values for name, values in fields.items() if isinstance(values[0], torch.Tensor)
+    }
     in_worker = torch.utils.data.get_worker_info() is not None
     for dtype in dict.fromkeys(values[0].dtype for values in tensors.values()):
-        shapes = {name: (len(samples), *values[0].shape) for name, values in tensors.items() if values[0].dtype == dtype}
-        buffer = flat_buffer(sum(math.prod(shape) for shape in shapes.values()), dtype, shared=in_worker)
+        shapes = {
+            name: (len(samples), *values[0].shape)
+            for name, values in tensors.items()
+            if values[0].dtype == dtype
+        }
+        buffer = flat_buffer(
+            sum(math.prod(shape) for shape in shapes.values()), dtype, shared=in_worker
+        )
         offset = 0
         for name, shape in shapes.items():
             size = math.prod(shape)
-            fields[name] = torch.stack(tensors[name], out=buffer[offset:offset + size].view(shape))
+            fields[name] = torch.stack(
+                tensors[name], out=buffer[offset : offset + size].view(shape)
+            )
             offset += size
     return type(first)(**fields)
 
@@ -52,7 +62,9 @@ def flat_buffer(numel: int, dtype: torch.dtype, shared: bool) -> torch.Tensor:
     (as torch's ``default_collate`` does in workers), so sending it copies nothing."""
     if not shared:
         return torch.empty(numel, dtype=dtype)
-    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(numel * dtype.itemsize))
+    return torch.empty(0, dtype=dtype).set_(
+        torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    )
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -96,7 +108,8 @@ class JointDataModule(L.LightningDataModule):
         seed: seeds the training shuffle and mask stream per epoch.
         batch_size, num_workers, pin_memory: DataLoader settings (validation and test use
             ``eval_batch_size``).
-        clamp: input clamp after instance normalisation.
+        clamp: input clamp after instance normalisation (None:
+            :data:`~cmfnet.data.transforms.INPUT_CLAMP`).
         fill_cache: degrade every slice of a split when it is set up (in ``num_workers``
             processes), so the DataLoader workers forked at every epoch share one full cache;
             without it each epoch's workers rebuild the cache from the files and lose it.
@@ -118,7 +131,7 @@ class JointDataModule(L.LightningDataModule):
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
         pin_memory: bool = False,
-        clamp: float = 6.0,
+        clamp: Optional[float] = None,
         fill_cache: bool = True,
         synthesize: Optional[Mapping] = None,
         cache_dir: Optional[str] = None,
@@ -127,8 +140,11 @@ class JointDataModule(L.LightningDataModule):
         unknown = set(splits) - set(SPLITS)
         if unknown:
             raise ValueError(f"data.splits: unknown split(s) {sorted(unknown)}; use {SPLITS}")
-        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                  ("num_workers", num_workers, 0)):
+        for key, value, least in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
             if value is not None and (not is_int(value) or value < least):
                 raise ValueError(f"data.{key} must be an integer >= {least}, got {value!r}")
         self.root = Path(root)
@@ -148,9 +164,13 @@ class JointDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synthesize is not None:
-            if self.cache_dir is None or not self.root.absolute().is_relative_to(self.cache_dir.absolute()):
-                raise DataError(f"data.root={self.root}: data=synthetic generates its own data set inside "
-                                f"data.cache_dir; to read this folder use {suggest_data_choice(self.root)}")
+            if self.cache_dir is None or not self.root.absolute().is_relative_to(
+                self.cache_dir.absolute()
+            ):
+                raise DataError(
+                    f"data.root={self.root}: data=synthetic generates its own data set inside "
+                    f"data.cache_dir; to read this folder use {suggest_data_choice(self.root)}"
+                )
             ensure_dataset(self.cache_dir, self.root, **self.synthesize)
         elif not self.root.is_dir():
             raise DataError(f"data.root={self.root}: folder not found")
@@ -159,25 +179,40 @@ class JointDataModule(L.LightningDataModule):
         """Instantiate one split with its transform (random masks for train, seeded otherwise)."""
         if split not in self.splits:
             raise DataError(f"data.splits has no '{split}' split")
-        transform = JointRecSRTransform(self.mask_func, seed_masks_by_name=split != "train", clamp=self.clamp)
+        transform = JointRecSRTransform(
+            self.mask_func, seed_masks_by_name=split != "train", clamp=self.clamp
+        )
         return self.splits[split](scale=self.scale, transform=transform)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        wanted = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }
         for split in wanted.get(stage, SPLITS) if stage else SPLITS:
             if split not in self.datasets and split in self.splits:
                 self.datasets[split] = self.build_dataset(split)
                 self.check_no_leak(split)
                 if self.fill_cache and hasattr(self.datasets[split], "fill_cache"):
                     started = time.perf_counter()
-                    added = self.datasets[split].fill_cache(self.num_workers, desc=f"caching {split} slices")
+                    added = self.datasets[split].fill_cache(
+                        self.num_workers, desc=f"caching {split} slices"
+                    )
                     if added:
-                        log.info("cached %d %s slices in %.1f s", added, split, time.perf_counter() - started)
+                        log.info(
+                            "cached %d %s slices in %.1f s",
+                            added,
+                            split,
+                            time.perf_counter() - started,
+                        )
 
     def check_no_leak(self, split: str) -> None:
         """Refuse a target file that the training split shares with validation or test (a CSV row
         naming another split's file): its scores would measure memory, not generalisation.
         Validation and test may share files (fastMRI knee: test = val)."""
+
         def target_files(dataset: Optional[Dataset]) -> set[Path]:
             return dataset.target_files() if isinstance(dataset, PairedSliceDataset) else set()
 
@@ -185,13 +220,18 @@ class JointDataModule(L.LightningDataModule):
         for other in ("val", "test") if split == "train" else ("train",):
             shared = files & target_files(self.datasets.get(other))
             if shared:
-                raise DataError(f"data.splits: {sorted(shared)[0]} is a target of both the {split} and the {other} split "
-                                f"({len(shared)} shared file(s)); training files must not be scored")
+                raise DataError(
+                    f"data.splits: {sorted(shared)[0]} is a target of both the {split} "
+                    f"and the {other} split "
+                    f"({len(shared)} shared file(s)); training files must not be scored"
+                )
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochSeededSampler(self.datasets["train"], self.seed)
         ranks = self.trainer.world_size if self.trainer is not None else 1
-        per_rank = -(-len(self.datasets["train"]) // ranks)  # Lightning's distributed sampler pads to equal shares
+        per_rank = -(
+            -len(self.datasets["train"]) // ranks
+        )  # Lightning's distributed sampler pads to equal shares
         return DataLoader(
             self.datasets["train"],
             batch_size=self.batch_size,
@@ -199,8 +239,11 @@ class JointDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=collate_samples,
-            worker_init_fn=functools.partial(_seed_worker_masks, sampler=sampler) if self.num_workers else None,
-            drop_last=per_rank % self.batch_size == 1,  # no trailing batch of 1 on any rank (MMF's BatchNorm)
+            worker_init_fn=functools.partial(_seed_worker_masks, sampler=sampler)
+            if self.num_workers
+            else None,
+            drop_last=per_rank % self.batch_size
+            == 1,  # no trailing batch of 1 on any rank (MMF's BatchNorm)
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -224,12 +267,18 @@ def suggest_data_choice(folder: Path) -> str:
     """The ``data=`` option that reads ``folder``, judged from its contents (for error messages)."""
     folder = Path(folder)
     if not folder.is_dir():
-        return f"data=fastmri_knee or data=isles with data.root=<an existing folder> ({folder} does not exist)"
+        return (
+            "data=fastmri_knee or data=isles with data.root=<an existing folder> "
+            f"({folder} does not exist)"
+        )
     if any(folder.glob("singlecoil_*")) or any(folder.glob("*.h5")):
         return f"data=fastmri_knee data.root={folder}"
     if any(folder.glob("*/**/*.nii*")):
         return f"data=isles data.root={folder}"
-    return f"data=fastmri_knee (fastMRI layout) or data=isles (ISLES 2015 subject folders) with data.root={folder}"
+    return (
+        "data=fastmri_knee (fastMRI layout) or data=isles (ISLES 2015 subject folders) "
+        f"with data.root={folder}"
+    )
 
 
 def datamodule_from_config(cfg, **settings) -> JointDataModule:
@@ -237,5 +286,10 @@ def datamodule_from_config(cfg, **settings) -> JointDataModule:
     ``cfg.mask``, ``cfg.scale`` and ``cfg.seed``; ``settings`` replace data settings."""
     import hydra
 
-    return hydra.utils.instantiate(cfg.data, mask_func=hydra.utils.instantiate(cfg.mask), scale=cfg.scale,
-                                   seed=cfg.seed, **settings)
+    return hydra.utils.instantiate(
+        cfg.data,
+        mask_func=hydra.utils.instantiate(cfg.mask),
+        scale=cfg.scale,
+        seed=cfg.seed,
+        **settings,
+    )

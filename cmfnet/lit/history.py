@@ -17,8 +17,14 @@ def read_history(path: Path) -> list[dict[str, float]]:
     """Rows of a history.csv as ``{column: value}`` (``epoch`` and ``step`` as int, the rest as
     float); empty cells are left out."""
     with open(path, newline="") as handle:
-        return [{k: int(float(v)) if k in ("epoch", "step") else float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(handle)]
+        return [
+            {
+                k: int(float(v)) if k in ("epoch", "step") else float(v)
+                for k, v in row.items()
+                if v not in ("", None)
+            }
+            for row in csv.DictReader(handle)
+        ]
 
 
 def history_csv(rows: list[dict[str, float]]) -> str:
@@ -58,11 +64,19 @@ class EpochHistoryWriter(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validated = self._validated or not trainer.sanity_checking
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):  # stays on the device: no sync per step
-            finite = torch.isfinite(loss.detach())  # a batch skipped by module.skip_nonfinite is left out
+            finite = torch.isfinite(
+                loss.detach()
+            )  # a batch skipped by module.skip_nonfinite is left out
             self._loss_sum = self._loss_sum + torch.where(finite, loss.detach(), 0.0)
             self._loss_count = self._loss_count + finite.long()
 
@@ -75,7 +89,9 @@ class EpochHistoryWriter(L.Callback):
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         if self._validated:
-            row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+            row.update(
+                {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            )
         self.rows.append(row)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path, history_csv(self.rows))

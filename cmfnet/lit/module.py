@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import lightning as L
@@ -13,11 +12,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import get_total_norm
 
-from cmfnet import STARTED_AT
 from cmfnet.data.transforms import JointSample
-from cmfnet.metrics import VolumeMetrics
-
-OUTPUTS = ("sr", "rec")
+from cmfnet.metrics import METRICS, OUTPUTS, VolumeMetrics, score_key, std_key
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +37,10 @@ class JointRecSRModule(L.LightningModule):
     Validation and test de-normalise both outputs (``x * std + mean``) and score them per
     volume with fastMRI's metrics against the untouched targets; the SR scores are the
     headline. The first validation (and test) slices are kept in :attr:`example_images` for
-    figures; ``run_config`` (the resolved, secret-free run config) is stored in every checkpoint
-    under ``"cmfnet_config"`` so that ``cmfnet predict`` can rebuild the model from it.
+    figures.
 
     Args:
-        model: any network with the ``(target_lr, aux_lr) -> (rec, sr)`` contract.
+        model: any network with the ``(target_input, aux_input) -> (rec, sr)`` contract.
         loss: callable ``(rec, sr, rec_target, sr_target) -> JointLoss(total, rec, sr)``.
         optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
         scheduler: factory ``optimizer -> LRScheduler`` or None.
@@ -55,6 +50,8 @@ class JointRecSRModule(L.LightningModule):
         output_floor: if set, de-normalised outputs are clamped at this value before they are
             scored and kept as examples (``scoring=fastmri_nonneg``: 0); None scores them as
             they are (fastMRI's convention).
+        run_config: the resolved, secret-free run config, stored in every checkpoint under
+            ``"cmfnet_config"`` so that ``cmfnet predict`` can rebuild the model from it.
     """
 
     def __init__(
@@ -66,6 +63,7 @@ class JointRecSRModule(L.LightningModule):
         num_example_images: int = 4,
         skip_nonfinite: bool = False,
         output_floor: Optional[float] = None,
+        run_config: Optional[dict] = None,
     ):
         super().__init__()
         self.model = model
@@ -82,9 +80,7 @@ class JointRecSRModule(L.LightningModule):
         self.example_images: list[dict] = []
         self._example_keys: Optional[list[tuple[str, int]]] = None
         self.results: dict[str, dict] = {}
-        self.run_config: Optional[dict] = None
-        self.job_started_at = time.time()
-        self.first_step_at: Optional[float] = None
+        self.run_config = run_config
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
@@ -102,26 +98,18 @@ class JointRecSRModule(L.LightningModule):
         in :meth:`on_before_optimizer_step`: reading it here would stall a GPU between the
         forward and the backward pass."""
         _, _, losses = self._losses(batch)
-        self._unchecked.append(_StepLoss(losses, batch_idx, list(zip(batch.fname, batch.slice_idx)),
-                                         batch.target_input.shape[0]))
+        self._unchecked.append(
+            _StepLoss(
+                losses,
+                batch_idx,
+                list(zip(batch.fname, batch.slice_idx)),
+                batch.target_input.shape[0],
+            )
+        )
         return losses.total
 
     def on_train_epoch_start(self) -> None:
         self._unchecked.clear()
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        if self.first_step_at is None:
-            self.first_step_at = time.time()
-
-    def startup_times(self) -> dict[str, Optional[float]]:
-        """Seconds from the process's import of cmfnet and from this job's start to the first
-        training step (None when no step ran)."""
-        if self.first_step_at is None:
-            return {"launch_to_first_step_s": None, "job_start_to_first_step_s": None}
-        return {
-            "launch_to_first_step_s": self.first_step_at - STARTED_AT,
-            "job_start_to_first_step_s": self.first_step_at - self.job_started_at,
-        }
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Stop (or skip the step) on a NaN/inf loss or gradient, then log the losses.
@@ -151,15 +139,23 @@ class JointRecSRModule(L.LightningModule):
         bad = next((step for step, value in zip(unchecked, read) if not math.isfinite(value)), None)
         if bad is not None:
             where = ", ".join(f"{fname} slice {index}" for fname, index in bad.slices)
-            message = f"non-finite training loss at step {self.global_step} (batch {bad.batch_idx}: {where})"
+            message = (
+                f"non-finite training loss at step {self.global_step} "
+                f"(batch {bad.batch_idx}: {where})"
+            )
             unit, units = "batch", "batches"
         else:
-            name = next(name for name, param in self.model.named_parameters()
-                        if param.grad is not None and not torch.isfinite(param.grad).all())
+            name = next(
+                name
+                for name, param in self.model.named_parameters()
+                if param.grad is not None and not torch.isfinite(param.grad).all()
+            )
             message = f"non-finite gradient in {name} at step {self.global_step}"
             unit, units = "step", "steps"
         if not self.skip_nonfinite:
-            raise NonFiniteLossError(f"{message}; set module.skip_nonfinite=true to skip such {units}")
+            raise NonFiniteLossError(
+                f"{message}; set module.skip_nonfinite=true to skip such {units}"
+            )
         optimizer.zero_grad(set_to_none=True)  # the optimizer then leaves every weight as it is
         self.skipped_batches += max(len(unchecked), 1)
         log.warning("skipping %s: %s", unit, message)
@@ -169,7 +165,9 @@ class JointRecSRModule(L.LightningModule):
 
     def _eval_step(self, batch: JointSample, stage: str) -> None:
         rec, sr, losses = self._losses(batch)
-        self.log(f"{stage}/loss", losses.total, batch_size=batch.target_input.shape[0], sync_dist=True)
+        self.log(
+            f"{stage}/loss", losses.total, batch_size=batch.target_input.shape[0], sync_dist=True
+        )
         mean = batch.mean.view(-1, 1, 1, 1)
         std = batch.std.view(-1, 1, 1, 1)
         denorm = {
@@ -200,7 +198,10 @@ class JointRecSRModule(L.LightningModule):
         for i in range(batch.target_input.shape[0]):
             if len(self.example_images) >= self.num_example_images:
                 return
-            if self._example_keys is not None and (batch.fname[i], int(batch.slice_idx[i])) not in self._example_keys:
+            if (
+                self._example_keys is not None
+                and (batch.fname[i], int(batch.slice_idx[i])) not in self._example_keys
+            ):
                 continue
             self.example_images.append(
                 {
@@ -222,9 +223,9 @@ class JointRecSRModule(L.LightningModule):
             if not len(merged):
                 continue
             scores = merged.compute()
-            for metric in ("psnr", "ssim", "nmse"):
-                summary[f"{out}_{metric}"] = scores[metric]["mean"]
-                summary[f"{out}_{metric}_std"] = scores[metric]["std"]
+            for metric in METRICS:
+                summary[score_key(out, metric)] = scores[metric]["mean"]
+                summary[std_key(score_key(out, metric))] = scores[metric]["std"]
             summary[f"{out}_num_volumes"] = len(scores["per_volume"])
         self.results[stage] = summary
         self.log_dict(
@@ -259,7 +260,10 @@ class JointRecSRModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.model.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
 
 
 def _gather_metrics(local: VolumeMetrics) -> VolumeMetrics:
@@ -272,4 +276,3 @@ def _gather_metrics(local: VolumeMetrics) -> VolumeMetrics:
     for part in gathered:
         merged.merge(part)
     return merged
-

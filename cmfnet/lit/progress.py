@@ -86,7 +86,11 @@ class RunClock:
 
 def batch_size_of(batch: Any) -> int:
     """Samples in a batch: the leading size of its first tensor field (1 if none is found)."""
-    fields = batch._asdict().values() if hasattr(batch, "_asdict") else (batch if isinstance(batch, (list, tuple)) else [batch])
+    fields = (
+        batch._asdict().values()
+        if hasattr(batch, "_asdict")
+        else (batch if isinstance(batch, (list, tuple)) else [batch])
+    )
     for value in fields:
         shape = getattr(value, "shape", None)
         if shape:
@@ -126,9 +130,15 @@ class RunTimeEstimate(L.Callback):
             (default: :func:`sweep_position`).
     """
 
-    def __init__(self, after_steps: int = 5, long_run_minutes: float = 30.0,
-                 quick_hint: str = "experiment=quickstart (a first result) or experiment=smoke (the plumbing)",
-                 sweep_jobs: Optional[Callable[[], Optional[tuple[int, int]]]] = None):
+    def __init__(
+        self,
+        after_steps: int = 5,
+        long_run_minutes: float = 30.0,
+        quick_hint: str = (
+            "experiment=quickstart (a first result) or experiment=smoke (the plumbing)"
+        ),
+        sweep_jobs: Optional[Callable[[], Optional[tuple[int, int]]]] = None,
+    ):
         self.after_steps = after_steps
         self.long_run_minutes = long_run_minutes
         self.quick_hint = quick_hint
@@ -142,17 +152,30 @@ class RunTimeEstimate(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = trainer.estimated_stepping_batches
         total = int(total) if math.isfinite(total) else trainer.global_step
-        validations = trainer.max_epochs - trainer.current_epoch if trainer.max_epochs and trainer.max_epochs > 0 else 0
+        validations = (
+            trainer.max_epochs - trainer.current_epoch
+            if trainer.max_epochs and trainer.max_epochs > 0
+            else 0
+        )
         has_val = bool(trainer.num_val_batches) and any(n > 0 for n in trainer.num_val_batches)
         self.clock = RunClock(total_steps=total, total_validations=validations if has_val else 0)
         self.train_started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if self.clock is None:
             return
         self.clock.step(time.perf_counter(), batch_size_of(batch))
-        if self.clock.steps == self.clock.warmup_steps + self.after_steps and not self.projected_after_validation:
+        if (
+            self.clock.steps == self.clock.warmup_steps + self.after_steps
+            and not self.projected_after_validation
+        ):
             self.report(trainer, "after its first steps")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -182,15 +205,19 @@ class RunTimeEstimate(L.Callback):
         if remaining is None or not trainer.is_global_zero:
             return
         what = "" if self.clock.validation_s else " (training only: validation not timed yet)"
-        line = (f"projected time of this run {when}: {format_duration(remaining)} more{what}, "
-                f"at {self.clock.samples_per_s or 0:.1f} samples/s")
+        line = (
+            f"projected time of this run {when}: {format_duration(remaining)} more{what}, "
+            f"at {self.clock.samples_per_s or 0:.1f} samples/s"
+        )
         jobs = self.sweep_jobs()
         if jobs is not None:
             index, count = jobs
             job_total = time.perf_counter() - self.train_started + remaining
             remaining += max(0, count - index - 1) * job_total
-            line += f"; the sweep: about {format_duration(remaining)} more if its other jobs are alike " \
-                    f"(job {index + 1} of {count})"
+            line += (
+                f"; the sweep: about {format_duration(remaining)} more if its other jobs are alike "
+                f"(job {index + 1} of {count})"
+            )
         if not has_gpu(trainer) and remaining > 60 * self.long_run_minutes:
             line += f". No GPU here: for a quick look use {self.quick_hint}"
         self.lines.append(line)
@@ -211,7 +238,9 @@ class CheckedLossProgressBar(RichProgressBar):
     the next batch. Takes :class:`~lightning.pytorch.callbacks.RichProgressBar`'s arguments.
     """
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Union[int, str, float, dict[str, float]]]:
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, Union[int, str, float, dict[str, float]]]:
         metrics = super().get_metrics(trainer, pl_module)
         loss = getattr(pl_module, "last_train_loss", None)
         if loss is not None:
@@ -245,8 +274,14 @@ class PlainProgressLines(ProgressBar):
         self.window_from, self.window_samples = time.perf_counter(), 0
         self.last_line_at = self.last_line_at or time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         self.window_samples += batch_size_of(batch)
         if self.enabled and time.perf_counter() - self.last_line_at >= self.interval_s:
             self.write_line(trainer, pl_module)
@@ -259,15 +294,26 @@ class PlainProgressLines(ProgressBar):
         now = time.perf_counter()
         elapsed = now - (self.window_from or now)
         estimate = _estimate(trainer)
-        measured = estimate.clock.samples_per_s if estimate is not None and estimate.clock is not None else None
-        rate = self.window_samples / elapsed if self.window_samples and elapsed > 0 else (measured or 0.0)
+        measured = (
+            estimate.clock.samples_per_s
+            if estimate is not None and estimate.clock is not None
+            else None
+        )
+        rate = (
+            self.window_samples / elapsed
+            if self.window_samples and elapsed > 0
+            else (measured or 0.0)
+        )
         loss = getattr(pl_module, "last_train_loss", None)
         eta = format_duration(estimate.eta_s(trainer)) if estimate is not None else "?"
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         steps = trainer.estimated_stepping_batches
-        line = (f"epoch {trainer.current_epoch + 1}/{epochs} step {trainer.global_step}/"
-                f"{int(steps) if math.isfinite(steps) else '?'} loss {'?' if loss is None else f'{loss:.4g}'} "
-                f"{rate:.1f} samples/s ETA {eta}" + (f" ({note})" if note else ""))
+        line = (
+            f"epoch {trainer.current_epoch + 1}/{epochs} step {trainer.global_step}/"
+            f"{int(steps) if math.isfinite(steps) else '?'} "
+            f"loss {'?' if loss is None else f'{loss:.4g}'} "
+            f"{rate:.1f} samples/s ETA {eta}" + (f" ({note})" if note else "")
+        )
         if trainer.is_global_zero:
             log.info(line)
         self.last_line_at = now

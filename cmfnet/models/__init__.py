@@ -1,7 +1,7 @@
 """Networks of cmfnet: CMF-Net, its ablations and the baselines, plus ``build_model``.
 
 Every model follows the :class:`~cmfnet.models.blocks.JointModel` contract
-``forward(target_lr, aux_lr) -> (rec, sr)``. Hydra configs live in ``conf/model/``.
+``forward(target_input, aux_input) -> (rec, sr)``. Hydra configs live in ``conf/model/``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cmfnet.config import apply_tiny_preset
 from cmfnet.models.baselines import EDSR, UNetEDSR, ZeroFilled
 from cmfnet.models.blocks import JointModel
 from cmfnet.models.cmfnet import CMFNet, MultiContrastAggregation, MutualFusion
@@ -36,18 +35,20 @@ __all__ = [
 ]
 
 
-def build_model(model_cfg: DictConfig | Mapping[str, Any], tiny: bool = False) -> nn.Module:
+def build_model(model_cfg: DictConfig | Mapping[str, Any]) -> nn.Module:
     """Instantiate a composed ``model`` config node (``_target_`` plus keyword arguments).
 
-    The node's ``tiny`` sub-dict and ``loss_weights`` (read by ``loss=recipe``) are removed; with
-    ``tiny=True`` the preset's values override the full-size ones (small widths for smoke tests). Interpolations such as
-    ``scale: ${scale}`` are resolved against the node's root config.
+    Interpolations such as ``scale: ${scale}`` and ``width: ${scaled_width:64}`` are resolved
+    against the node's root config.
     """
     if isinstance(model_cfg, DictConfig):
         cfg = OmegaConf.to_container(model_cfg, resolve=True)
     else:
         cfg = dict(model_cfg)
     if "defaults" in cfg:
-        raise ValueError("model config still has a 'defaults' list: compose it with Hydra before building")
-    cfg.pop("loss_weights", None)  # the method's training recipe (conf/loss/recipe.yaml), not an argument
-    return hydra.utils.instantiate(apply_tiny_preset(cfg, tiny))
+        raise ValueError(
+            "model config still has a 'defaults' list: compose it with Hydra before building"
+        )
+    # Run configs saved before T2Net's weights moved to conf/loss/recipe/ carry them here.
+    cfg.pop("loss_weights", None)
+    return hydra.utils.instantiate(cfg)

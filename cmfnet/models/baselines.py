@@ -1,7 +1,7 @@
 """Baselines of the paper's comparison: zero-filled + bicubic, EDSR, U-Net -> EDSR.
 
 All follow the :class:`~cmfnet.models.blocks.JointModel` contract
-``forward(target_lr, aux_lr) -> (rec, sr)``.
+``forward(target_input, aux_input) -> (rec, sr)``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ class ZeroFilled(JointModel):
 
     Has no parameters (``trainable = False``): the trainer only evaluates it.
 
-    Shapes: target_lr (B, 1, H, W) -> rec (B, 1, H, W) (the input itself),
-    sr (B, 1, scale*H, scale*W). ``aux_lr`` is ignored.
+    Shapes: target_input (B, 1, H, W) -> rec (B, 1, H, W) (the input itself),
+    sr (B, 1, scale*H, scale*W). ``aux_input`` is ignored.
     """
 
     trainable = False
@@ -37,9 +37,13 @@ class ZeroFilled(JointModel):
     def __init__(self, scale: int = 4) -> None:
         super().__init__(scale)
 
-    def forward(self, target_lr: torch.Tensor, aux_lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sr = F.interpolate(target_lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return target_lr, sr
+    def forward(
+        self, target_input: torch.Tensor, aux_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sr = F.interpolate(
+            target_input, scale_factor=self.scale, mode="bicubic", align_corners=False
+        )
+        return target_input, sr
 
 
 class EDSR(JointModel):
@@ -55,8 +59,8 @@ class EDSR(JointModel):
         n_resblocks: number of ResBlocks (16).
         res_scale: residual scaling in each ResBlock (0.1, as CMF-Net's ResBlock).
 
-    Shapes: target_lr (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W);
-    ``aux_lr`` is ignored.
+    Shapes: target_input (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W);
+    ``aux_input`` is ignored.
     """
 
     def __init__(
@@ -77,14 +81,16 @@ class EDSR(JointModel):
         head = self.head(image)
         return self.sr_tail(self.body(head) + head)
 
-    def forward(self, target_lr: torch.Tensor, aux_lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return target_lr, self.super_resolve(target_lr)
+    def forward(
+        self, target_input: torch.Tensor, aux_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return target_input, self.super_resolve(target_input)
 
 
 class UNetEDSR(JointModel):
     """Sequential "reconstruct, then super-resolve" pipeline, trained end to end.
 
-    rec = target_lr + UNet(target_lr [, aux_lr]) (residual fastMRI U-Net; with ``use_aux``
+    rec = target_input + UNet(target_input [, aux_input]) (residual fastMRI U-Net; with ``use_aux``
     the auxiliary image is a second input channel), sr = EDSR(rec). Both outputs are
     supervised, so the U-Net also receives the SR loss through EDSR.
 
@@ -97,7 +103,7 @@ class UNetEDSR(JointModel):
         res_scale: EDSR residual scaling (0.1).
         use_aux: feed the auxiliary contrast to the U-Net (multi-contrast variant).
 
-    Shapes: target_lr, aux_lr (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W).
+    Shapes: target_input, aux_input (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W).
     """
 
     def __init__(
@@ -117,7 +123,9 @@ class UNetEDSR(JointModel):
         self.reconstructor = UNet(2 if use_aux else 1, 1, unet_width, unet_pools)
         self.super_resolver = EDSR(scale, width, n_resblocks, res_scale)
 
-    def forward(self, target_lr: torch.Tensor, aux_lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        unet_input = torch.cat([target_lr, aux_lr], dim=1) if self.use_aux else target_lr
-        rec = target_lr + self.reconstructor(unet_input)
+    def forward(
+        self, target_input: torch.Tensor, aux_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        unet_input = torch.cat([target_input, aux_input], dim=1) if self.use_aux else target_input
+        rec = target_input + self.reconstructor(unet_input)
         return rec, self.super_resolver.super_resolve(rec)

@@ -1,6 +1,6 @@
 """Building blocks shared by CMF-Net and the baselines, plus the model contract.
 
-Every model in :mod:`cmfnet.models` is a :class:`JointModel`: ``forward(target_lr, aux_lr)``
+Every model in :mod:`cmfnet.models` is a :class:`JointModel`: ``forward(target_input, aux_input)``
 takes two (B, 1, H, W) normalised magnitude images and returns ``(rec, sr)`` with ``rec``
 (B, 1, H, W) and ``sr`` (B, 1, scale*H, scale*W).
 
@@ -53,8 +53,8 @@ def check_positive_float(name: str, value: float) -> float:
 class JointModel(nn.Module):
     """Base class of every model: stores the validated SR ``scale``.
 
-    Subclasses implement ``forward(target_lr, aux_lr) -> (rec, sr)`` with
-    target_lr, aux_lr: (B, 1, H, W); rec: (B, 1, H, W); sr: (B, 1, scale*H, scale*W).
+    Subclasses implement ``forward(target_input, aux_input) -> (rec, sr)`` with
+    target_input, aux_input: (B, 1, H, W); rec: (B, 1, H, W); sr: (B, 1, scale*H, scale*W).
 
     ``trainable`` tells the trainer whether the model has anything to optimise; a model
     without parameters (the zero-filled baseline) sets it to False and is only evaluated.
@@ -173,7 +173,8 @@ class UNet(nn.Module):
             )
         if ((height + pad_h) // multiple) * ((width + pad_w) // multiple) < 2:
             raise ValueError(
-                f"U-Net input {height}x{width} with {self.pools} pools leaves a 1x1 bottleneck, which "
+                f"U-Net input {height}x{width} with {self.pools} pools "
+                "leaves a 1x1 bottleneck, which "
                 "InstanceNorm cannot normalise; use fewer pools (model.unet_pools) or larger images"
             )
         if pad_h or pad_w:

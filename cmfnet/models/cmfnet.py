@@ -1,8 +1,8 @@
 """CMF-Net: Cross-contrast Mutual Fusion Network (Ding et al., Pattern Recognition 2024).
 
 Joint reconstruction (de-aliasing at LR size) and super-resolution of an undersampled
-target contrast, guided by a fully sampled auxiliary contrast. See
-``/work/shared/design/MODEL.md`` for the block-by-block description and parameter counts.
+target contrast, guided by a fully sampled auxiliary contrast. The project's design note
+MODEL.md describes it block by block, with parameter counts.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ class MultiContrastAggregation(nn.Module):
         self.project = conv(2 * width, width)
 
     def forward(self, aux: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        gated = sum(F.silu(torch.cat([aux_conv(aux), target], dim=1)) for aux_conv in self.aux_convs)
+        gated = sum(
+            F.silu(torch.cat([aux_conv(aux), target], dim=1)) for aux_conv in self.aux_convs
+        )
         return self.project(gated)
 
 
@@ -125,7 +127,7 @@ class MutualFusion(nn.Module):
 
 
 class CMFNet(JointModel):
-    """CMF-Net and its ablations; forward(target_lr, aux_lr) -> (rec, sr).
+    """CMF-Net and its ablations; forward(target_input, aux_input) -> (rec, sr).
 
     Stage 1 (``n_fusion_levels`` levels): a0 = head_aux(aux), a_k = ResBlock(a_{k-1});
     t0 = head_target(target), f_k = fusion_k(a_k, ResBlock(f_{k-1})) with f_0 = t0.
@@ -149,10 +151,10 @@ class CMFNet(JointModel):
         fusion: "mfa" (the paper) or "concat" (ablation: conv3x3 of cat(a_k, t)).
         mutual_fusion: use MMF between the branches (False: ablation, no exchange).
         use_aux: use the auxiliary contrast (False: single-contrast ablation; the aux head,
-            aux ResBlocks and fusions are not built, ``fusion`` is ignored, and ``aux_lr``
+            aux ResBlocks and fusions are not built, ``fusion`` is ignored, and ``aux_input``
             passed to forward is ignored).
 
-    Shapes: target_lr, aux_lr (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W).
+    Shapes: target_input, aux_input (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W).
     Training with ``mutual_fusion`` needs a batch of at least 2 (see :class:`MutualFusion`).
     """
 
@@ -199,10 +201,14 @@ class CMFNet(JointModel):
         self.use_aux = use_aux
 
         self.head_target = conv(1, width)
-        self.target_blocks = nn.ModuleList(ResBlock(width, res_scale) for _ in range(n_fusion_levels))
+        self.target_blocks = nn.ModuleList(
+            ResBlock(width, res_scale) for _ in range(n_fusion_levels)
+        )
         if use_aux:
             self.head_aux = conv(1, width)
-            self.aux_blocks = nn.ModuleList(ResBlock(width, res_scale) for _ in range(n_fusion_levels))
+            self.aux_blocks = nn.ModuleList(
+                ResBlock(width, res_scale) for _ in range(n_fusion_levels)
+            )
             self.fusions = nn.ModuleList(
                 MultiContrastAggregation(width, mfa_kernel_sizes)
                 if fusion == "mfa"
@@ -224,14 +230,16 @@ class CMFNet(JointModel):
         self.sr_tail = UpsampleTail(width, scale)
 
     def fuse_contrasts(
-        self, target_lr: torch.Tensor, aux_lr: torch.Tensor
+        self, target_input: torch.Tensor, aux_input: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 1: (B, 1, H, W) x 2 -> (fused feature f, target head feature t0), (B, C, H, W)."""
-        head = self.head_target(target_lr)
+        head = self.head_target(target_input)
         fused = head
         if self.use_aux:
-            aux = self.head_aux(aux_lr)
-            for aux_block, target_block, fusion in zip(self.aux_blocks, self.target_blocks, self.fusions):
+            aux = self.head_aux(aux_input)
+            for aux_block, target_block, fusion in zip(
+                self.aux_blocks, self.target_blocks, self.fusions
+            ):
                 aux = aux_block(aux)
                 fused = fusion(aux, target_block(fused))
         else:
@@ -239,8 +247,10 @@ class CMFNet(JointModel):
                 fused = target_block(fused)
         return fused, head
 
-    def forward(self, target_lr: torch.Tensor, aux_lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fused, head = self.fuse_contrasts(target_lr, aux_lr)
+    def forward(
+        self, target_input: torch.Tensor, aux_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        fused, head = self.fuse_contrasts(target_input, aux_input)
         rec, sr = fused, fused
         for step, (rec_block, sr_block) in enumerate(zip(self.rec_blocks, self.sr_blocks)):
             rec = rec_block(rec)

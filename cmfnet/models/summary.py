@@ -96,7 +96,10 @@ def model_summary(
         raise ValueError(f"model produces {output_hw} from {input_hw}, not x{scale}")
     blocks = [
         BlockSummary(
-            name, type(child).__name__, sum(p.numel() for p in child.parameters()), block_macs.get(name, 0)
+            name,
+            type(child).__name__,
+            sum(p.numel() for p in child.parameters()),
+            block_macs.get(name, 0),
         )
         for name, child in model.named_children()
     ]
@@ -124,7 +127,8 @@ def format_summary(summary: ModelSummary) -> str:
     title = (
         f"{summary.model}: {summary.trainable_params:,} trainable parameters, "
         f"{summary.macs / 1e9:.2f} GMACs per sample, "
-        f"{summary.input_hw[0]}x{summary.input_hw[1]} -> {summary.output_hw[0]}x{summary.output_hw[1]}"
+        f"{summary.input_hw[0]}x{summary.input_hw[1]} -> "
+        f"{summary.output_hw[0]}x{summary.output_hw[1]}"
     )
     header = ("block", "type", "params", "GMACs")
     rows = _table_rows(summary)
@@ -134,7 +138,10 @@ def format_summary(summary: ModelSummary) -> str:
     except ImportError:
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = [title] + [
-            "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths))
+            )
             for row in [header, *rows]
         ]
         return "\n".join(lines)

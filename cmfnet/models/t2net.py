@@ -85,12 +85,13 @@ class HardAttentionTransfer(nn.Module):
 
 
 class T2Net(JointModel):
-    """T2Net, joint single-contrast reconstruction + SR; forward(target_lr, aux_lr) -> (rec, sr).
+    """T2Net, joint single-contrast reconstruction + SR;
+    forward(target_input, aux_input) -> (rec, sr).
 
     Two branches from the target input, each head conv (k x k, 1 -> C) + ``n_resblocks``
     EDSR ResBlocks + a 3x3 body-end conv, with a long skip from its head. After block i the
     task transformer takes Q from the SR feature, K = V from the rec feature, and updates
-    ``sr = sr + conv1x1(cat(sr, T)) * S``. Tails: rec = conv1x1(C -> 1) + target_lr,
+    ``sr = sr + conv1x1(cat(sr, T)) * S``. Tails: rec = conv1x1(C -> 1) + target_input,
     sr = upsampler + conv3x3(C -> 1).
 
     Parameters at the defaults: 1,620,994 at x4, 1,473,282 at x2 (paper: 1.62 M at x4).
@@ -112,8 +113,8 @@ class T2Net(JointModel):
         head_kernel_size: kernel of the head convs (5, as the release).
         attention_chunk: query pixels per relevance block (0: all at once).
 
-    Shapes: target_lr (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W);
-    ``aux_lr`` is ignored.
+    Shapes: target_input (B, 1, H, W) -> rec (B, 1, H, W), sr (B, 1, scale*H, scale*W);
+    ``aux_input`` is ignored.
     """
 
     def __init__(
@@ -131,8 +132,14 @@ class T2Net(JointModel):
         check_positive_float("res_scale", res_scale)
         if check_positive_int("head_kernel_size", head_kernel_size) % 2 == 0:
             raise ValueError(f"model.head_kernel_size must be odd, got {head_kernel_size}")
-        if isinstance(attention_chunk, bool) or not isinstance(attention_chunk, int) or attention_chunk < 0:
-            raise ValueError(f"model.attention_chunk must be an integer >= 0, got {attention_chunk!r}")
+        if (
+            isinstance(attention_chunk, bool)
+            or not isinstance(attention_chunk, int)
+            or attention_chunk < 0
+        ):
+            raise ValueError(
+                f"model.attention_chunk must be an integer >= 0, got {attention_chunk!r}"
+            )
 
         self.sr_head = conv(1, width, head_kernel_size)
         self.rec_head = conv(1, width, head_kernel_size)
@@ -147,15 +154,19 @@ class T2Net(JointModel):
         self.rec_tail = nn.Conv2d(width, 1, kernel_size=1)
         self.sr_tail = UpsampleTail(width, scale)
 
-    def forward(self, target_lr: torch.Tensor, aux_lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sr_head = self.sr_head(target_lr)
-        rec_head = self.rec_head(target_lr)
+    def forward(
+        self, target_input: torch.Tensor, aux_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sr_head = self.sr_head(target_input)
+        rec_head = self.rec_head(target_input)
         sr, rec = sr_head, rec_head
-        for sr_block, rec_block, transfer_conv in zip(self.sr_blocks, self.rec_blocks, self.transfer_convs):
+        for sr_block, rec_block, transfer_conv in zip(
+            self.sr_blocks, self.rec_blocks, self.transfer_convs
+        ):
             sr = sr_block(sr)
             rec = rec_block(rec)
             soft, transferred = self.attention(query=sr, key=rec, value=rec)
             sr = sr + transfer_conv(torch.cat([sr, transferred], dim=1)) * soft
-        rec = self.rec_tail(self.rec_body_end(rec) + rec_head) + target_lr
+        rec = self.rec_tail(self.rec_body_end(rec) + rec_head) + target_input
         sr = self.sr_tail(self.sr_body_end(sr) + sr_head)
         return rec, sr

@@ -12,7 +12,6 @@ interrupted and its worker exits; a worker still running after ``stop_timeout_s`
 The launching process then exits with 128 + the signal number.
 """
 
-
 import contextlib
 import logging
 import multiprocessing
@@ -48,11 +47,14 @@ class GPUPoolLauncherConf:
     cpu_workers: int = 2
     # Environment variables set in every worker (e.g. OMP_NUM_THREADS).
     env: dict = field(default_factory=dict)
-    # Seconds a stopping sweep waits for each worker to record its job as interrupted before killing it.
+    # Seconds a stopping sweep waits for each worker to record its job as interrupted before
+    # killing it.
     stop_timeout_s: float = 30.0
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="cmfnet_gpus", node=GPUPoolLauncherConf, provider="cmfnet")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="cmfnet_gpus", node=GPUPoolLauncherConf, provider="cmfnet"
+)
 
 _DEVICE: Optional[str] = None
 
@@ -119,7 +121,9 @@ def _run_in_worker(payload: bytes, overrides: list[str], job_num: int) -> JobRet
         with open_dict(sweep_config.hydra.job) as job:
             job.id = f"{job.name}_{job_num}"
             job.num = job_num
-        log.info("job #%d on device %s: %s", job_num, _DEVICE, " ".join(filter_overrides(overrides)))
+        log.info(
+            "job #%d on device %s: %s", job_num, _DEVICE, " ".join(filter_overrides(overrides))
+        )
         result = run_job(
             hydra_context=hydra_context,
             task_function=task_function,
@@ -131,7 +135,9 @@ def _run_in_worker(payload: bytes, overrides: list[str], job_num: int) -> JobRet
         signum = signals.received()
         if signum is None:
             raise
-        code = err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 128 + signum
+        code = (
+            err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 128 + signum
+        )
         _exit_worker(code)
     result.hydra_cfg = None  # keep the returned object small and picklable
     return result
@@ -139,7 +145,8 @@ def _run_in_worker(payload: bytes, overrides: list[str], job_num: int) -> JobRet
 
 def stop_workers(pool: ProcessPoolExecutor, signum: int, timeout_s: float) -> list[int]:
     """End the pool of a stopping sweep: cancel the jobs not begun, pass ``signum`` on to every
-    worker, wait up to ``timeout_s`` for them to exit and kill the rest. Returns their exit codes."""
+    worker, wait up to ``timeout_s`` for them to exit and kill the rest. Returns their exit
+    codes."""
     workers = []
     for _ in range(10):  # the pool's own thread may change the dict meanwhile
         with contextlib.suppress(RuntimeError):
@@ -162,8 +169,13 @@ def stop_workers(pool: ProcessPoolExecutor, signum: int, timeout_s: float) -> li
 
 
 class GPUPoolLauncher(Launcher):
-    def __init__(self, devices: Any = None, cpu_workers: int = 2, env: Optional[dict] = None,
-                 stop_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        devices: Any = None,
+        cpu_workers: int = 2,
+        env: Optional[dict] = None,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
         self.devices = devices
         self.cpu_workers = cpu_workers
         self.env = dict(env or {})
@@ -172,27 +184,37 @@ class GPUPoolLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         assert self.config is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         slots = resolve_devices(self.devices, self.cpu_workers)
-        log.info("GPU pool launcher: %d jobs on %d slot(s) %s", len(job_overrides), len(slots), slots)
-        payload = cloudpickle.dumps((self.hydra_context, self.config, self.task_function, Singleton.get_state()))
+        log.info(
+            "GPU pool launcher: %d jobs on %d slot(s) %s", len(job_overrides), len(slots), slots
+        )
+        payload = cloudpickle.dumps(
+            (self.hydra_context, self.config, self.task_function, Singleton.get_state())
+        )
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         for slot in slots:
             queue.put(slot)
         with signals.stop_on_signals():
             pool = ProcessPoolExecutor(
-                max_workers=len(slots), mp_context=context, initializer=_claim_device,
-                initargs=(queue, self.env, os.getpid())
+                max_workers=len(slots),
+                mp_context=context,
+                initializer=_claim_device,
+                initargs=(queue, self.env, os.getpid()),
             )
             try:
                 futures = [
@@ -201,7 +223,9 @@ class GPUPoolLauncher(Launcher):
                 ]
                 results = [future.result() for future in futures]
             except BaseException as err:  # a stop signal here or in a worker, or a worker that died
-                codes = stop_workers(pool, signals.received() or signal.SIGTERM, self.stop_timeout_s)
+                codes = stop_workers(
+                    pool, signals.received() or signal.SIGTERM, self.stop_timeout_s
+                )
                 # A worker alone got a stop signal: it exited with 130 or 143, and none crashed.
                 stopped = [c - 128 for c in codes if c - 128 in signals.STOP_SIGNALS]
                 crashed = any(c != 0 and c - 128 not in signals.STOP_SIGNALS for c in codes)
