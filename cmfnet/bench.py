@@ -28,9 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 #: held on the host, ``fit_loop_data`` fed by the run's training DataLoader.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
-#: measured on the idle 2-core CPU machine (docs/performance.md)
+#: measured on the idle 2-core CPU machine, 2026-12-03: `cmfnet bench json=...` with the defaults
 BENCH_RUN_TIME = (
-    "typical run time: about {} with the defaults on a 2-core CPU; options=fit_loop is about {}."
+    "typical run time: about 22 min with the defaults on an idle 2-core CPU (measured 22 min 13 s:"
+    " the reference and each option run the full model in a process of their own, about 2.5 min"
+    " each there); list fewer options to go faster, e.g. options=[bf16]."
 )
 BENCH_WRITER = "cmfnet bench"  # marks its JSON, which only a later bench may replace
 
