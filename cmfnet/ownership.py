@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 MARKER = ".cmfnet-owned"
 KINDS = ("cache", "synthetic", "run", "sweep", "predictions", "report")
@@ -45,15 +45,21 @@ def mark(folder: Path, kind: str) -> None:
     (Path(folder) / MARKER).write_text(json.dumps({"created_by": "cmfnet", "kind": kind}) + "\n")
 
 
-def claim_folder(
-    folder: Path, kind: str, setting: str, accept: Iterable[str] = (), ignore: Iterable[str] = ()
-) -> Path:
+def mark_earlier_folder(folder: Path, kind: str, made_by_cmfnet: Callable[[Path], bool]) -> None:
+    """Mark an existing, unmarked ``folder`` as ``kind`` if ``made_by_cmfnet`` recognises it as
+    written by cmfnet before it marked its folders (e.g. by Hydra's records beside cmfnet's)."""
+    folder = Path(folder)
+    if folder.is_dir() and owner_kind(folder) is None and made_by_cmfnet(folder):
+        mark(folder, kind)
+
+
+def claim_folder(folder: Path, kind: str, setting: str, accept: Iterable[str] = ()) -> Path:
     """Make ``folder`` cmfnet's to write into, or refuse it.
 
-    A missing folder is created (with its parents) and marked; an empty one (apart from the
-    names in ``ignore``) is marked; one already marked as ``kind`` or as a kind in ``accept``
-    is used as it is. Anything else raises :class:`ForeignPathError` naming ``setting`` (the
-    option that chose the folder), the folder and what to do. Returns ``folder``.
+    A missing folder is created (with its parents) and marked; an empty one is marked; one
+    already marked as ``kind`` or as a kind in ``accept`` is used as it is. Anything else
+    raises :class:`ForeignPathError` naming ``setting`` (the option that chose the folder),
+    the folder and what to do. Returns ``folder``.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -67,8 +73,7 @@ def claim_folder(
                 f"{setting}: {folder} is a cmfnet {found} folder, not a {kind} folder; "
                 "choose another folder"
             )
-        skipped = set(ignore)
-        if any(entry.name not in skipped for entry in folder.iterdir()):
+        if any(folder.iterdir()):
             raise ForeignPathError(
                 f"{setting}: {folder} holds files that cmfnet did not write; choose a new "
                 "or empty folder (cmfnet never writes into or deletes a folder it did not make)"

@@ -790,10 +790,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def claim_report_folder(out: Path) -> Path:
     """``out`` claimed for a report: new, empty, a report folder or a sweep folder (a sweep run
     before cmfnet marked its folders is recognised by Hydra's ``multirun.yaml``)."""
-    from cmfnet.ownership import claim_folder, mark, owner_kind
+    from cmfnet.ownership import claim_folder, mark_earlier_folder
 
-    if out.is_dir() and owner_kind(out) is None and (out / "multirun.yaml").is_file():
-        mark(out, "sweep")
+    mark_earlier_folder(out, "sweep", lambda folder: (folder / "multirun.yaml").is_file())
     return claim_folder(out, "report", setting="--out", accept=("sweep",))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cmfnet.ownership import ForeignPathError, claim_folder, mark, owner_kind
+from cmfnet.ownership import ForeignPathError, claim_folder, mark, mark_earlier_folder, owner_kind
 
 
 def looks_like_unmarked_run(folder: Path) -> bool:
@@ -26,9 +26,7 @@ def looks_like_unmarked_run(folder: Path) -> bool:
 
 def claim_run_folder(folder: Path, setting: str) -> Path:
     """``folder`` claimed for one run (new, empty, or a cmfnet run folder to resume)."""
-    folder = Path(folder)
-    if folder.is_dir() and owner_kind(folder) is None and looks_like_unmarked_run(folder):
-        mark(folder, "run")
+    mark_earlier_folder(folder, "run", looks_like_unmarked_run)
     return claim_folder(folder, "run", setting=setting)
 
 

@@ -219,19 +219,11 @@ def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, 
     assert "measured bf16: 2.00 train samples/s (2.00x)" in capsys.readouterr().err
 
 
-def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(monkeypatch):
-    """Each host read of a GPU value stalls the step: the NaN/inf checks of the loss and of every
-    gradient tensor must cost one read per step, after the backward pass, not one per tensor
-    or one between the forward and the backward pass."""
+def _tiny_batch():
+    """A batch of two 12x12 -> 24x24 samples, as the data module would give it."""
     from cmfnet.data.transforms import JointSample
-    from cmfnet.lit.module import JointRecSRModule
-    from cmfnet.losses import JointL1Loss
 
-    model = _tiny()
-    module = JointRecSRModule(model, JointL1Loss())
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    assert len(list(model.parameters())) > 50
-    batch = JointSample(
+    return JointSample(
         target_input=torch.randn(2, 1, 12, 12),
         aux_input=torch.randn(2, 1, 12, 12),
         rec_target=torch.randn(2, 1, 12, 12),
@@ -242,6 +234,20 @@ def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(
         fname=["a.h5", "b.h5"],
         slice_idx=[0, 1],
     )
+
+
+def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(monkeypatch):
+    """Each host read of a GPU value stalls the step: the NaN/inf checks of the loss and of every
+    gradient tensor must cost one read per step, after the backward pass, not one per tensor
+    or one between the forward and the backward pass."""
+    from cmfnet.lit.module import JointRecSRModule
+    from cmfnet.losses import JointL1Loss
+
+    model = _tiny()
+    module = JointRecSRModule(model, JointL1Loss())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert len(list(model.parameters())) > 50
+    batch = _tiny_batch()
     reads = []
     to_bool, to_item, to_list = torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist
     monkeypatch.setattr(
@@ -335,7 +341,6 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(
     from torch.utils.data import DataLoader
 
     from cmfnet.data.paired import collate_as_is
-    from cmfnet.data.transforms import JointSample
     from cmfnet.lit.module import JointRecSRModule
     from cmfnet.losses import JointL1Loss
 
@@ -345,17 +350,7 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(
         callbacks = compose("train").callbacks
         bar = hydra.utils.instantiate(callbacks.progress_bar, terminal=terminal, plain_interval_s=0)
         estimate = hydra.utils.instantiate(callbacks.run_time_estimate)
-    batch = JointSample(
-        target_input=torch.randn(2, 1, 12, 12),
-        aux_input=torch.randn(2, 1, 12, 12),
-        rec_target=torch.randn(2, 1, 12, 12),
-        sr_target=torch.randn(2, 1, 24, 24),
-        mask=torch.ones(2, 12),
-        mean=torch.zeros(2),
-        std=torch.ones(2),
-        fname=["a.h5", "b.h5"],
-        slice_idx=[0, 1],
-    )
+    batch = _tiny_batch()
     module = JointRecSRModule(
         _tiny(), JointL1Loss(), optimizer=lambda params: torch.optim.Adam(params, lr=1e-3)
     )
