@@ -54,6 +54,7 @@ METHOD_ORDER = (
     "cmfnet_no_mfa_mmf",
     "cmfnet_no_mfa",
     "cmfnet_no_mmf",
+    "cmfnet_mmf_additive",
     "cmfnet",
 )
 OUTPUT_TITLES = {

@@ -102,7 +102,13 @@ def train(cfg: DictConfig) -> dict:
         trainer.validate(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule)
     save_examples(module.example_images, out / "examples.npz")
-    metrics = {**identity, **{k: module.results.get("test", {}).get(k) for k in METRIC_KEYS}}
+    tested = module.results.get("test", {})
+    metrics = {**identity, **{k: tested.get(k) for k in METRIC_KEYS}}
+    if tested.get("scorings"):  # module.also_score: the same test set in further scorings
+        metrics["scorings"] = {
+            name: {k: scores.get(k) for k in METRIC_KEYS}
+            for name, scores in tested["scorings"].items()
+        }
     metrics["params"] = summary.total_params
     metrics["wandb_run_id"] = next(
         (lg.experiment.id for lg in loggers if hasattr(lg.experiment, "id")), None

@@ -40,6 +40,7 @@ def test_every_model_is_offered():
         "cmfnet_no_mmf",
         "cmfnet_no_mfa_mmf",
         "cmfnet_single",
+        "cmfnet_mmf_additive",
         "zero_filled",
         "edsr",
         "unet_edsr",

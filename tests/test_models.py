@@ -30,7 +30,14 @@ from cmfnet.models.cmfnet import ConcatFusion
 from cmfnet.models.t2net import HardAttentionTransfer
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CMF_CONFIGS = ["cmfnet", "cmfnet_no_mfa", "cmfnet_no_mmf", "cmfnet_no_mfa_mmf", "cmfnet_single"]
+CMF_CONFIGS = [
+    "cmfnet",
+    "cmfnet_no_mfa",
+    "cmfnet_no_mmf",
+    "cmfnet_no_mfa_mmf",
+    "cmfnet_single",
+    "cmfnet_mmf_additive",
+]
 MODEL_CONFIGS = CMF_CONFIGS + ["zero_filled", "edsr", "unet_edsr", "unet_edsr_mc", "t2net"]
 TRAINABLE_CONFIGS = [name for name in MODEL_CONFIGS if name != "zero_filled"]
 
@@ -263,6 +270,21 @@ def test_mutual_fusion_formula():
     out_sr, out_rec = fusion(sr, rec)
     torch.testing.assert_close(out_sr, sr * torch.sigmoid(local_s + global_s) + message)
     torch.testing.assert_close(out_rec, rec * torch.sigmoid(local_r + global_r) + message)
+
+    additive = MutualFusion(width=8, reduction=4, update="additive").eval()
+    additive.load_state_dict(fusion.state_dict())
+    add_sr, add_rec = additive(sr, rec)
+    torch.testing.assert_close(add_sr, sr + message)
+    torch.testing.assert_close(add_rec, rec + message)
+    with pytest.raises(ValueError, match="mmf_update"):
+        MutualFusion(width=8, reduction=4, update="gate")
+
+
+def test_additive_mmf_variant_keeps_the_parameters_and_drops_only_the_gate():
+    gated, additive = make("cmfnet", tiny=False), make("cmfnet_mmf_additive", tiny=False)
+    assert n_params(additive) == n_params(gated)
+    assert [m.gated for m in additive.mutual_fusions] == [False] * 6
+    assert all(m.gated for m in gated.mutual_fusions)
 
 
 def test_multi_contrast_aggregation_formula():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import lightning as L
 import torch
@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn.utils import get_total_norm
 
 from cmfnet.data.transforms import JointSample
-from cmfnet.metrics import METRICS, OUTPUTS, VolumeMetrics, score_key, std_key
+from cmfnet.metrics import METRICS, VolumeMetrics, score_key, std_key
+from cmfnet.scoring import Scoring
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ class JointRecSRModule(L.LightningModule):
     """Trains ``model(target_input, aux_input) -> (rec, sr)`` with a joint loss.
 
     Validation and test de-normalise both outputs (``x * std + mean``) and score them per
-    volume with fastMRI's metrics against the untouched targets; the SR scores are the
-    headline. The first validation (and test) slices are kept in :attr:`example_images` for
-    figures.
+    volume with fastMRI's metrics, as the :class:`~cmfnet.scoring.Scoring` says (default: both
+    outputs against the untouched targets); the SR scores are the headline. The first
+    validation (and test) slices are kept in :attr:`example_images` for figures.
 
     Args:
         model: any network with the ``(target_input, aux_input) -> (rec, sr)`` contract.
@@ -47,9 +48,10 @@ class JointRecSRModule(L.LightningModule):
         num_example_images: how many slices (the first of the validation or test set) to keep.
         skip_nonfinite: skip an optimizer step whose loss or gradients are NaN/inf (the weights
             stay as they are) instead of stopping the run.
-        output_floor: if set, de-normalised outputs are clamped at this value before they are
-            scored and kept as examples (``scoring=fastmri_nonneg``: 0); None scores them as
-            they are (fastMRI's convention).
+        scoring: how outputs are scored (``conf/scoring/``; None: fastMRI's convention). Its
+            output transform also applies to the kept example images.
+        also_score: further scorings, by name, computed at test time beside ``scoring``
+            (``results["test"]["scorings"][name]``), so that one run gives tables in several.
         run_config: the resolved, secret-free run config, stored in every checkpoint under
             ``"cmfnet_config"`` so that ``cmfnet predict`` can rebuild the model from it.
     """
@@ -62,7 +64,8 @@ class JointRecSRModule(L.LightningModule):
         scheduler: Optional[Callable] = None,
         num_example_images: int = 4,
         skip_nonfinite: bool = False,
-        output_floor: Optional[float] = None,
+        scoring: Optional[Scoring] = None,
+        also_score: Optional[Mapping[str, Scoring]] = None,
         run_config: Optional[dict] = None,
     ):
         super().__init__()
@@ -72,11 +75,13 @@ class JointRecSRModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.num_example_images = num_example_images
         self.skip_nonfinite = skip_nonfinite
-        self.output_floor = output_floor
+        self.scoring = scoring if scoring is not None else Scoring()
+        self.also_score = dict(also_score or {})
         self.skipped_batches = 0
         self._unchecked: list[_StepLoss] = []
         self.last_train_loss: Optional[float] = None
-        self._metrics = {}
+        self._metrics: dict[tuple[str, str], VolumeMetrics] = {}
+        self._scorings: dict[str, Scoring] = {}
         self.example_images: list[dict] = []
         self._example_keys: Optional[list[tuple[str, int]]] = None
         self.results: dict[str, dict] = {}
@@ -160,8 +165,18 @@ class JointRecSRModule(L.LightningModule):
         self.skipped_batches += max(len(unchecked), 1)
         log.warning("skipping %s: %s", unit, message)
 
-    def _start_eval(self) -> None:
-        self._metrics = {out: VolumeMetrics() for out in OUTPUTS}
+    def _start_eval(self, stage: str) -> None:
+        """One collector per (scoring name, output) this stage scores: the run's scoring, and at
+        test time every one of :attr:`also_score`."""
+        scorings = {self.scoring.name: self.scoring}
+        if stage == "test":
+            scorings.update(self.also_score)
+        self._scorings = scorings
+        self._metrics = {
+            (name, out): VolumeMetrics()
+            for name, scoring in scorings.items()
+            for out in scoring.outputs
+        }
 
     def _eval_step(self, batch: JointSample, stage: str) -> None:
         rec, sr, losses = self._losses(batch)
@@ -171,19 +186,20 @@ class JointRecSRModule(L.LightningModule):
         mean = batch.mean.view(-1, 1, 1, 1)
         std = batch.std.view(-1, 1, 1, 1)
         denorm = {
-            "sr": (self._scored(sr * std + mean), batch.sr_target * std + mean),
-            "rec": (self._scored(rec * std + mean), batch.rec_target * std + mean),
+            "sr": (sr * std + mean, batch.sr_target * std + mean),
+            "rec": (rec * std + mean, batch.rec_target * std + mean),
         }
-        for out, (pred, target) in denorm.items():
-            pred_np = pred.float().squeeze(1).cpu().numpy()
-            target_np = target.float().squeeze(1).cpu().numpy()
+        for (name, out), collected in self._metrics.items():
+            scoring = self._scorings[name]
+            pred, target = denorm[out]
+            pred_np = scoring.output(pred).float().squeeze(1).cpu().numpy()
+            target_np = scoring.target(target, mean, std).float().squeeze(1).cpu().numpy()
             for i, (fname, slice_idx) in enumerate(zip(batch.fname, batch.slice_idx)):
-                self._metrics[out].add(fname, slice_idx, target_np[i], pred_np[i])
-        self._keep_examples(batch, denorm)
-
-    def _scored(self, output: torch.Tensor) -> torch.Tensor:
-        """A de-normalised output as it is scored: clamped at :attr:`output_floor` if set."""
-        return output if self.output_floor is None else output.clamp_min(self.output_floor)
+                collected.add(fname, slice_idx, target_np[i], pred_np[i])
+        self._keep_examples(
+            batch,
+            {out: (self.scoring.output(pred), target) for out, (pred, target) in denorm.items()},
+        )
 
     def _choose_examples(self, dataloaders) -> None:
         """Pick the example slices of this evaluation: spread across volumes and anatomy when the
@@ -217,25 +233,32 @@ class JointRecSRModule(L.LightningModule):
             )
 
     def _finish_eval(self, stage: str) -> None:
-        summary = {}
-        for out, collected in self._metrics.items():
+        """Score every volume; :attr:`results` ``[stage]`` holds the run's scoring's means and
+        stds and, under ``"scorings"``, those of each further scoring by name."""
+        by_scoring: dict[str, dict] = {name: {} for name in self._scorings}
+        for (name, out), collected in self._metrics.items():
             merged = _gather_metrics(collected)
             if not len(merged):
                 continue
             scores = merged.compute()
+            summary = by_scoring[name]
             for metric in METRICS:
                 summary[score_key(out, metric)] = scores[metric]["mean"]
                 summary[std_key(score_key(out, metric))] = scores[metric]["std"]
             summary[f"{out}_num_volumes"] = len(scores["per_volume"])
-        self.results[stage] = summary
+        summary = by_scoring.pop(self.scoring.name)
+        logged = {f"{stage}/{k}": v for k, v in summary.items()}
+        for name, extra in by_scoring.items():
+            logged.update({f"{stage}/{name}/{k}": v for k, v in extra.items()})
+        self.results[stage] = {**summary, "scorings": by_scoring} if by_scoring else summary
         self.log_dict(
-            {f"{stage}/{k}": float(v) for k, v in summary.items() if not k.endswith("num_volumes")},
+            {k: float(v) for k, v in logged.items() if not k.endswith("num_volumes")},
             sync_dist=False,
             rank_zero_only=True,
         )
 
     def on_validation_epoch_start(self) -> None:
-        self._start_eval()
+        self._start_eval("val")
         self._choose_examples(self.trainer.val_dataloaders)
 
     def validation_step(self, batch: JointSample, batch_idx: int) -> None:
@@ -245,7 +268,7 @@ class JointRecSRModule(L.LightningModule):
         self._finish_eval("val")
 
     def on_test_epoch_start(self) -> None:
-        self._start_eval()
+        self._start_eval("test")
         self._choose_examples(self.trainer.test_dataloaders)
 
     def test_step(self, batch: JointSample, batch_idx: int) -> None:

@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 FUSIONS = ("mfa", "concat")
+#: how MMF updates each branch: the paper's gate, or our ungated variant
+MMF_UPDATES = ("gated", "additive")
 
 
 class MultiContrastAggregation(nn.Module):
@@ -91,6 +93,10 @@ class MutualFusion(nn.Module):
     Shared message M = conv3x3(cat(L_S, L_R)) + conv3x3(cat(G_S, G_R)) (the global term is
     broadcast over the image). Returns (S' + M, R' + M). 156,736 parameters at C = 64, r = 4.
 
+    ``update="additive"`` (our variant, not the paper's: ``model=cmfnet_mmf_additive``) drops
+    the gate: X' = X, so each branch returns X + M and features reach the tails without passing
+    through six multiplicative gates. Same parameters.
+
     The global bottleneck's BatchNorm sees one value per channel and sample, so training
     needs a batch of at least 2; a batch of 1 in training raises a ``ValueError`` saying so
     (evaluation mode uses running statistics and accepts any batch).
@@ -98,8 +104,11 @@ class MutualFusion(nn.Module):
     Shapes: sr, rec (B, C, H, W) -> two (B, C, H, W).
     """
 
-    def __init__(self, width: int, reduction: int = 4) -> None:
+    def __init__(self, width: int, reduction: int = 4, update: str = "gated") -> None:
         super().__init__()
+        if update not in MMF_UPDATES:
+            raise ValueError(f"model.mmf_update must be one of {MMF_UPDATES}, got {update!r}")
+        self.gated = update == "gated"
         reduced = width // reduction
         self.sr_local = ChannelBottleneck(width, reduced)
         self.sr_global = ChannelBottleneck(width, reduced)
@@ -121,9 +130,10 @@ class MutualFusion(nn.Module):
         message = self.local_message(torch.cat([sr_local, rec_local], dim=1)) + self.global_message(
             torch.cat([sr_global, rec_global], dim=1)
         )
-        sr = sr * torch.sigmoid(sr_local + sr_global) + message
-        rec = rec * torch.sigmoid(rec_local + rec_global) + message
-        return sr, rec
+        if self.gated:
+            sr = sr * torch.sigmoid(sr_local + sr_global)
+            rec = rec * torch.sigmoid(rec_local + rec_global)
+        return sr + message, rec + message
 
 
 class CMFNet(JointModel):
@@ -150,6 +160,8 @@ class CMFNet(JointModel):
         mfa_kernel_sizes: kernel sizes of the MFA auxiliary convolutions ((1, 3, 5)).
         fusion: "mfa" (the paper) or "concat" (ablation: conv3x3 of cat(a_k, t)).
         mutual_fusion: use MMF between the branches (False: ablation, no exchange).
+        mmf_update: how MMF updates each branch: "gated" (the paper: X * sigmoid(L + G) + M)
+            or "additive" (our variant: X + M, see :class:`MutualFusion`).
         use_aux: use the auxiliary contrast (False: single-contrast ablation; the aux head,
             aux ResBlocks and fusions are not built, ``fusion`` is ignored, and ``aux_input``
             passed to forward is ignored).
@@ -171,6 +183,7 @@ class CMFNet(JointModel):
         mfa_kernel_sizes: Sequence[int] = (1, 3, 5),
         fusion: str = "mfa",
         mutual_fusion: bool = True,
+        mmf_update: str = "gated",
         use_aux: bool = True,
     ) -> None:
         super().__init__(scale)
@@ -221,7 +234,9 @@ class CMFNet(JointModel):
         )
         self.sr_blocks = nn.ModuleList(ResBlock(width, res_scale) for _ in range(n_branch_steps))
         self.mutual_fusions = (
-            nn.ModuleList(MutualFusion(width, mmf_reduction) for _ in range(n_branch_steps))
+            nn.ModuleList(
+                MutualFusion(width, mmf_reduction, mmf_update) for _ in range(n_branch_steps)
+            )
             if mutual_fusion
             else None
         )
