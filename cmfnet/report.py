@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from cmfnet.metrics import METRIC_LABELS, METRICS, OUTPUTS, score_key, std_key
+from cmfnet.metrics import METRIC_KEYS, METRIC_LABELS, METRICS, OUTPUTS, score_key, std_key
 
 #: table rows, in this order; other methods follow alphabetically
 METHOD_ORDER = (
@@ -285,8 +285,27 @@ def _describe(row: dict) -> str:
     return ", ".join(parts)
 
 
-def load_report(sweep_dirs: Sequence[Path]) -> Report:
-    """Collect, name and de-duplicate the jobs of the given sweep folders (see the module doc).
+def rescored(metrics: dict[str, Any], scoring: Optional[str], job_dir: Path) -> dict[str, Any]:
+    """A completed job's metrics in the scoring ``scoring``: its own scores when the run was
+    scored that way, else those its test also computed (``scorings`` in metrics.json, from
+    ``module.also_score``); None keeps the run's own. Raises ValueError naming the job when it
+    has no scores in that scoring."""
+    own = str(metrics.get("scoring", "fastmri"))
+    if scoring is None or scoring == own:
+        return metrics
+    also = (metrics.get("scorings") or {}).get(scoring)
+    if also is None:
+        offered = ", ".join([own, *sorted(metrics.get("scorings") or {})])
+        raise ValueError(
+            f"{job_dir}: not scored with '{scoring}' (its metrics.json has: {offered}); "
+            "add the scoring to module.also_score or leave out --scoring"
+        )
+    return {**metrics, **{k: also.get(k) for k in METRIC_KEYS}, "scoring": scoring}
+
+
+def load_report(sweep_dirs: Sequence[Path], scoring: Optional[str] = None) -> Report:
+    """Collect, name and de-duplicate the jobs of the given sweep folders (see the module doc);
+    with ``scoring``, every completed job's numbers in that scoring (:func:`rescored`).
 
     Raises ValueError naming the folder when it does not exist or holds no job folders.
     """
@@ -335,7 +354,7 @@ def load_report(sweep_dirs: Sequence[Path]) -> Report:
             continue
         if key in chosen:
             superseded.append((chosen[key].job_dir, job_dir))
-        chosen[key] = Run(method, model, column, key[2], job_dir, row)
+        chosen[key] = Run(method, model, column, key[2], job_dir, rescored(row, scoring, job_dir))
     for failure in failures:
         if failure.key in chosen:
             failure.rerun = chosen[failure.key].job_dir
@@ -485,6 +504,10 @@ def report_csv(rows: list[dict[str, Any]]) -> str:
 SCORING_NOTES = {
     "fastmri": "outputs scored as they are (fastMRI's convention)",
     "fastmri_nonneg": "outputs clamped at zero before scoring",
+    "release": (
+        "the CMF-Net release's: SR output only, target clamped at scale x (mean +- 6 std) of "
+        "the zero-filled input before scoring (cmfnet/scoring.py)"
+    ),
 }
 
 
@@ -512,8 +535,11 @@ def report_markdown(
     ]
     for output in OUTPUTS:
         lines += [f"## {OUTPUT_TITLES[output]}", ""]
-        if report.methods:
+        scored = any(key[2] == output for key in stats)
+        if report.methods and scored:
             lines += markdown_table(*table_rows(report, stats, output, bold=True))
+        elif report.methods:
+            lines.append("Not scored in this scoring.")
         else:
             lines.append("No jobs with a known method and setting.")
         lines.append("")
@@ -786,6 +812,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wandb-project", default="cmfnet", metavar="NAME", help="W&B project (cmfnet)"
     )
+    parser.add_argument(
+        "--scoring",
+        metavar="NAME",
+        help="tables in this scoring (conf/scoring/): each run's own if it was scored so, else "
+        "the one its test also computed (module.also_score); default: each run's own",
+    )
 
 
 def claim_report_folder(out: Path) -> Path:
@@ -803,6 +835,7 @@ def build_report(
     use_wandb: bool = False,
     wandb_project: str = "cmfnet",
     name: str = "report",
+    scoring: Optional[str] = None,
 ) -> dict[str, Any]:
     """Write ``<name>.md``, ``<name>.csv`` and the figures into ``out`` (and the W&B run if
     asked); returns ``{"report", "markdown", "csv", "figures", "wandb_run"}`` paths/objects."""
@@ -810,7 +843,7 @@ def build_report(
 
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: expected a plain file name such as 'report'")
-    report = load_report(sweep_dirs)
+    report = load_report(sweep_dirs, scoring)
     out = claim_report_folder(Path(out))
     stats = all_stats(report)
     figures, figure_notes = write_figures(report, stats, out)
@@ -830,7 +863,12 @@ def build_report(
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.sweep_dirs[0]
     written = build_report(
-        args.sweep_dirs, out, use_wandb=args.wandb, wandb_project=args.wandb_project, name=args.name
+        args.sweep_dirs,
+        out,
+        use_wandb=args.wandb,
+        wandb_project=args.wandb_project,
+        name=args.name,
+        scoring=args.scoring,
     )
     report = written["report"]
     print(
