@@ -287,6 +287,8 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
             mask=torch.ones(batch, w),
             mean=torch.zeros(batch),
             std=torch.ones(batch),
+            sr_max=torch.zeros(batch),
+            rec_max=torch.zeros(batch),
             fname=["bench.h5"] * batch,
             slice_idx=list(range(batch)),
         )

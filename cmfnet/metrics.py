@@ -305,10 +305,11 @@ class VolumeSums:
                 raise ValueError(f"{fname}: {NON_FINITE_TARGET}")
             if not self.target_max[i] > 0:
                 raise ValueError(f"{fname}: {NO_POSITIVE_TARGET}")
-            if not np.isfinite(self.maxval_min[i]):
+            if not (np.isfinite(self.maxval_max[i]) and self.maxval_min[i] > 0):
                 raise ValueError(
                     f"{fname}: metrics: no data range (the volume's maximum) was given in advance "
-                    "to score SSIM with; PairedSliceDataset.compute_volume_maxima() provides it"
+                    "to score SSIM with (a sample's sr_max/rec_max is 0 until "
+                    "PairedSliceDataset.compute_volume_maxima() has run)"
                 )
             with np.errstate(divide="ignore"):  # a perfect prediction: PSNR inf, as skimage's
                 psnr_db = 10 * np.log10(self.target_max[i] ** 2 / (self.sse[i] / self.pixels[i]))

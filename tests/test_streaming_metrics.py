@@ -164,9 +164,10 @@ def test_an_unscorable_target_is_named(spoil, message):
         sums.per_volume()
 
 
-def test_a_missing_advance_range_is_named():
+@pytest.mark.parametrize("missing", [0.0, float("nan")])
+def test_a_missing_advance_range_is_named(missing):
     volumes = random_volumes(8, np.float32, count=2)
-    sums = stream(volumes, slice_list(volumes, 8), maxval={"file000.h5": float("nan")}).reduce()
+    sums = stream(volumes, slice_list(volumes, 8), maxval={"file000.h5": missing}).reduce()
     with pytest.raises(ValueError, match="file000.h5: .*compute_volume_maxima"):
         sums.compute()
 
@@ -224,3 +225,36 @@ def test_two_ranks_reduce_to_the_single_process_scores(tmp_path):
     assert reduced["names"] == single.names
     np.testing.assert_array_equal(reduced["slices"], single.slices)
     assert flat(reduced["scores"]) == pytest.approx(flat(single.per_volume()), rel=1e-12)
+
+
+@pytest.mark.parametrize("cache_lowres", [True, False])
+def test_items_carry_the_maxima_of_the_targets_scored(fastmri_pairs, cache_lowres):
+    """sr_max/rec_max are the maxima over the volume's slices that the dataset yields (pair 1's
+    target file has a slice more than its auxiliary: not in it) of the de-normalised targets,
+    to float32 rounding, with and without the cache; 0 before they are computed."""
+    from cmfnet.data.fastmri import FastMRIPairDataset
+    from cmfnet.data.transforms import JointRecSRTransform
+    from cmfnet.masks import RandomMaskFunc
+
+    data = FastMRIPairDataset(
+        fastmri_pairs / "singlecoil_val",
+        fastmri_pairs / "pairs.csv",
+        scale=2,
+        transform=JointRecSRTransform(RandomMaskFunc([0.08], [4], seed=0), True),
+        cache_lowres=cache_lowres,
+    )
+    assert float(data[0].sr_max) == float(data[0].rec_max) == 0.0
+    data.compute_volume_maxima()
+    samples = [data[i] for i in range(len(data))]
+    for name in {s.fname for s in samples}:
+        volume = [s for s in samples if s.fname == name]
+        for field, target in (("sr_max", "sr_target"), ("rec_max", "rec_target")):
+            observed = max(float((getattr(s, target) * s.std + s.mean).max()) for s in volume)
+            for s in volume:
+                assert float(getattr(s, field)) == pytest.approx(observed, rel=metrics.MAX_RTOL)
+    acc = metrics.StreamingVolumeMetrics()
+    for s in samples:
+        target = (s.sr_target * s.std + s.mean)[0]
+        acc.update([s.fname], [s.slice_idx], target[None], target[None] * 0.9, s.sr_max[None])
+    assert acc.reduce().max_mismatches() == []
+    assert len(data._cache) == (len(data) if cache_lowres else 0)
