@@ -123,6 +123,10 @@ class VolumeMetrics:
     def __len__(self) -> int:
         return len(self._slices)
 
+    def nbytes(self) -> int:
+        """Bytes of the images kept (a target and a prediction per slice)."""
+        return sum(a.nbytes for s in self._slices.values() for pair in s.values() for a in pair)
+
     def per_volume(self) -> Dict[str, Dict[str, float]]:
         """``{fname: {metric: value}}`` for every collected volume."""
         scores = {}
@@ -403,6 +407,10 @@ class StreamingVolumeMetrics:
         self._volume_ids += [self._volumes[fname] for fname in fnames]
         self._slice_ids += [int(index) for index in slice_idx]
         self._stats.append(slice_stats(gt, pred, maxval))
+
+    def nbytes(self) -> int:
+        """Bytes of the per-slice statistics kept (:data:`SLICE_STATS`: 7 numbers a slice)."""
+        return sum(stats.numel() * stats.element_size() for stats in self._stats)
 
     def reduce(self) -> VolumeSums:
         """Every rank's slices, summed per (volume, slice) and then per volume. Under

@@ -258,3 +258,38 @@ def test_items_carry_the_maxima_of_the_targets_scored(fastmri_pairs, cache_lowre
         acc.update([s.fname], [s.slice_idx], target[None], target[None] * 0.9, s.sr_max[None])
     assert acc.reduce().max_mismatches() == []
     assert len(data._cache) == (len(data) if cache_lowres else 0)
+
+
+@pytest.mark.slow  # two measuring processes: about 8 s on 2 busy cores
+def test_bench_validation_measures_both_paths_on_the_sizes_given(tmp_path, capsys):
+    """`cmfnet bench validation=true`: the earlier and the streaming path on one simulated set,
+    each holding what it should (every slice's images, or 7 float64 numbers a slice)."""
+    import json
+
+    from cmfnet.cli import main
+
+    out = tmp_path / "bench.json"
+    settings = ["validation_volumes=2", "validation_slices=3", "validation_hr_size=32"]
+    assert main(["bench", "validation=true", *settings, "batch=4", "scale=4", f"json={out}"]) == 0
+    result = json.loads(out.read_text())["validation"]
+    assert (result["slices"], result["sr_size"], result["rec_size"]) == (6, [32, 32], [8, 8])
+    earlier, streaming = result["earlier"], result["streaming"]
+    images = 6 * 2 * (32 * 32 + 8 * 8) * 4  # slices x (target, prediction) x (SR + rec) float32
+    assert earlier["state_mb"] * 2**20 == images
+    assert streaming["state_mb"] * 2**20 == 2 * 6 * len(metrics.SLICE_STATS) * 8
+    assert earlier["pickled_mb"] * 2**20 > images
+    for row in (earlier, streaming):
+        assert row["slices_per_s"] > 0 and row["step_s"] > 0 and row["end_s"] > 0
+    assert result["speed_ratio"] == pytest.approx(
+        streaming["slices_per_s"] / earlier["slices_per_s"]
+    )
+    assert result["largest_ssim_difference"] < 1e-4
+    assert result["largest_relative_psnr_nmse_difference"] < 1e-5
+    assert "streaming / earlier" in capsys.readouterr().out
+
+
+def test_bench_validation_refuses_a_rec_side_below_the_ssim_window(capsys):
+    from cmfnet.cli import main
+
+    assert main(["bench", "validation=true", "validation_hr_size=24", "scale=4"]) == 2
+    assert "validation_hr_size=24: scale=4 must divide it" in capsys.readouterr().err
