@@ -30,9 +30,6 @@ SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile",
 LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
 #: the two metric paths ``validation=true`` measures, each in a process of its own
 VALIDATION_PATHS = ("validation_streaming", "validation_earlier")
-#: glibc keeps freed blocks below its (adaptive) mmap threshold resident; a fixed low threshold
-#: returns freed tensors to the system, so resident memory measures what a path holds
-EXACT_RSS_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 #: measured on the idle 2-core CPU machine, 2026-12-03: `cmfnet bench json=...` with the defaults
 BENCH_RUN_TIME = (
     "typical run time: about 22 min with the defaults on an idle 2-core CPU (measured 22 min 13 s:"
@@ -469,15 +466,12 @@ def measure_launch(overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def measure_model_isolated(
-    overrides: list[str], option: str, env: dict[str, str] | None = None
-) -> dict[str, Any]:
+def measure_model_isolated(overrides: list[str], option: str) -> dict[str, Any]:
     """:func:`measure_model` (or the measurement ``option`` names: a loop option, a validation
     path) in a fresh process, so memory peaks and warm-up of one option never leak into
-    another's numbers; ``env`` is added to its environment."""
+    another's numbers."""
     command = [sys.executable, "-m", "cmfnet.cli", "bench", "--only-option", option, *overrides]
-    env = {**os.environ, **(env or {})}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    proc = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError((proc.stderr.strip().splitlines() or ["measurement failed"])[-1])
@@ -678,6 +672,23 @@ def check_validation_settings(cfg) -> None:
         )
 
 
+def reset_resident_peak() -> None:
+    """Restart this process's resident high-water mark (Linux: ``/proc/self/clear_refs``);
+    where it cannot be reset, the mark stays the process's whole lifetime peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def resident_peak() -> int:
+    """This process's resident high-water mark in bytes (``VmHWM`` of ``/proc/self/status``)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def simulated_validation(cfg, device: str):
     """Batches of a random validation set: ``validation_volumes`` x ``validation_slices`` slices
     in volume order, ``batch`` at a time, as ``(fnames, slice_idx, scored, data_range)`` with
@@ -721,11 +732,14 @@ def time_validation_path(cfg, device: str, streaming: bool) -> dict[str, Any]:
     """One metric path over :func:`simulated_validation`, after one untimed slice (imports,
     thread pools, first allocations): seconds spent in the batches (making a batch not
     counted) and at the epoch's end (scoring, or reducing), memory, and the per-volume
-    ``scores`` of each output. Memory, above what the process held before: ``state_mb``, what
-    the collectors keep (the earlier path: every slice's arrays); ``held_host_mb``, resident
-    after the last batch; ``peak_host_mb``; on a GPU ``held_device_mb``, ``peak_device_mb``. The
-    earlier path also times pickling its collectors, which ``all_gather_object`` did on every
-    rank under DDP, and gives the pickle's size."""
+    ``scores`` of each output. Memory: ``state_mb``, what the collectors keep after the last
+    batch (the earlier path: every slice's arrays; exact); ``peak_host_mb``, the kernel's
+    resident high-water mark above what the process held before, which no sampling can miss
+    (temporaries included, and what glibc keeps of them once freed: for one streaming loop of
+    700 slices that varied between 36 and 520 MB from run to run); on a GPU
+    ``peak_device_mb``, the allocator's peak above what was allocated before.
+    The earlier path also times pickling its collectors, which ``all_gather_object`` did on
+    every rank under DDP, and gives the pickle's size."""
     import gc
     import pickle
 
@@ -766,30 +780,26 @@ def time_validation_path(cfg, device: str, streaming: bool) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     device_base = torch.cuda.memory_allocated() if device == "cuda" else 0
     host_base = PeakRSS.current()
+    reset_resident_peak()
     collectors = collectors_for()
     row: dict[str, Any] = {}
-    with PeakRSS() as rss:
-        row["step_s"] = score(collectors, simulated_validation(cfg, device))
-        gc.collect()
-        row["held_host_mb"] = (PeakRSS.current() - host_base) / 2**20
-        if device == "cuda":
-            row["held_device_mb"] = (torch.cuda.memory_allocated() - device_base) / 2**20
-        row["state_mb"] = sum(c.nbytes() for c in collectors.values()) / 2**20
-        if not streaming:
-            start = time.perf_counter()
-            pickled = pickle.dumps(collectors)
-            row["pickle_dumps_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            pickle.loads(pickled)
-            row["pickle_loads_s"] = time.perf_counter() - start
-            row["pickled_mb"] = len(pickled) / 2**20
-            del pickled
+    row["step_s"] = score(collectors, simulated_validation(cfg, device))
+    row["state_mb"] = sum(c.nbytes() for c in collectors.values()) / 2**20
+    if not streaming:
         start = time.perf_counter()
-        row["scores"] = {out: collectors[out].compute()["per_volume"] for out in OUTPUTS}
-        row["end_s"] = time.perf_counter() - start
+        pickled = pickle.dumps(collectors)
+        row["pickle_dumps_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pickle.loads(pickled)
+        row["pickle_loads_s"] = time.perf_counter() - start
+        row["pickled_mb"] = len(pickled) / 2**20
+        del pickled
+    start = time.perf_counter()
+    row["scores"] = {out: collectors[out].compute()["per_volume"] for out in OUTPUTS}
+    row["end_s"] = time.perf_counter() - start
     slices = int(cfg.validation_volumes) * int(cfg.validation_slices)
     row["slices_per_s"] = slices / (row["step_s"] + row["end_s"])
-    row["peak_host_mb"] = (rss.peak - host_base) / 2**20
+    row["peak_host_mb"] = (resident_peak() - host_base) / 2**20
     if device == "cuda":
         row["peak_device_mb"] = (torch.cuda.max_memory_allocated() - device_base) / 2**20
     return row
@@ -797,9 +807,8 @@ def time_validation_path(cfg, device: str, streaming: bool) -> dict[str, Any]:
 
 def measure_validation(cfg, overrides: list[str]) -> dict[str, Any]:
     """The earlier and the streaming metric path over the same simulated validation set, each in
-    a process of its own (:func:`time_validation_path`; freed memory returned to the system,
-    :data:`EXACT_RSS_ENV`). Ratios are streaming / earlier; the largest differences between
-    their scores check that both measured the same thing."""
+    a process of its own (:func:`time_validation_path`). Ratios are streaming / earlier; the
+    largest differences between their scores check that both measured the same thing."""
     slices = int(cfg.validation_volumes) * int(cfg.validation_slices)
     hr = int(cfg.validation_hr_size)
     result: dict[str, Any] = {
@@ -811,14 +820,15 @@ def measure_validation(cfg, overrides: list[str]) -> dict[str, Any]:
         "batch": int(cfg.batch),
     }
     for path in VALIDATION_PATHS:
-        row = measure_model_isolated(overrides, path, env=EXACT_RSS_ENV)
+        row = measure_model_isolated(overrides, path)
         result["device"] = row.pop("device")
         result[path.split("_", 1)[1]] = row
     streamed = result["streaming"].pop("scores")
     earlier = result["earlier"].pop("scores")
     result["speed_ratio"] = result["streaming"]["slices_per_s"] / result["earlier"]["slices_per_s"]
-    result["held_host_memory_ratio"] = result["streaming"]["held_host_mb"] / max(
-        result["earlier"]["held_host_mb"], 1e-9
+    result["state_ratio"] = result["streaming"]["state_mb"] / result["earlier"]["state_mb"]
+    result["peak_host_memory_ratio"] = (
+        result["streaming"]["peak_host_mb"] / result["earlier"]["peak_host_mb"]
     )
     pairs = [
         (streamed[out][name][metric], earlier[out][name][metric], metric)
@@ -840,14 +850,9 @@ def print_validation(result: dict) -> None:
     earlier, streaming = result["earlier"], result["streaming"]
 
     def memory(row: dict) -> str:
-        text = (
-            f"state {row['state_mb']:.2f} MB, host {row['held_host_mb']:.1f} MB held after the "
-            f"last batch, {row['peak_host_mb']:.1f} MB peak"
-        )
+        text = f"{row['state_mb']:.2f} MB held, host peak {row['peak_host_mb']:.1f} MB"
         if "peak_device_mb" in row:
-            text += (
-                f", device {row['held_device_mb']:.2f} MB held, {row['peak_device_mb']:.1f} MB peak"
-            )
+            text += f", device peak {row['peak_device_mb']:.1f} MB"
         return text
 
     lines = [
@@ -862,7 +867,8 @@ def print_validation(result: dict) -> None:
         f"  streaming: {streaming['slices_per_s']:.1f} slices/s (batches "
         f"{streaming['step_s']:.2f} s + end {streaming['end_s']:.3f} s); {memory(streaming)}",
         f"  streaming / earlier: {result['speed_ratio']:.2f}x the speed, "
-        f"{result['held_host_memory_ratio']:.4f}x the host memory held",
+        f"{result['state_ratio']:.1e}x the memory held, {result['peak_host_memory_ratio']:.3f}x "
+        "the host peak",
         f"  largest difference between their scores: SSIM {result['largest_ssim_difference']:.1e}"
         f", PSNR/NMSE {result['largest_relative_psnr_nmse_difference']:.1e} relative",
     ]
