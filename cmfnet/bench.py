@@ -735,8 +735,8 @@ def time_validation_path(cfg, device: str, streaming: bool) -> dict[str, Any]:
     ``scores`` of each output. Memory: ``state_mb``, what the collectors keep after the last
     batch (the earlier path: every slice's arrays; exact); ``peak_host_mb``, the kernel's
     resident high-water mark above what the process held before, which no sampling can miss
-    (temporaries included, and what glibc keeps of them once freed: for one streaming loop of
-    700 slices that varied between 36 and 520 MB from run to run); on a GPU
+    (temporaries included, and what glibc keeps of them once freed: after one streaming loop
+    of 1,200 slices that varied between 36 and 520 MB from run to run); on a GPU
     ``peak_device_mb``, the allocator's peak above what was allocated before.
     The earlier path also times pickling its collectors, which ``all_gather_object`` did on
     every rank under DDP, and gives the pickle's size."""
