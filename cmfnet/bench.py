@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: held on the host, ``fit_loop_data`` fed by the run's training DataLoader.
 SPEED_OPTIONS = ("channels_last", "bf16", "activation_checkpointing", "compile", "cudnn_benchmark")
 LOOP_OPTIONS = ("fit_loop", "fit_loop_data")
+#: the two metric paths ``validation=true`` measures, each in a process of its own
+VALIDATION_PATHS = ("validation_streaming", "validation_earlier")
 #: measured on the idle 2-core CPU machine, 2026-12-03: `cmfnet bench json=...` with the defaults
 BENCH_RUN_TIME = (
     "typical run time: about 22 min with the defaults on an idle 2-core CPU (measured 22 min 13 s:"
@@ -287,6 +289,8 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
             mask=torch.ones(batch, w),
             mean=torch.zeros(batch),
             std=torch.ones(batch),
+            sr_max=torch.zeros(batch),
+            rec_max=torch.zeros(batch),
             fname=["bench.h5"] * batch,
             slice_idx=list(range(batch)),
         )
@@ -463,8 +467,9 @@ def measure_launch(overrides: list[str]) -> dict[str, Any]:
 
 
 def measure_model_isolated(overrides: list[str], option: str) -> dict[str, Any]:
-    """:func:`measure_model` in a fresh process, so memory peaks and warm-up of one option
-    never leak into another's numbers."""
+    """:func:`measure_model` (or the measurement ``option`` names: a loop option, a validation
+    path) in a fresh process, so memory peaks and warm-up of one option never leak into
+    another's numbers."""
     command = [sys.executable, "-m", "cmfnet.cli", "bench", "--only-option", option, *overrides]
     proc = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -642,10 +647,232 @@ def check_settings(cfg) -> None:
     for key, value, least in counts:
         if not is_int(value) or value < least:
             raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
+    if cfg.validation:
+        check_validation_settings(cfg)
     if cfg.json:
         from cmfnet.io import check_writable_file
 
         check_writable_file(Path(cfg.json), f"json={cfg.json}", written_by=BENCH_WRITER)
+
+
+def check_validation_settings(cfg) -> None:
+    """Refuse validation sizes that are not positive integers, or an SR side that ``scale`` does
+    not divide into a rec side of at least SSIM's 7-pixel window."""
+    from cmfnet.config import is_int
+    from cmfnet.metrics import SSIM_WINDOW
+
+    for key in ("validation_volumes", "validation_slices", "validation_hr_size"):
+        if not is_int(cfg[key]) or cfg[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
+    hr = int(cfg.validation_hr_size)
+    if hr % cfg.scale or hr // cfg.scale < SSIM_WINDOW:
+        raise ValueError(
+            f"validation_hr_size={hr}: scale={cfg.scale} must divide it into a rec side of at "
+            f"least {SSIM_WINDOW} (SSIM's window)"
+        )
+
+
+def reset_resident_peak() -> None:
+    """Restart this process's resident high-water mark (Linux: ``/proc/self/clear_refs``);
+    where it cannot be reset, the mark stays the process's whole lifetime peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def resident_peak() -> int:
+    """This process's resident high-water mark in bytes (``VmHWM`` of ``/proc/self/status``)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def simulated_validation(cfg, device: str):
+    """Batches of a random validation set: ``validation_volumes`` x ``validation_slices`` slices
+    in volume order, ``batch`` at a time, as ``(fnames, slice_idx, scored, data_range)`` with
+    ``scored = {out: (pred, target)}`` of shapes (B, 1, S, S) for SR and (B, 1, S / scale,
+    S / scale) for rec, on ``device``, fresh tensors for every batch (as a model's outputs
+    are); ``data_range = {out: (B,)}``. Targets are uniform in [0, 1] with a 1 in every slice
+    (so each volume's maximum is 1, known in advance), predictions the target plus noise."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    hr = int(cfg.validation_hr_size)
+    sides = {"sr": hr, "rec": hr // int(cfg.scale)}
+    keys = [
+        (f"file{v:04d}.h5", s)
+        for v in range(int(cfg.validation_volumes))
+        for s in range(int(cfg.validation_slices))
+    ]
+    for start in range(0, len(keys), int(cfg.batch)):
+        chunk = keys[start : start + int(cfg.batch)]
+        scored, data_range = {}, {}
+        for out, side in sides.items():
+            target = torch.rand(len(chunk), 1, side, side, generator=gen, device=device)
+            target[..., 0, 0] = 1.0
+            noise = torch.randn(target.shape, generator=gen, device=device)
+            scored[out] = (target + 0.1 * noise, target)
+            data_range[out] = torch.ones(len(chunk), device=device)
+        yield [k[0] for k in chunk], [k[1] for k in chunk], scored, data_range
+
+
+def earlier_eval_step(collectors: dict, fnames, slice_idx, scored: dict) -> None:
+    """What the module did with a batch before the streaming metrics: every output and target
+    copied to host numpy and kept per slice (:class:`~cmfnet.metrics.VolumeMetrics`)."""
+    for out, (pred, target) in scored.items():
+        pred_np = pred.float().squeeze(1).cpu().numpy()
+        target_np = target.float().squeeze(1).cpu().numpy()
+        for i, (fname, index) in enumerate(zip(fnames, slice_idx)):
+            collectors[out].add(fname, index, target_np[i], pred_np[i])
+
+
+def time_validation_path(cfg, device: str, streaming: bool) -> dict[str, Any]:
+    """One metric path over :func:`simulated_validation`, after one untimed slice (imports,
+    thread pools, first allocations): seconds spent in the batches (making a batch not
+    counted) and at the epoch's end (scoring, or reducing), memory, and the per-volume
+    ``scores`` of each output. Memory: ``state_mb``, what the collectors keep after the last
+    batch (the earlier path: every slice's arrays; exact); ``peak_host_mb``, the kernel's
+    resident high-water mark above what the process held before, which no sampling can miss
+    (temporaries included, and what glibc keeps of them once freed: after one streaming loop
+    of 1,200 slices that varied between 36 and 520 MB from run to run); on a GPU
+    ``peak_device_mb``, the allocator's peak above what was allocated before.
+    The earlier path also times pickling its collectors, which ``all_gather_object`` did on
+    every rank under DDP, and gives the pickle's size."""
+    import gc
+    import pickle
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from cmfnet.metrics import OUTPUTS, StreamingVolumeMetrics, VolumeMetrics
+
+    def collectors_for() -> dict:
+        return {
+            out: StreamingVolumeMetrics(device) if streaming else VolumeMetrics() for out in OUTPUTS
+        }
+
+    def score(collectors: dict, batches) -> float:
+        seconds = 0.0
+        for fnames, slice_idx, scored, data_range in batches:
+            sync(device)
+            start = time.perf_counter()
+            if streaming:
+                for out, (pred, target) in scored.items():
+                    collectors[out].update(
+                        fnames, slice_idx, target.squeeze(1), pred.squeeze(1), data_range[out]
+                    )
+            else:
+                earlier_eval_step(collectors, fnames, slice_idx, scored)
+            sync(device)
+            seconds += time.perf_counter() - start
+        return seconds
+
+    warm_up = OmegaConf.merge(cfg, {"validation_volumes": 1, "validation_slices": 1})
+    warm = collectors_for()
+    score(warm, simulated_validation(warm_up, device))
+    {out: collected.compute() for out, collected in warm.items()}
+    del warm
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    device_base = torch.cuda.memory_allocated() if device == "cuda" else 0
+    host_base = PeakRSS.current()
+    reset_resident_peak()
+    collectors = collectors_for()
+    row: dict[str, Any] = {}
+    row["step_s"] = score(collectors, simulated_validation(cfg, device))
+    row["state_mb"] = sum(c.nbytes() for c in collectors.values()) / 2**20
+    if not streaming:
+        start = time.perf_counter()
+        pickled = pickle.dumps(collectors)
+        row["pickle_dumps_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pickle.loads(pickled)
+        row["pickle_loads_s"] = time.perf_counter() - start
+        row["pickled_mb"] = len(pickled) / 2**20
+        del pickled
+    start = time.perf_counter()
+    row["scores"] = {out: collectors[out].compute()["per_volume"] for out in OUTPUTS}
+    row["end_s"] = time.perf_counter() - start
+    slices = int(cfg.validation_volumes) * int(cfg.validation_slices)
+    row["slices_per_s"] = slices / (row["step_s"] + row["end_s"])
+    row["peak_host_mb"] = (resident_peak() - host_base) / 2**20
+    if device == "cuda":
+        row["peak_device_mb"] = (torch.cuda.max_memory_allocated() - device_base) / 2**20
+    return row
+
+
+def measure_validation(cfg, overrides: list[str]) -> dict[str, Any]:
+    """The earlier and the streaming metric path over the same simulated validation set, each in
+    a process of its own (:func:`time_validation_path`). Ratios are streaming / earlier; the
+    largest differences between their scores check that both measured the same thing."""
+    slices = int(cfg.validation_volumes) * int(cfg.validation_slices)
+    hr = int(cfg.validation_hr_size)
+    result: dict[str, Any] = {
+        "volumes": int(cfg.validation_volumes),
+        "slices_per_volume": int(cfg.validation_slices),
+        "slices": slices,
+        "sr_size": [hr, hr],
+        "rec_size": [hr // int(cfg.scale)] * 2,
+        "batch": int(cfg.batch),
+    }
+    for path in VALIDATION_PATHS:
+        row = measure_model_isolated(overrides, path)
+        result["device"] = row.pop("device")
+        result[path.split("_", 1)[1]] = row
+    streamed = result["streaming"].pop("scores")
+    earlier = result["earlier"].pop("scores")
+    result["speed_ratio"] = result["streaming"]["slices_per_s"] / result["earlier"]["slices_per_s"]
+    result["state_ratio"] = result["streaming"]["state_mb"] / result["earlier"]["state_mb"]
+    result["peak_host_memory_ratio"] = (
+        result["streaming"]["peak_host_mb"] / result["earlier"]["peak_host_mb"]
+    )
+    pairs = [
+        (streamed[out][name][metric], earlier[out][name][metric], metric)
+        for out in streamed
+        for name in streamed[out]
+        for metric in ("psnr", "ssim", "nmse")
+    ]
+    result["largest_ssim_difference"] = max(abs(a - b) for a, b, m in pairs if m == "ssim")
+    result["largest_relative_psnr_nmse_difference"] = max(
+        abs(a - b) / abs(b) for a, b, m in pairs if m != "ssim"
+    )
+    return result
+
+
+def print_validation(result: dict) -> None:
+    """The validation measurement as a few lines."""
+    from rich.console import Console
+
+    earlier, streaming = result["earlier"], result["streaming"]
+
+    def memory(row: dict) -> str:
+        text = f"{row['state_mb']:.2f} MB held, host peak {row['peak_host_mb']:.1f} MB"
+        if "peak_device_mb" in row:
+            text += f", device peak {row['peak_device_mb']:.1f} MB"
+        return text
+
+    lines = [
+        f"validation metrics: {result['volumes']} volumes x {result['slices_per_volume']} slices "
+        f"({result['slices']}), SR {result['sr_size'][0]}x{result['sr_size'][1]} + rec "
+        f"{result['rec_size'][0]}x{result['rec_size'][1]}, batch {result['batch']}, on "
+        f"{result['device']}",
+        f"  earlier (host copies, scikit-image at the end): {earlier['slices_per_s']:.1f} "
+        f"slices/s (batches {earlier['step_s']:.2f} s + end {earlier['end_s']:.2f} s); "
+        f"{memory(earlier)}; pickled for all_gather_object {earlier['pickled_mb']:.0f} MB "
+        f"(dumps {earlier['pickle_dumps_s']:.2f} s, loads {earlier['pickle_loads_s']:.2f} s)",
+        f"  streaming: {streaming['slices_per_s']:.1f} slices/s (batches "
+        f"{streaming['step_s']:.2f} s + end {streaming['end_s']:.3f} s); {memory(streaming)}",
+        f"  streaming / earlier: {result['speed_ratio']:.2f}x the speed, "
+        f"{result['state_ratio']:.1e}x the memory held, {result['peak_host_memory_ratio']:.3f}x "
+        "the host peak",
+        f"  largest difference between their scores: SSIM {result['largest_ssim_difference']:.1e}"
+        f", PSNR/NMSE {result['largest_relative_psnr_nmse_difference']:.1e} relative",
+    ]
+    Console(width=130).print("\n".join(lines))
 
 
 def save_partial(cfg, results: dict, line: str) -> None:
@@ -676,7 +903,17 @@ def run(args: argparse.Namespace) -> int:
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
     if args.only_option:
-        if args.only_option in LOOP_OPTIONS:
+        if args.only_option in VALIDATION_PATHS:
+            row = time_validation_path(
+                cfg, device, streaming=args.only_option == "validation_streaming"
+            )
+            row["device"] = (
+                torch.cuda.get_device_name()
+                if device == "cuda"
+                else f"cpu ({torch.get_num_threads()} threads)"
+            )
+            print(json.dumps(row))
+        elif args.only_option in LOOP_OPTIONS:
             print(
                 json.dumps(
                     measure_fit_loop(cfg, device, with_data=args.only_option == "fit_loop_data")
@@ -686,6 +923,11 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
     check_settings(cfg)
+    if cfg.validation:
+        results = {"validation": measure_validation(cfg, list(args.overrides))}
+        print_validation(results["validation"])
+        write_results(cfg, results, complete=True)
+        return 0
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs

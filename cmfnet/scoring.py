@@ -13,8 +13,11 @@ the LightningModule to every validation and test batch before the per-volume met
   the zero-filled LR input's mean and std, and its LR image is ``scale`` times brighter than
   ours (it does not divide by the scale), so its statistics are ``scale`` times ours and the
   target is clamped to ``scale * (mean +- 6 std)`` in our units (``stats_gain: ${scale}``). Its
-  normalisation's eps (1e-11, added to the std) is left out. The data range is then the clamped
-  target volume's max, as fastMRI's ``evaluate`` takes it from the target it is given.
+  normalisation's eps (1e-11, added to the std) is left out. The release's data range is the
+  clamped target volume's max, as fastMRI's ``evaluate`` takes it from the target it is given.
+  The streaming metrics take PSNR's so; SSIM's must be known before the volume is scored, and
+  is the unclamped target's max (the dataset's ``sr_max``): the two differ only where the clamp
+  lowers a volume's max, which the run counts (``sr_max_mismatches``; a warning names them).
 """
 
 from __future__ import annotations

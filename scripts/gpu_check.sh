@@ -9,7 +9,10 @@
 #   grid       the GPU paths: a 2x2 smoke grid through launcher=gpus with trainer=gpu, one
 #              trainer=ddp run, one run with the GPU defaults (no trainer override);
 #   precision  bf16 against fp32 on the GPU: sweeps=precision for the full CMF-Net, three jobs
-#              at a time on GPU 0, then cmfnet report.
+#              at a time on GPU 0, then cmfnet report;
+#   validation the validation metrics: the earlier path (host copies, scikit-image) against the
+#              streaming one on the GPU, 45 volumes x 35 slices at x4 (cmfnet bench validation=true;
+#              not in the default list: about a minute, run it with either half).
 # Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench overhead grid precision;
 # on a 10-minute command limit run "bench overhead" and "grid precision" as two commands, each under
 # `timeout 540`; what finished is in OUT_DIR, and bench.json keeps the options measured so far)
@@ -17,7 +20,7 @@
 # GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu").
 # OUT_DIR/summary.txt says what passed; each step's log, bench.json and the reports lie beside it.
 set -uo pipefail
-out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [overhead] [grid] [precision]}
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [overhead] [grid] [precision] [validation]}
 shift
 stages=${*:-bench overhead grid precision}
 read -r -a extra <<< "${GPU_CHECK_OVERRIDES:-}"
@@ -79,8 +82,12 @@ for stage in $stages; do
         "hydra.launcher.devices=[0,0,0]" "hydra.sweep.dir=$out/precision" "${extra[@]}"
       step precision_report python3 -m cmfnet.cli report "$out/precision" --out "$out" --name precision --no-wandb
       ;;
+    validation)
+      step validation python3 -m cmfnet.cli bench validation=true "json=$out/bench_validation.json" \
+        "${extra[@]}"
+      ;;
     *)
-      echo "unknown stage '$stage' (bench, overhead, grid, precision)" >&2
+      echo "unknown stage '$stage' (bench, overhead, grid, precision, validation)" >&2
       exit 2
       ;;
   esac

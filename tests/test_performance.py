@@ -231,6 +231,8 @@ def _tiny_batch():
         mask=torch.ones(2, 12),
         mean=torch.zeros(2),
         std=torch.ones(2),
+        sr_max=torch.zeros(2),
+        rec_max=torch.zeros(2),
         fname=["a.h5", "b.h5"],
         slice_idx=[0, 1],
     )

@@ -415,6 +415,8 @@ def tiny_batch(value: float = 1.0) -> JointSample:
         mask=torch.ones(2, 4),
         mean=torch.zeros(2),
         std=torch.ones(2),
+        sr_max=torch.zeros(2),
+        rec_max=torch.zeros(2),
         fname=["vol_a.h5", "vol_b.h5"],
         slice_idx=[3, 5],
     )

@@ -38,7 +38,8 @@ class FixedOutputs(nn.Module):
 
 def batches(seed: int = 0):
     """Two batches of two slices of one volume, with HR targets that stick out above
-    scale * (mean + 6 std) in some pixels, and the network outputs for them."""
+    scale * (mean + 6 std) in some pixels, and the network outputs for them. Samples carry the
+    volume's (unclamped, de-normalised) target maxima, as the datasets give them."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for first in (0, 2):
@@ -56,6 +57,8 @@ def batches(seed: int = 0):
             mask=torch.ones(2, LR),
             mean=mean,
             std=std,
+            sr_max=torch.zeros(2),
+            rec_max=torch.zeros(2),
             fname=["vol.h5", "vol.h5"],
             slice_idx=[first, first + 1],
         )
@@ -64,7 +67,22 @@ def batches(seed: int = 0):
             sr_target.clamp(-6, 6) + 0.3 * torch.randn(2, 1, LR * SCALE, LR * SCALE, generator=gen),
         )
         out.append((sample, outputs))
-    return out
+    maxima = {
+        field: max(
+            float(
+                (
+                    getattr(sample, target) * sample.std.view(-1, 1, 1, 1)
+                    + sample.mean.view(-1, 1, 1, 1)
+                ).max()
+            )
+            for sample, _ in out
+        )
+        for field, target in (("sr_max", "sr_target"), ("rec_max", "rec_target"))
+    }
+    return [
+        (sample._replace(**{k: torch.full((2,), v) for k, v in maxima.items()}), outputs)
+        for sample, outputs in out
+    ]
 
 
 def run_test_stage(scoring: Scoring, also_score: dict | None = None) -> dict:
@@ -85,7 +103,8 @@ def run_test_stage(scoring: Scoring, also_score: dict | None = None) -> dict:
 
 
 def by_hand(scoring: str) -> dict[str, float]:
-    """SR scores of :func:`batches` worked out step by step with numpy."""
+    """SR scores of :func:`batches` worked out step by step with numpy; SSIM's data range is the
+    unclamped target's max (known before the volume is scored), PSNR's the scored target's."""
     preds, targets = [], []
     for sample, (_, sr) in batches():
         mean = sample.mean.numpy().reshape(-1, 1, 1).astype(np.float64)
@@ -98,7 +117,12 @@ def by_hand(scoring: str) -> dict[str, float]:
         preds.append(pred.astype(np.float32))
         targets.append(target.astype(np.float32))
     gt, pred = np.concatenate(targets), np.concatenate(preds)
-    return {"sr_psnr": psnr(gt, pred), "sr_ssim": ssim(gt, pred), "sr_nmse": nmse(gt, pred)}
+    data_range = float(batches()[0][0].sr_max[0])
+    return {
+        "sr_psnr": psnr(gt, pred),
+        "sr_ssim": ssim(gt, pred, maxval=data_range),
+        "sr_nmse": nmse(gt, pred),
+    }
 
 
 def test_release_scoring_equals_the_release_steps_worked_by_hand():
@@ -108,7 +132,9 @@ def test_release_scoring_equals_the_release_steps_worked_by_hand():
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-5), key
     assert "rec_psnr" not in got  # the release scores the SR output only
+    assert got["sr_max_mismatches"] == 1  # the clamp lowered the volume's max
     fastmri = run_test_stage(Scoring())
+    assert fastmri["sr_max_mismatches"] == fastmri["rec_max_mismatches"] == 0
     assert abs(fastmri["sr_psnr"] - got["sr_psnr"]) > 0.5  # the clamp bit: the test can fail
     assert fastmri["sr_psnr"] == pytest.approx(by_hand("fastmri")["sr_psnr"], rel=1e-5)
 

@@ -4,13 +4,14 @@ last line of defence against silent bad samples (every item is checked finite)."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cmfnet.data.errors import DataError
+from cmfnet.data.transforms import VolumeMax
 from cmfnet.degrade import LowResPair
 from cmfnet.errors import one_line
 
@@ -82,7 +83,8 @@ class PairedSliceDataset(Dataset):
     (pair index, slice index); subclasses fill it and implement :meth:`build_lowres` and
     :meth:`pair_paths`.
 
-    Item i is ``transform(LowResPair, target file name, slice index)`` (the transform
+    Item i is ``transform(LowResPair, target file name, slice index, VolumeMax or None)`` (the
+    volume's maxima once :meth:`compute_volume_maxima` has run; the transform
     :meth:`transform_for` chooses for its pair). The deterministic
     degradation of each slice is cached in memory after first use when ``cache_lowres`` is set;
     only the mask is drawn per step. A cache filled inside a DataLoader worker dies with the
@@ -101,6 +103,7 @@ class PairedSliceDataset(Dataset):
         self.cache_lowres = cache_lowres
         self.slices: list[tuple[int, int]] = []
         self._cache: Dict[int, LowResPair] = {}
+        self._volume_max: Dict[int, VolumeMax] = {}
 
     def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
         """Read and degrade one slice pair."""
@@ -180,25 +183,57 @@ class PairedSliceDataset(Dataset):
         if not self.cache_lowres:
             return 0
         missing = [i for i in range(len(self)) if i not in self._cache]
-        if not missing:
-            return 0
+        for index, pair in self._degrade(missing, workers, desc):
+            self._cache[index] = pair
+        return len(missing)
+
+    def compute_volume_maxima(self, workers: int = 0) -> None:
+        """Find every volume's :class:`~cmfnet.data.transforms.VolumeMax` (SR and rec target
+        maxima, raw units), which its items then carry as ``sr_max`` and ``rec_max``: the data
+        ranges that the streaming metrics score SSIM with before a volume is complete. Called
+        once per validation and test split, before DataLoader workers fork; items of a dataset
+        that never ran it carry 0 (training needs none).
+
+        With ``cache_lowres`` the maxima are read off the cache (filled first, in ``workers``
+        processes). Without it, this is a one-off pass that degrades every slice (in ``workers``
+        processes) and keeps only the maxima: as costly as one epoch of reading the split.
+        """
+        if self.cache_lowres:
+            self.fill_cache(workers)
+            pairs = ((i, self._cache[i]) for i in range(len(self)))
+        else:
+            pairs = self._degrade(range(len(self)), workers, "finding volume maxima")
+        sr: Dict[int, float] = {}
+        rec: Dict[int, float] = {}
+        for index, pair in pairs:
+            pair_idx = self.slices[index][0]
+            sr[pair_idx] = max(sr.get(pair_idx, -np.inf), float(pair.target_hr.max()))
+            rec[pair_idx] = max(rec.get(pair_idx, -np.inf), float(pair.rec_target.max()))
+        self._volume_max = {p: VolumeMax(sr[p], rec[p]) for p in sr}
+
+    def _degrade(
+        self, indices: Sequence[int], workers: int, desc: str
+    ) -> Iterator[tuple[int, LowResPair]]:
+        """(index, :meth:`lowres_pair`) of every index, degraded in ``workers`` DataLoader
+        worker processes (0: this one), with a progress bar on a terminal; a :class:`DataError`
+        comes as the one line that reading the slice in this process gives."""
+        if not len(indices):
+            return
         from tqdm.auto import tqdm
 
         loader = DataLoader(
-            _LowResView(self, missing),
+            _LowResView(self, indices),
             batch_size=None,
             num_workers=workers,
             collate_fn=collate_as_is,
             generator=torch.Generator(),
         )  # its own seed source: the global RNG stays untouched
         try:
-            for index, pair in tqdm(
-                loader, total=len(missing), desc=desc, unit="slice", disable=None, leave=False
-            ):
-                self._cache[index] = pair
+            yield from tqdm(
+                loader, total=len(indices), desc=desc, unit="slice", disable=None, leave=False
+            )
         except DataError as err:
             raise DataError(one_line(err)) from None
-        return len(missing)
 
     def _sample_error(self, pair_idx: int, slice_idx: int, problem: str) -> DataError:
         aux, target = self.pair_paths(pair_idx)
@@ -211,7 +246,10 @@ class PairedSliceDataset(Dataset):
         pair_idx, slice_idx = self.slices[index]
         with np.errstate(over="ignore", invalid="ignore"):
             sample = self.transform_for(pair_idx)(
-                self.lowres_pair(index), self.target_name(pair_idx), slice_idx
+                self.lowres_pair(index),
+                self.target_name(pair_idx),
+                slice_idx,
+                self._volume_max.get(pair_idx),
             )
         field = non_finite_field(sample)
         if field is not None:

@@ -29,6 +29,10 @@ class JointSample(NamedTuple):
         mask: (w,) the column mask applied to the LR k-space.
         mean: () mean of the zero-filled target input before normalisation.
         std: () std of the zero-filled target input before normalisation.
+        sr_max: () maximum of the HR target over the whole volume, in raw (de-normalised) units:
+            fastMRI's data range for the SR scores, known before the volume is scored; 0 where
+            the dataset did not compute it (training; see :class:`VolumeMax`).
+        rec_max: () the same for the fully sampled LR target (the rec scores).
         fname: file name of the target volume.
         slice_idx: slice index within the volume.
     """
@@ -40,8 +44,23 @@ class JointSample(NamedTuple):
     mask: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    sr_max: torch.Tensor
+    rec_max: torch.Tensor
     fname: str
     slice_idx: int
+
+
+class VolumeMax(NamedTuple):
+    """A volume's maxima of the SR target (``target_hr``) and the rec target (``rec_target``) in
+    raw units: the data ranges of its SSIM, which the streaming metrics need before all its
+    slices are scored (:meth:`~cmfnet.data.paired.PairedSliceDataset.compute_volume_maxima`)."""
+
+    sr: float
+    rec: float
+
+
+#: what samples carry when their volume's maxima were not computed (training needs none)
+UNKNOWN_MAX = VolumeMax(0.0, 0.0)
 
 
 def normalize_instance(data: np.ndarray, eps: float = 1e-11) -> tuple[np.ndarray, float, float]:
@@ -82,7 +101,15 @@ class JointRecSRTransform:
         if rng is not None:
             rng.seed([seed % 2**32, epoch, worker])
 
-    def __call__(self, pair: LowResPair, fname: str, slice_idx: int) -> JointSample:
+    def __call__(
+        self,
+        pair: LowResPair,
+        fname: str,
+        slice_idx: int,
+        volume_max: Optional[VolumeMax] = None,
+    ) -> JointSample:
+        """The sample of one slice; ``volume_max`` (None: :data:`UNKNOWN_MAX`) is its volume's."""
+        volume_max = UNKNOWN_MAX if volume_max is None else volume_max
         kspace = pair.target_kspace_lr
         seed = seed_from_name(fname) if self.seed_masks_by_name else None
         mask, _ = self.mask_func((1,) + kspace.shape + (2,), seed=seed)
@@ -104,6 +131,8 @@ class JointRecSRTransform:
             mask=torch.from_numpy(columns.astype(np.float32)),
             mean=torch.tensor(mean, dtype=torch.float32),
             std=torch.tensor(scale, dtype=torch.float32),
+            sr_max=torch.tensor(volume_max.sr, dtype=torch.float32),
+            rec_max=torch.tensor(volume_max.rec, dtype=torch.float32),
             fname=fname,
             slice_idx=int(slice_idx),
         )

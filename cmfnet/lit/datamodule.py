@@ -113,7 +113,9 @@ class JointDataModule(L.LightningDataModule):
         fill_cache: degrade every slice of a split when it is set up (in ``num_workers``
             processes), so the DataLoader workers forked at every epoch share one full cache;
             without it each epoch's workers rebuild the cache from the files and lose it.
-            Splits whose dataset has ``cache_lowres: false`` are not filled.
+            Splits whose dataset has ``cache_lowres: false`` are not filled. Validation and
+            test splits then find their volumes' maxima, the data ranges of the streaming
+            metrics (:meth:`~cmfnet.data.paired.PairedSliceDataset.compute_volume_maxima`).
         synthesize: generator settings; if given, the synthetic data set is generated into
             ``root`` on first use (once, under a lock) before the loaders are built.
         cache_dir: the project's cache folder, which must hold ``root`` when ``synthesize`` is
@@ -207,6 +209,8 @@ class JointDataModule(L.LightningDataModule):
                             split,
                             time.perf_counter() - started,
                         )
+                if split != "train" and hasattr(self.datasets[split], "compute_volume_maxima"):
+                    self.datasets[split].compute_volume_maxima(self.num_workers)
 
     def check_no_leak(self, split: str) -> None:
         """Refuse a target file that the training split shares with validation or test (a CSV row

@@ -8,12 +8,11 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.utils import get_total_norm
 
 from cmfnet.data.transforms import JointSample
-from cmfnet.metrics import METRICS, VolumeMetrics, score_key, std_key
+from cmfnet.metrics import METRICS, StreamingVolumeMetrics, score_key, std_key
 from cmfnet.scoring import Scoring
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,11 @@ class JointRecSRModule(L.LightningModule):
 
     Validation and test de-normalise both outputs (``x * std + mean``) and score them per
     volume with fastMRI's metrics, as the :class:`~cmfnet.scoring.Scoring` says (default: both
-    outputs against the untouched targets); the SR scores are the headline. The first
-    validation (and test) slices are kept in :attr:`example_images` for figures.
+    outputs against the untouched targets); the SR scores are the headline. Each batch is
+    scored on the module's device as it comes (:class:`~cmfnet.metrics.StreamingVolumeMetrics`:
+    no image is kept or sent between ranks), with the volumes' maxima that the samples carry
+    (``sr_max``, ``rec_max``) as SSIM's data range. The first validation (and test) slices are
+    kept in :attr:`example_images` for figures.
 
     Args:
         model: any network with the ``(target_input, aux_input) -> (rec, sr)`` contract.
@@ -80,7 +82,7 @@ class JointRecSRModule(L.LightningModule):
         self.skipped_batches = 0
         self._unchecked: list[_StepLoss] = []
         self.last_train_loss: Optional[float] = None
-        self._metrics: dict[tuple[str, str], VolumeMetrics] = {}
+        self._metrics: dict[tuple[str, str], StreamingVolumeMetrics] = {}
         self._scorings: dict[str, Scoring] = {}
         self.example_images: list[dict] = []
         self._example_keys: Optional[list[tuple[str, int]]] = None
@@ -173,7 +175,7 @@ class JointRecSRModule(L.LightningModule):
             scorings.update(self.also_score)
         self._scorings = scorings
         self._metrics = {
-            (name, out): VolumeMetrics()
+            (name, out): StreamingVolumeMetrics(self.device)
             for name, scoring in scorings.items()
             for out in scoring.outputs
         }
@@ -189,13 +191,17 @@ class JointRecSRModule(L.LightningModule):
             "sr": (sr * std + mean, batch.sr_target * std + mean),
             "rec": (rec * std + mean, batch.rec_target * std + mean),
         }
+        data_range = {"sr": batch.sr_max, "rec": batch.rec_max}  # of the unclamped target
         for (name, out), collected in self._metrics.items():
             scoring = self._scorings[name]
             pred, target = denorm[out]
-            pred_np = scoring.output(pred).float().squeeze(1).cpu().numpy()
-            target_np = scoring.target(target, mean, std).float().squeeze(1).cpu().numpy()
-            for i, (fname, slice_idx) in enumerate(zip(batch.fname, batch.slice_idx)):
-                collected.add(fname, slice_idx, target_np[i], pred_np[i])
+            collected.update(
+                batch.fname,
+                batch.slice_idx,
+                scoring.target(target, mean, std).squeeze(1),
+                scoring.output(pred).squeeze(1),
+                data_range[out],
+            )
         self._keep_examples(
             batch,
             {out: (self.scoring.output(pred), target) for out, (pred, target) in denorm.items()},
@@ -233,11 +239,15 @@ class JointRecSRModule(L.LightningModule):
             )
 
     def _finish_eval(self, stage: str) -> None:
-        """Score every volume; :attr:`results` ``[stage]`` holds the run's scoring's means and
-        stds and, under ``"scorings"``, those of each further scoring by name."""
+        """Score every volume, all ranks' slices summed; :attr:`results` ``[stage]`` holds the
+        run's scoring's means and stds and, under ``"scorings"``, those of each further scoring
+        by name. ``<out>_max_mismatches`` counts the volumes whose scored target's maximum is
+        not the data range given in advance (:meth:`~cmfnet.metrics.VolumeSums.max_mismatches`:
+        none unless a scoring clamps the target); each such count is also logged as a warning.
+        """
         by_scoring: dict[str, dict] = {name: {} for name in self._scorings}
         for (name, out), collected in self._metrics.items():
-            merged = _gather_metrics(collected)
+            merged = collected.reduce()  # every rank, in the same order
             if not len(merged):
                 continue
             scores = merged.compute()
@@ -246,6 +256,19 @@ class JointRecSRModule(L.LightningModule):
                 summary[score_key(out, metric)] = scores[metric]["mean"]
                 summary[std_key(score_key(out, metric))] = scores[metric]["std"]
             summary[f"{out}_num_volumes"] = len(scores["per_volume"])
+            mismatched = merged.max_mismatches()
+            summary[f"{out}_max_mismatches"] = len(mismatched)
+            if mismatched:
+                log.warning(
+                    "%s, scoring %s, %s: %d volume(s) scored against a target whose maximum is "
+                    "not the volume's maximum known in advance (SSIM used the latter, PSNR the "
+                    "former), e.g. %s",
+                    stage,
+                    name,
+                    out,
+                    len(mismatched),
+                    ", ".join(mismatched[:3]),
+                )
         summary = by_scoring.pop(self.scoring.name)
         logged = {f"{stage}/{k}": v for k, v in summary.items()}
         for name, extra in by_scoring.items():
@@ -287,15 +310,3 @@ class JointRecSRModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
         }
-
-
-def _gather_metrics(local: VolumeMetrics) -> VolumeMetrics:
-    """Merge the slices every rank collected (volumes may be split across ranks)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
-    merged = VolumeMetrics()
-    for part in gathered:
-        merged.merge(part)
-    return merged
