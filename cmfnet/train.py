@@ -30,7 +30,7 @@ from cmfnet.lit.datamodule import datamodule_from_config
 from cmfnet.lit.images import save_examples
 from cmfnet.lit.loggers import build_loggers, finish_wandb, log_run_header
 from cmfnet.lit.startup import startup_times
-from cmfnet.metrics import METRIC_KEYS
+from cmfnet.metrics import METRIC_KEYS, OUTPUTS
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.performance import apply_performance
@@ -103,10 +103,12 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(module, datamodule=datamodule)
     save_examples(module.example_images, out / "examples.npz")
     tested = module.results.get("test", {})
-    metrics = {**identity, **{k: tested.get(k) for k in METRIC_KEYS}}
+    # volumes whose scored target's max is not the advance data range (a clamping scoring)
+    recorded = METRIC_KEYS + tuple(f"{out}_max_mismatches" for out in OUTPUTS)
+    metrics = {**identity, **{k: tested.get(k) for k in recorded}}
     if tested.get("scorings"):  # module.also_score: the same test set in further scorings
         metrics["scorings"] = {
-            name: {k: scores.get(k) for k in METRIC_KEYS}
+            name: {k: scores.get(k) for k in recorded}
             for name, scores in tested["scorings"].items()
         }
     metrics["params"] = summary.total_params
