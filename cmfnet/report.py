@@ -96,7 +96,8 @@ CSV_COLUMNS = (
 )
 NUMBERS_LINE = (
     "Each cell: mean ± std over test volumes of fastMRI's per-volume PSNR (dB), SSIM and NMSE, "
-    "computed on de-normalised outputs against the untouched targets (data range = volume max). "
+    "computed on de-normalised outputs against their targets (data range = volume max), as the "
+    "scoring below says. "
     "With several seeds: mean over seeds of each run's mean ± mean over seeds of each run's std "
     "over volumes, then (seeds: n, sd s) with s the sample sd over seeds of the per-run means. "
     "**Bold**: best per column (max PSNR/SSIM, min NMSE) at the shown precision."
