@@ -686,6 +686,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
     check_settings(cfg)
+    if cfg.datapath_scale:  # only the data path at the real split sizes (cmfnet.bench_datapath)
+        from cmfnet.bench_datapath import measure_datapath_scale, print_datapath_scale
+
+        results = {"datapath_scale": measure_datapath_scale(cfg)}
+        print_datapath_scale(results["datapath_scale"])
+        write_results(cfg, results, complete=True)
+        return 0
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
     macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs

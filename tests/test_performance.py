@@ -2,6 +2,7 @@
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -465,3 +466,75 @@ def test_bench_help_lists_its_settings_with_defaults_and_its_run_time(capsys):
     ):
         assert setting in text, setting
     assert re.search(r"typical run time: about \d+ min", text)
+
+
+def test_the_datapath_projection_is_the_stated_arithmetic():
+    from cmfnet.bench_datapath import project
+
+    measured = {
+        "in_memory": {"fill_cpu_ms_per_slice": 20.0, "private_bytes_per_slice": 500e3},
+        "shared": {
+            "fill_cpu_ms_per_slice": 24.0,
+            "private_bytes_per_slice": 1e3,
+            "cached_bytes_per_slice": 512e3,
+        },
+    }
+    rows = project(measured, {"train": 1000}, gpus=[1, 8], gpu_workers=4)
+    assert [row["gpus"] for row in rows] == [1, 8]
+    one, eight = rows
+    # before: every rank fills all 1000 slices with its 4 workers and holds them
+    assert one["before_fill_s"] == eight["before_fill_s"] == pytest.approx(1000 * 20 / 4 / 1e3)
+    assert eight["before_node_cpu_s"] == pytest.approx(8 * 1000 * 20 / 1e3)
+    assert eight["before_gb_per_process"] == pytest.approx(0.5)
+    assert eight["before_gb_per_node"] == pytest.approx(8 * 0.5)
+    # after: one fill with 4 workers per rank of the node, one copy per node
+    assert one["after_fill_s"] == pytest.approx(1000 * 24 / 4 / 1e3)
+    assert eight["after_fill_s"] == pytest.approx(1000 * 24 / 32 / 1e3)
+    assert eight["after_node_cpu_s"] == pytest.approx(1000 * 24 / 1e3)
+    assert eight["after_private_gb_per_process"] == pytest.approx(1000 * 1e3 / 1e9)
+    assert one["after_gb_per_node"] == eight["after_gb_per_node"] == pytest.approx(0.512)
+
+
+def test_bench_datapath_scale_refuses_a_scale_that_does_not_divide_the_hr_size(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "datapath_scale=true", "datapath.scales=[3]", f"json={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cmfnet bench: error: datapath.kspace [640, 372]: the HR size")
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.slow  # four rank processes that start torch
+def test_bench_datapath_scale_measures_fastmri_layout_files_and_projects_the_splits(
+    tmp_path, capsys
+):
+    out = tmp_path / "bench.json"
+    settings = ["datapath.pairs=1", "datapath.slices=3", "datapath.kspace=[32,24]"]
+    assert (
+        main(["bench", "datapath_scale=true", *settings, "datapath.gpus=[1,8]", f"json={out}"]) == 0
+    )
+    results = json.loads(out.read_text())
+    assert results["complete"] is True and "model_options" not in results
+    data = results["datapath_scale"]
+    assert data["split_slices_assumed"] == {"train": 227 * 35, "val": 45 * 35}
+    for scale, lowres in (("x2", 8), ("x4", 4)):
+        measured = data["scales"][scale]
+        assert measured["cold_ms_per_slice"] > 0 and measured["read_ms_per_slice"] > 0
+        # HR 16x16 float32; LR k-space complex64, rec target and auxiliary float32
+        per_slice = 16 * 16 * 4 + lowres * lowres * (8 + 4 + 4)
+        for cache in ("in_memory", "shared"):
+            assert measured[cache]["filled"] == 3
+            assert measured[cache]["cached_bytes_per_slice"] == per_slice
+            assert measured[cache]["fill_cpu_ms_per_slice"] > 0
+        assert measured["files_bytes_per_slice"] > per_slice  # with the .npy headers
+        ranks = measured["two_ranks"]
+        assert ranks["in_memory"]["slices_degraded_per_rank"] == [3, 3]
+        assert ranks["shared"]["slices_degraded_per_rank"] == [0, 3]
+        assert [(row["split"], row["gpus"]) for row in measured["projection"]] == [
+            ("train", 1),
+            ("train", 8),
+            ("val", 1),
+            ("val", 8),
+        ]
+    printed = capsys.readouterr().out
+    assert "data path at the real split sizes" in printed and "projected per node" in printed
+    assert not list(Path(tempfile.gettempdir()).glob("cmfnet-bench-datapath-*"))

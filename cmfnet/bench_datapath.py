@@ -1,0 +1,381 @@
+"""``cmfnet bench datapath_scale=true``: the data path at fastMRI knee's real split sizes.
+
+Writes a few fastMRI-size volume pairs (k-space 640x372 complex64, about 35 slices,
+``reconstruction_esc`` 320x320, the ISMRMRD header the loader reads) into a temporary folder of
+its own, and measures at each scale:
+
+- the cold per-slice cost: reading both files' slice and degrading it, in one process, no cache;
+- filling the cache in this process's memory (as every DDP rank did before the shared cache):
+  seconds and CPU ms per slice with ``datapath.workers`` workers, and the bytes it adds to the
+  process's private memory per slice;
+- filling the shared cache (files every process of the node maps, :mod:`cmfnet.data.slice_cache`):
+  the same figures, the files' bytes per slice, and the time a later process takes to map them;
+- two ranks of one node setting up at once (two fresh processes), before and after: how many
+  slices each degrades, its fill time and its private memory growth.
+
+From the per-slice figures it projects, by arithmetic, the fill time and the memory of the
+training and validation splits (``split_pairs`` x ``slices_per_pair`` slices) per training
+process and per node for 1, 4 and 8 GPUs (:func:`project`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmfnet.data.fastmri import FastMRIPairDataset, read_slice
+from cmfnet.data.synth import build_ismrmrd_header, column_limits, write_fastmri_volume
+from cmfnet.data.transforms import JointRecSRTransform
+from cmfnet.kspace import fft2c
+from cmfnet.masks import RandomMaskFunc
+
+
+def private_bytes() -> int:
+    """Memory private to this process and written by it: its own allocations (a cache held in
+    its memory), not the clean pages of files it maps (a cache shared through the page cache)."""
+    rollup = Path("/proc/self/smaps_rollup").read_text()
+    return int(re.search(r"Private_Dirty:\s+(\d+) kB", rollup).group(1)) * 1024
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and of its finished (joined) children."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def smooth_volume(rng: np.random.Generator, slices: int, size: int) -> np.ndarray:
+    """(slices, size, size) complex64 images: a smooth off-centre blob with a phase ramp and
+    1% noise per slice (content does not change the costs measured; sizes do)."""
+    y, x = np.mgrid[:size, :size] / size - 0.5
+    images = np.empty((slices, size, size), dtype=np.complex64)
+    for i in range(slices):
+        cy, cx, r = rng.uniform(-0.15, 0.15, 2).tolist() + [rng.uniform(0.2, 0.35)]
+        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r**2)) * (np.hypot(y, x) < 0.45)
+        noise = 0.01 * (rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size)))
+        images[i] = blob * np.exp(1j * rng.uniform(-0.5, 0.5) * x) + noise
+    return images
+
+
+def write_fastmri_size_pairs(
+    folder: Path, pairs: int, slices: int, kspace: tuple[int, int], seed: int = 0
+) -> Path:
+    """Write ``pairs`` PD/PD-FS volume pairs in fastMRI single-coil layout into ``folder``
+    (k-space (slices, rows, cols) complex64, HR = rows/2 square) and their pairing CSV beside it;
+    returns the CSV's path."""
+    rows, cols = kspace
+    hr = rows // 2
+    maximum, center, _, _ = column_limits(cols)
+    header = build_ismrmrd_header(
+        hr_size=hr,
+        width=cols,
+        slices=slices,
+        fov_mm=140.0,
+        thickness_mm=3.0,
+        maximum=maximum,
+        center=center,
+        tr_ms=2800.0,
+        te_ms=30.0,
+        protocol="cmfnet bench",
+    )
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    lines = []
+    for pair in range(pairs):
+        names = []
+        for acquisition in ("CORPD_FBK", "CORPDFS_FBK"):
+            field = np.zeros((slices, rows, cols), dtype=np.complex64)
+            top, left = (rows - hr) // 2, (cols - hr) // 2
+            field[:, top : top + hr, left : left + hr] = smooth_volume(rng, slices, hr)
+            name = f"file{pair}_{acquisition}.h5"
+            write_fastmri_volume(
+                folder / name, fft2c(field), header, (hr, hr), {"acquisition": acquisition}
+            )
+            names.append(name)
+        lines.append(",".join(names))
+    csv = folder.parent / f"{folder.name}_split_less.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def split_dataset(folder: Path, csv: Path, scale: int, cache: bool) -> FastMRIPairDataset:
+    """The written pairs as a training split (random masks; the cache is what is measured)."""
+    transform = JointRecSRTransform(RandomMaskFunc([0.08], [4]), seed_masks_by_name=False)
+    return FastMRIPairDataset(folder, csv, scale=scale, transform=transform, cache_lowres=cache)
+
+
+def measure_cold(dataset: FastMRIPairDataset) -> dict[str, float]:
+    """Wall and CPU ms per slice of reading both files' slice (``read_ms``) and of reading and
+    degrading it (``cold_ms``), in this process, every slice once."""
+    start = time.perf_counter()
+    for pair_idx, slice_idx in dataset.slices:
+        aux, target = dataset.pairs[pair_idx]
+        read_slice(target, slice_idx)
+        read_slice(aux, slice_idx)
+    read_s = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    for index in range(len(dataset)):
+        dataset.checked_lowres(index)
+    cold_s, cold_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    count = len(dataset)
+    return {
+        "read_ms_per_slice": 1e3 * read_s / count,
+        "cold_ms_per_slice": 1e3 * cold_s / count,
+        "cold_cpu_ms_per_slice": 1e3 * cold_cpu_s / count,
+    }
+
+
+def measure_fill(dataset: FastMRIPairDataset, workers: int, cache_dir: Path | None) -> dict:
+    """Fill ``dataset``'s cache (in memory; with ``cache_dir``, the shared files there): wall
+    and CPU ms per slice (this process and its workers), the private memory it adds and the
+    cached bytes, per slice."""
+    dataset.checked_lowres(0)  # the working memory of degrading a slice is not the cache's
+    memory, cpu, start = private_bytes(), cpu_s(), time.perf_counter()
+    filled = (
+        dataset.fill_cache(workers)
+        if cache_dir is None
+        else dataset.fill_shared_cache(cache_dir, workers)
+    )
+    wall = time.perf_counter() - start
+    count = len(dataset)
+    cached = (
+        sum(value.nbytes for i in range(count) for value in vars(dataset._cache[i]).values())
+        if cache_dir is None
+        else dataset._cache.nbytes
+    )
+    return {
+        "filled": filled,
+        "fill_ms_per_slice": 1e3 * wall / count,
+        "fill_cpu_ms_per_slice": 1e3 * (cpu_s() - cpu) / count,
+        "private_bytes_per_slice": (private_bytes() - memory) / count,
+        "cached_bytes_per_slice": cached / count,
+    }
+
+
+def fill_as_rank(folder, csv, scale, cache_dir, workers, barrier, results) -> None:
+    """One rank of a node at set-up, in a fresh process: build the split, wait for the other
+    ranks, fill its cache, report (slices degraded, seconds, private bytes added) on
+    ``results``."""
+    multiprocessing.set_start_method("fork", force=True)  # a rank's own default, not spawn's
+    dataset = split_dataset(Path(folder), Path(csv), scale, cache=True)
+    dataset.checked_lowres(0)
+    barrier.wait()
+    memory, start = private_bytes(), time.perf_counter()
+    filled = (
+        dataset.fill_cache(workers)
+        if cache_dir is None
+        else dataset.fill_shared_cache(cache_dir, workers)
+    )
+    results.put((filled, time.perf_counter() - start, private_bytes() - memory))
+
+
+def measure_ranks(folder: Path, csv: Path, scale: int, ranks: int, workers: int, cache_dir):
+    """``ranks`` fresh processes setting up at once, as the ranks of one node do: each fills
+    the in-memory cache with ``workers`` workers, or (``cache_dir``) the shared one, filled by
+    the first with ``workers * ranks`` workers while the others wait. Returns each rank's
+    slices degraded, fill seconds and private MB added, and the node's fill seconds."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(ranks), context.Queue()
+    fill_workers = workers if cache_dir is None else workers * ranks
+    processes = [
+        context.Process(
+            target=fill_as_rank,
+            args=(str(folder), str(csv), scale, cache_dir, fill_workers, barrier, results),
+        )
+        for _ in range(ranks)
+    ]
+    for process in processes:
+        process.start()
+    rows = [results.get(timeout=1800) for _ in processes]
+    for process in processes:
+        process.join()
+    return {
+        "slices_degraded_per_rank": sorted(row[0] for row in rows),
+        "fill_s_per_rank": sorted(row[1] for row in rows),
+        "private_mb_per_rank": sorted(row[2] / 2**20 for row in rows),
+        "node_fill_s": max(row[1] for row in rows),
+    }
+
+
+def project(
+    measured: dict, split_slices: dict[str, int], gpus: list[int], gpu_workers: int
+) -> list[dict]:
+    """Fill time and memory of each split for ``gpus`` ranks of one node, before (every rank
+    fills and holds its own cache) and after (one shared copy), by arithmetic from one scale's
+    measured per-slice figures: fill time = slices x fill CPU ms per slice / fill workers,
+    assuming a free core for each (before: ``gpu_workers`` per rank, every rank filling at once;
+    after: ``gpu_workers`` x ranks for the one fill); memory per process = slices x private
+    bytes per slice; per node = ranks x that before, one copy of the files after.
+    """
+    before, after = measured["in_memory"], measured["shared"]
+    rows = []
+    for split, slices in split_slices.items():
+        for ranks in gpus:
+            fill_before = slices * before["fill_cpu_ms_per_slice"] / gpu_workers / 1e3
+            per_process_before = slices * before["private_bytes_per_slice"] / 1e9
+            rows.append(
+                {
+                    "split": split,
+                    "slices": slices,
+                    "gpus": ranks,
+                    "before_fill_s": fill_before,
+                    "before_node_cpu_s": ranks * slices * before["fill_cpu_ms_per_slice"] / 1e3,
+                    "before_gb_per_process": per_process_before,
+                    "before_gb_per_node": ranks * per_process_before,
+                    "after_fill_s": slices
+                    * after["fill_cpu_ms_per_slice"]
+                    / (gpu_workers * ranks)
+                    / 1e3,
+                    "after_node_cpu_s": slices * after["fill_cpu_ms_per_slice"] / 1e3,
+                    "after_private_gb_per_process": slices * after["private_bytes_per_slice"] / 1e9,
+                    "after_gb_per_node": slices * after["cached_bytes_per_slice"] / 1e9,
+                }
+            )
+    return rows
+
+
+def check_datapath_settings(settings) -> None:
+    """Refuse counts that are not positive integers, a k-space whose HR size (rows/2) a scale
+    does not divide or that is wider than the k-space, before anything is written."""
+    from cmfnet.config import is_int
+
+    counts = [
+        ("pairs", settings.pairs),
+        ("slices", settings.slices),
+        ("workers", settings.workers),
+        ("slices_per_pair", settings.slices_per_pair),
+        ("gpu_workers", settings.gpu_workers),
+        *(("kspace", value) for value in settings.kspace),
+        *(("scales", value) for value in settings.scales),
+        *(("gpus", value) for value in settings.gpus),
+        *((f"split_pairs.{k}", v) for k, v in settings.split_pairs.items()),
+    ]
+    for key, value in counts:
+        if not is_int(value) or value < 1:
+            raise ValueError(f"datapath.{key} must hold integers >= 1, got {value!r}")
+    rows, cols = settings.kspace
+    if rows % 2 or rows // 2 > cols or any((rows // 2) % scale for scale in settings.scales):
+        raise ValueError(
+            f"datapath.kspace {list(settings.kspace)}: the HR size rows/2 must be whole, fit "
+            f"in the columns and be divisible by every scale {list(settings.scales)}"
+        )
+
+
+def measure_datapath_scale(cfg) -> dict[str, Any]:
+    """Every figure of the module's description, for ``cfg.datapath``, as one JSON-able dict."""
+    import torch
+
+    settings = cfg.datapath
+    check_datapath_settings(settings)
+    split_slices = {
+        split: int(pairs) * int(settings.slices_per_pair)
+        for split, pairs in settings.split_pairs.items()
+    }
+    results: dict[str, Any] = {
+        "kspace": list(settings.kspace),
+        "pairs_written": int(settings.pairs),
+        "slices_per_volume": int(settings.slices),
+        "workers": int(settings.workers),
+        "cpu_threads": torch.get_num_threads(),
+        "split_slices_assumed": split_slices,
+        "scales": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="cmfnet-bench-datapath-") as tmp:
+        folder = Path(tmp) / "singlecoil_train"
+        csv = write_fastmri_size_pairs(
+            folder, int(settings.pairs), int(settings.slices), tuple(settings.kspace)
+        )
+        workers = int(settings.workers)
+        for scale in map(int, settings.scales):
+            cache_dir = Path(tmp) / f"cache_x{scale}"
+            measured: dict[str, Any] = {
+                **measure_cold(split_dataset(folder, csv, scale, cache=False)),
+                "in_memory": measure_fill(split_dataset(folder, csv, scale, True), workers, None),
+                "shared": measure_fill(split_dataset(folder, csv, scale, True), workers, cache_dir),
+            }
+            again = split_dataset(folder, csv, scale, cache=True)
+            start = time.perf_counter()
+            again.fill_shared_cache(cache_dir, workers)
+            measured["shared_reuse_s"] = time.perf_counter() - start
+            measured["files_bytes_per_slice"] = sum(
+                path.stat().st_size for path in again._cache.folder.glob("*.npy")
+            ) / len(again)
+            measured["two_ranks"] = {
+                "in_memory": measure_ranks(folder, csv, scale, 2, workers, None),
+                "shared": measure_ranks(
+                    folder, csv, scale, 2, workers, Path(tmp) / f"ranks_x{scale}"
+                ),
+            }
+            measured["projection"] = project(
+                measured, split_slices, list(settings.gpus), int(settings.gpu_workers)
+            )
+            results["scales"][f"x{scale}"] = measured
+    return results
+
+
+def print_datapath_scale(results: dict) -> None:
+    """The figures as lines and one projection table per scale."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=140)
+    console.print(
+        f"data path at the real split sizes: k-space {results['kspace']}, "
+        f"{results['pairs_written']} pairs x {results['slices_per_volume']} slices written, "
+        f"{results['workers']} fill workers; projected splits "
+        f"{results['split_slices_assumed']} slices"
+    )
+    for scale, m in results["scales"].items():
+        memory, shared = m["in_memory"], m["shared"]
+        ranks_before, ranks_after = m["two_ranks"]["in_memory"], m["two_ranks"]["shared"]
+        console.print(
+            f"{scale}: cold {m['cold_ms_per_slice']:.1f} ms/slice "
+            f"(read {m['read_ms_per_slice']:.1f}); "
+            f"fill in memory {memory['fill_ms_per_slice']:.1f} ms/slice "
+            f"({memory['fill_cpu_ms_per_slice']:.1f} CPU), "
+            f"{memory['private_bytes_per_slice'] / 1e3:.0f} kB private/slice; "
+            f"shared {shared['fill_ms_per_slice']:.1f} ms/slice "
+            f"({shared['fill_cpu_ms_per_slice']:.1f} CPU), "
+            f"{shared['private_bytes_per_slice'] / 1e3:.1f} kB private/slice, "
+            f"{m['files_bytes_per_slice'] / 1e3:.0f} kB on disk/slice, "
+            f"mapped again in {m['shared_reuse_s'] * 1e3:.0f} ms\n"
+            f"  two ranks: before {ranks_before['slices_degraded_per_rank']} slices degraded, "
+            f"node fill {ranks_before['node_fill_s']:.1f} s, "
+            f"private MB {[round(v, 1) for v in ranks_before['private_mb_per_rank']]}; "
+            f"after {ranks_after['slices_degraded_per_rank']}, "
+            f"{ranks_after['node_fill_s']:.1f} s, "
+            f"{[round(v, 1) for v in ranks_after['private_mb_per_rank']]}"
+        )
+        table = Table(title=f"{scale}: projected per node (fill s; GB)")
+        for column in (
+            "split",
+            "slices",
+            "GPUs",
+            "fill s before",
+            "after",
+            "GB/process before",
+            "after (private)",
+            "GB/node before",
+            "after",
+        ):
+            table.add_column(column, justify="right")
+        for row in m["projection"]:
+            table.add_row(
+                row["split"],
+                str(row["slices"]),
+                str(row["gpus"]),
+                f"{row['before_fill_s']:.1f}",
+                f"{row['after_fill_s']:.1f}",
+                f"{row['before_gb_per_process']:.2f}",
+                f"{row['after_private_gb_per_process']:.3f}",
+                f"{row['before_gb_per_node']:.2f}",
+                f"{row['after_gb_per_node']:.2f}",
+            )
+        console.print(table)
