@@ -21,6 +21,7 @@ process and per node for 1, 4 and 8 GPUs (:func:`project`).
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import re
 import tempfile
 import time
@@ -132,55 +133,45 @@ def measure_cold(dataset: FastMRIPairDataset) -> dict[str, float]:
     }
 
 
-def measure_fill(dataset: FastMRIPairDataset, workers: int, cache_dir: Path | None) -> dict:
-    """Fill ``dataset``'s cache (in memory; with ``cache_dir``, the shared files there): wall
-    and CPU ms per slice (this process and its workers), the private memory it adds and the
-    cached bytes, per slice."""
-    dataset.checked_lowres(0)  # the working memory of degrading a slice is not the cache's
+def fill_as_rank(folder, csv, scale, cache_dir, workers, barrier, results) -> None:
+    """One training process at set-up, in a fresh process (as a DDP rank is): build the split,
+    degrade one slice (its working memory is not the cache's), wait for the other ranks, fill
+    the cache (in memory; with ``cache_dir``, the shared files there) with ``workers`` workers,
+    and put on ``results``: slices it degraded, wall and CPU seconds (its own and its workers'),
+    private bytes it added and the bytes cached."""
+    multiprocessing.set_start_method("fork", force=True)  # a rank's own default, not spawn's
+    dataset = split_dataset(Path(folder), Path(csv), scale, cache=True)
+    dataset.checked_lowres(0)
+    barrier.wait()
     memory, cpu, start = private_bytes(), cpu_s(), time.perf_counter()
     filled = (
         dataset.fill_cache(workers)
         if cache_dir is None
         else dataset.fill_shared_cache(cache_dir, workers)
     )
-    wall = time.perf_counter() - start
-    count = len(dataset)
-    cached = (
-        sum(value.nbytes for i in range(count) for value in vars(dataset._cache[i]).values())
-        if cache_dir is None
-        else dataset._cache.nbytes
+    wall, cpu = time.perf_counter() - start, cpu_s() - cpu
+    cached = sum(
+        value.nbytes
+        for index in range(len(dataset))
+        for value in vars(dataset._cache[index]).values()
     )
-    return {
-        "filled": filled,
-        "fill_ms_per_slice": 1e3 * wall / count,
-        "fill_cpu_ms_per_slice": 1e3 * (cpu_s() - cpu) / count,
-        "private_bytes_per_slice": (private_bytes() - memory) / count,
-        "cached_bytes_per_slice": cached / count,
-    }
-
-
-def fill_as_rank(folder, csv, scale, cache_dir, workers, barrier, results) -> None:
-    """One rank of a node at set-up, in a fresh process: build the split, wait for the other
-    ranks, fill its cache, report (slices degraded, seconds, private bytes added) on
-    ``results``."""
-    multiprocessing.set_start_method("fork", force=True)  # a rank's own default, not spawn's
-    dataset = split_dataset(Path(folder), Path(csv), scale, cache=True)
-    dataset.checked_lowres(0)
-    barrier.wait()
-    memory, start = private_bytes(), time.perf_counter()
-    filled = (
-        dataset.fill_cache(workers)
-        if cache_dir is None
-        else dataset.fill_shared_cache(cache_dir, workers)
+    results.put(
+        {
+            "filled": filled,
+            "fill_s": wall,
+            "cpu_s": cpu,
+            "private_bytes": private_bytes() - memory,
+            "cached_bytes": cached,
+        }
     )
-    results.put((filled, time.perf_counter() - start, private_bytes() - memory))
 
 
 def measure_ranks(folder: Path, csv: Path, scale: int, ranks: int, workers: int, cache_dir):
     """``ranks`` fresh processes setting up at once, as the ranks of one node do: each fills
     the in-memory cache with ``workers`` workers, or (``cache_dir``) the shared one, filled by
-    the first with ``workers * ranks`` workers while the others wait. Returns each rank's
-    slices degraded, fill seconds and private MB added, and the node's fill seconds."""
+    the first with ``workers * ranks`` workers while the others wait. Returns, rank by rank
+    (sorted by slices degraded), what :func:`fill_as_rank` reports, and the node's fill
+    seconds (the slowest rank) and CPU seconds (all ranks)."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(ranks), context.Queue()
     fill_workers = workers if cache_dir is None else workers * ranks
@@ -193,49 +184,78 @@ def measure_ranks(folder: Path, csv: Path, scale: int, ranks: int, workers: int,
     ]
     for process in processes:
         process.start()
-    rows = [results.get(timeout=1800) for _ in processes]
+    rows: list[dict] = []
+    while len(rows) < ranks:
+        try:
+            rows.append(results.get(timeout=1.0))
+        except queue.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                for process in processes:
+                    process.kill()
+                raise RuntimeError(f"a simulated rank failed (exit code {failed[0]})") from None
     for process in processes:
         process.join()
     return {
-        "slices_degraded_per_rank": sorted(row[0] for row in rows),
-        "fill_s_per_rank": sorted(row[1] for row in rows),
-        "private_mb_per_rank": sorted(row[2] / 2**20 for row in rows),
-        "node_fill_s": max(row[1] for row in rows),
+        "fill_workers": fill_workers,
+        "ranks": sorted(rows, key=lambda row: row["filled"]),
+        "node_fill_s": max(row["fill_s"] for row in rows),
+        "node_cpu_s": sum(row["cpu_s"] for row in rows),
+    }
+
+
+def per_slice(one_process: dict, slices: int) -> dict:
+    """The per-slice figures of one training process filling ``slices`` slices, before (in
+    memory) and after (shared files), from :func:`measure_ranks` with one rank each: fill CPU
+    ms per slice, private bytes per slice before, private MB after (a constant: the filler's
+    loader and progress bar, not slices) and cached bytes per slice."""
+    before, after = one_process["in_memory"]["ranks"][0], one_process["shared"]["ranks"][0]
+    return {
+        "before_fill_cpu_ms_per_slice": 1e3 * before["cpu_s"] / slices,
+        "before_private_bytes_per_slice": before["private_bytes"] / slices,
+        "after_fill_cpu_ms_per_slice": 1e3 * after["cpu_s"] / slices,
+        "after_private_mb": after["private_bytes"] / 2**20,
+        "cached_bytes_per_slice": after["cached_bytes"] / slices,
     }
 
 
 def project(
-    measured: dict, split_slices: dict[str, int], gpus: list[int], gpu_workers: int
+    figures: dict, split_slices: dict[str, int], gpus: list[int], gpu_workers: int
 ) -> list[dict]:
     """Fill time and memory of each split for ``gpus`` ranks of one node, before (every rank
-    fills and holds its own cache) and after (one shared copy), by arithmetic from one scale's
-    measured per-slice figures: fill time = slices x fill CPU ms per slice / fill workers,
+    fills and holds its own cache) and after (one shared copy), by arithmetic from
+    :func:`per_slice`'s figures: fill time = slices x fill CPU ms per slice / fill workers,
     assuming a free core for each (before: ``gpu_workers`` per rank, every rank filling at once;
-    after: ``gpu_workers`` x ranks for the one fill); memory per process = slices x private
-    bytes per slice; per node = ranks x that before, one copy of the files after.
+    after: ``gpu_workers`` x ranks for the one fill, while the other ranks wait); memory per
+    process = slices x private bytes per slice before, the measured constant after; per node =
+    ranks x that before, one copy of the cached bytes (the page cache) after.
     """
-    before, after = measured["in_memory"], measured["shared"]
     rows = []
     for split, slices in split_slices.items():
+        before_gb = slices * figures["before_private_bytes_per_slice"] / 1e9
         for ranks in gpus:
-            fill_before = slices * before["fill_cpu_ms_per_slice"] / gpu_workers / 1e3
-            per_process_before = slices * before["private_bytes_per_slice"] / 1e9
             rows.append(
                 {
                     "split": split,
                     "slices": slices,
                     "gpus": ranks,
-                    "before_fill_s": fill_before,
-                    "before_node_cpu_s": ranks * slices * before["fill_cpu_ms_per_slice"] / 1e3,
-                    "before_gb_per_process": per_process_before,
-                    "before_gb_per_node": ranks * per_process_before,
+                    "before_fill_s": slices
+                    * figures["before_fill_cpu_ms_per_slice"]
+                    / gpu_workers
+                    / 1e3,
+                    "before_node_cpu_s": ranks
+                    * slices
+                    * figures["before_fill_cpu_ms_per_slice"]
+                    / 1e3,
+                    "before_gb_per_process": before_gb,
+                    "before_gb_per_node": ranks * before_gb,
                     "after_fill_s": slices
-                    * after["fill_cpu_ms_per_slice"]
+                    * figures["after_fill_cpu_ms_per_slice"]
                     / (gpu_workers * ranks)
                     / 1e3,
-                    "after_node_cpu_s": slices * after["fill_cpu_ms_per_slice"] / 1e3,
-                    "after_private_gb_per_process": slices * after["private_bytes_per_slice"] / 1e9,
-                    "after_gb_per_node": slices * after["cached_bytes_per_slice"] / 1e9,
+                    "after_node_cpu_s": slices * figures["after_fill_cpu_ms_per_slice"] / 1e3,
+                    "after_private_gb_per_process": figures["after_private_mb"] * 2**20 / 1e9,
+                    "after_gb_per_node": slices * figures["cached_bytes_per_slice"] / 1e9,
                 }
             )
     return rows
@@ -292,29 +312,29 @@ def measure_datapath_scale(cfg) -> dict[str, Any]:
         csv = write_fastmri_size_pairs(
             folder, int(settings.pairs), int(settings.slices), tuple(settings.kspace)
         )
-        workers = int(settings.workers)
+        workers, slices = int(settings.workers), int(settings.pairs) * int(settings.slices)
         for scale in map(int, settings.scales):
-            cache_dir = Path(tmp) / f"cache_x{scale}"
+            caches = Path(tmp) / f"caches_x{scale}"
             measured: dict[str, Any] = {
                 **measure_cold(split_dataset(folder, csv, scale, cache=False)),
-                "in_memory": measure_fill(split_dataset(folder, csv, scale, True), workers, None),
-                "shared": measure_fill(split_dataset(folder, csv, scale, True), workers, cache_dir),
+                **{
+                    name: {
+                        "in_memory": measure_ranks(folder, csv, scale, ranks, workers, None),
+                        "shared": measure_ranks(folder, csv, scale, ranks, workers, caches / name),
+                    }
+                    for name, ranks in (("one_process", 1), ("two_ranks", 2))
+                },
             }
             again = split_dataset(folder, csv, scale, cache=True)
             start = time.perf_counter()
-            again.fill_shared_cache(cache_dir, workers)
-            measured["shared_reuse_s"] = time.perf_counter() - start
-            measured["files_bytes_per_slice"] = sum(
-                path.stat().st_size for path in again._cache.folder.glob("*.npy")
-            ) / len(again)
-            measured["two_ranks"] = {
-                "in_memory": measure_ranks(folder, csv, scale, 2, workers, None),
-                "shared": measure_ranks(
-                    folder, csv, scale, 2, workers, Path(tmp) / f"ranks_x{scale}"
-                ),
-            }
+            again.fill_shared_cache(caches / "one_process", workers)
+            measured["shared_mapped_again_s"] = time.perf_counter() - start
+            measured["files_bytes_per_slice"] = (
+                sum(path.stat().st_size for path in again._cache.folder.glob("*.npy")) / slices
+            )
+            measured["per_slice"] = per_slice(measured["one_process"], slices)
             measured["projection"] = project(
-                measured, split_slices, list(settings.gpus), int(settings.gpu_workers)
+                measured["per_slice"], split_slices, list(settings.gpus), int(settings.gpu_workers)
             )
             results["scales"][f"x{scale}"] = measured
     return results
@@ -333,26 +353,26 @@ def print_datapath_scale(results: dict) -> None:
         f"{results['split_slices_assumed']} slices"
     )
     for scale, m in results["scales"].items():
-        memory, shared = m["in_memory"], m["shared"]
-        ranks_before, ranks_after = m["two_ranks"]["in_memory"], m["two_ranks"]["shared"]
-        console.print(
+        figures = m["per_slice"]
+        lines = [
             f"{scale}: cold {m['cold_ms_per_slice']:.1f} ms/slice "
-            f"(read {m['read_ms_per_slice']:.1f}); "
-            f"fill in memory {memory['fill_ms_per_slice']:.1f} ms/slice "
-            f"({memory['fill_cpu_ms_per_slice']:.1f} CPU), "
-            f"{memory['private_bytes_per_slice'] / 1e3:.0f} kB private/slice; "
-            f"shared {shared['fill_ms_per_slice']:.1f} ms/slice "
-            f"({shared['fill_cpu_ms_per_slice']:.1f} CPU), "
-            f"{shared['private_bytes_per_slice'] / 1e3:.1f} kB private/slice, "
-            f"{m['files_bytes_per_slice'] / 1e3:.0f} kB on disk/slice, "
-            f"mapped again in {m['shared_reuse_s'] * 1e3:.0f} ms\n"
-            f"  two ranks: before {ranks_before['slices_degraded_per_rank']} slices degraded, "
-            f"node fill {ranks_before['node_fill_s']:.1f} s, "
-            f"private MB {[round(v, 1) for v in ranks_before['private_mb_per_rank']]}; "
-            f"after {ranks_after['slices_degraded_per_rank']}, "
-            f"{ranks_after['node_fill_s']:.1f} s, "
-            f"{[round(v, 1) for v in ranks_after['private_mb_per_rank']]}"
-        )
+            f"(read {m['read_ms_per_slice']:.1f}, CPU {m['cold_cpu_ms_per_slice']:.1f}); "
+            f"{figures['cached_bytes_per_slice'] / 1e3:.0f} kB cached/slice, "
+            f"{m['files_bytes_per_slice'] / 1e3:.0f} kB on disk/slice, shared files mapped again "
+            f"in {m['shared_mapped_again_s'] * 1e3:.0f} ms"
+        ]
+        for name in ("one_process", "two_ranks"):
+            for cache in ("in_memory", "shared"):
+                run = m[name][cache]
+                ranks = run["ranks"]
+                lines.append(
+                    f"  {name.replace('_', ' ')}, {cache.replace('_', ' ')} "
+                    f"({run['fill_workers']} fill workers): node fill {run['node_fill_s']:.2f} s, "
+                    f"{run['node_cpu_s']:.2f} CPU s; slices degraded "
+                    f"{[rank['filled'] for rank in ranks]}, private MB "
+                    f"{[round(rank['private_bytes'] / 2**20, 1) for rank in ranks]}"
+                )
+        console.print("\n".join(lines))
         table = Table(title=f"{scale}: projected per node (fill s; GB)")
         for column in (
             "split",

@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import signal
+import threading
 import time
 
 import h5py
@@ -21,11 +22,11 @@ from torch.utils.data import DataLoader
 
 from cmfnet.data.errors import DataError
 from cmfnet.data.fastmri import FastMRIPairDataset
-from cmfnet.data.slice_cache import SliceCache
+from cmfnet.data.slice_cache import SliceCache, claim_slices_folder
 from cmfnet.errors import one_line
 from cmfnet.lit.datamodule import JointDataModule, collate_samples
 from cmfnet.masks import RandomMaskFunc
-from cmfnet.ownership import ForeignPathError
+from cmfnet.ownership import MARKER, ForeignPathError, mark, owner_kind
 
 
 def _datamodule(root, workers, fill_cache=True, shared=False):
@@ -313,3 +314,14 @@ def test_two_ranks_share_one_filled_copy_and_see_the_single_process_batches(larg
                 [collate_samples(got[i : i + 2]) for i in range(0, len(got), 2)],
                 [collate_samples(expected[i : i + 2]) for i in range(0, len(expected), 2)],
             )
+
+
+def test_a_cache_folder_another_process_is_still_marking_is_waited_for_not_refused(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / MARKER).write_text("")  # another rank has made the folder and is writing its marker
+    marking = threading.Timer(0.15, mark, args=(cache, "cache"))
+    marking.start()
+    assert claim_slices_folder(cache) == cache / "slices"
+    marking.join()
+    assert owner_kind(cache / "slices") == "cache"

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -39,7 +40,7 @@ from cmfnet.data.paired import collate_as_is
 from cmfnet.degrade import LowResPair
 from cmfnet.errors import one_line
 from cmfnet.io import permissions_for_new
-from cmfnet.ownership import claim_folder, mark, owner_kind, remove_owned
+from cmfnet.ownership import ForeignPathError, claim_folder, mark, owner_kind, remove_owned
 
 #: the cached fields, in :class:`LowResPair` order
 FIELDS = tuple(field.name for field in dataclasses.fields(LowResPair))
@@ -49,11 +50,23 @@ IDENTITY = "identity.json"
 DEGRADATION_MODULES = ("cmfnet.degrade", "cmfnet.kspace")
 
 
-def claim_slices_folder(cache_dir: str | Path) -> Path:
+def claim_slices_folder(cache_dir: str | Path, attempts: int = 5) -> Path:
     """``<cache_dir>/slices``, both folders claimed (created and marked) as cmfnet's cache;
-    a folder holding files cmfnet did not write is refused."""
-    claim_folder(Path(cache_dir), "cache", setting="data.cache_dir")
-    return claim_folder(Path(cache_dir) / "slices", "cache", setting="data.cache_dir")
+    a folder holding files cmfnet did not write is refused.
+
+    Processes that start together (the ranks of a node, the jobs of a sweep) may claim a new
+    folder at once: one of them can see the folder another has just made, holding only the
+    marker that one is still writing, which reads as not cmfnet's. So a refusal is checked
+    again ``attempts`` times, 0.1 s apart, before it is final.
+    """
+    for attempt in range(attempts):
+        try:
+            claim_folder(Path(cache_dir), "cache", setting="data.cache_dir")
+            return claim_folder(Path(cache_dir) / "slices", "cache", setting="data.cache_dir")
+        except ForeignPathError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def file_stamp(path: Path) -> list:
