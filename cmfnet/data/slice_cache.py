@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -41,6 +42,8 @@ from cmfnet.degrade import LowResPair
 from cmfnet.errors import one_line
 from cmfnet.io import permissions_for_new
 from cmfnet.ownership import ForeignPathError, claim_folder, mark, owner_kind, remove_owned
+
+log = logging.getLogger(__name__)
 
 #: the cached fields, in :class:`LowResPair` order
 FIELDS = tuple(field.name for field in dataclasses.fields(LowResPair))
@@ -162,7 +165,9 @@ def fill_shared(dataset, cache_dir: str | Path, workers: int, desc: str) -> tupl
     with open(folder_root / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if folder.exists():
-            return SliceCache(checked_folder(folder, identity)), 0
+            cache = SliceCache(checked_folder(folder, identity))
+            log.info("slice cache %s mapped (%.2f GB on disk)", folder, cache.nbytes / 1e9)
+            return cache, 0
         for stale in folder_root.glob(f".{key}.partial-*"):
             if owner_kind(stale) == "cache":
                 remove_owned(stale, "cache")
@@ -177,7 +182,9 @@ def fill_shared(dataset, cache_dir: str | Path, workers: int, desc: str) -> tupl
         except BaseException:
             remove_owned(partial, "cache")
             raise
-    return SliceCache(folder), len(dataset)
+    cache = SliceCache(folder)
+    log.info("slice cache %s filled (%.2f GB on disk)", folder, cache.nbytes / 1e9)
+    return cache, len(dataset)
 
 
 def checked_folder(folder: Path, identity: dict) -> Path:

@@ -228,14 +228,7 @@ class JointDataModule(L.LightningDataModule):
         if not self.shared_cache:
             return dataset.fill_cache(self.num_workers, desc=desc)
         ranks = self.trainer.num_devices if self.trainer is not None else 1
-        added = dataset.fill_shared_cache(self.cache_dir, self.num_workers * ranks, desc=desc)
-        if dataset.cache_lowres:
-            log.info(
-                "slice cache: %s (%.2f GB on disk, one copy shared by this node's processes)",
-                dataset._cache.folder,
-                dataset._cache.nbytes / 1e9,
-            )
-        return added
+        return dataset.fill_shared_cache(self.cache_dir, self.num_workers * ranks, desc=desc)
 
     def check_no_leak(self, split: str) -> None:
         """Refuse a target file that the training split shares with validation or test (a CSV row
