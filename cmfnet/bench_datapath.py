@@ -136,13 +136,11 @@ def measure_cold(dataset: FastMRIPairDataset) -> dict[str, float]:
 
 def fill_as_rank(folder, csv, scale, cache_dir, workers, barrier, results) -> None:
     """One training process at set-up, in a fresh process (as a DDP rank is): build the split,
-    degrade one slice (its working memory is not the cache's), wait for the other ranks, fill
-    the cache (in memory; with ``cache_dir``, the shared files there) with ``workers`` workers,
-    and put on ``results``: slices it degraded, wall and CPU seconds (its own and its workers'),
-    private bytes it added and the bytes cached."""
+    wait for the other ranks, fill the cache (in memory; with ``cache_dir``, the shared files
+    there) with ``workers`` workers, and put on ``results``: slices it degraded, wall and CPU
+    seconds (its own and its workers'), private bytes it added and the bytes cached."""
     multiprocessing.set_start_method("fork", force=True)  # a rank's own default, not spawn's
     dataset = split_dataset(Path(folder), Path(csv), scale, cache=True)
-    dataset.checked_lowres(0)
     barrier.wait()
     memory, cpu, start = private_bytes(), cpu_s(), time.perf_counter()
     filled = (

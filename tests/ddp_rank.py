@@ -42,7 +42,6 @@ def run_rank(rank: int, root: Path, shared: bool) -> None:
         "gloo", init_method=f"file://{root}/store-{shared}", rank=rank, world_size=2
     )
     dataset = large_split(root)
-    dataset.checked_lowres(0)  # the working memory of degrading a slice is not the cache's
     dist.barrier()
     before = private_bytes()
     filled = (

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import collate_as_is
+from cmfnet.data.paired import _LowResView, collate_as_is
 from cmfnet.degrade import LowResPair
 from cmfnet.errors import one_line
 from cmfnet.io import permissions_for_new
@@ -205,11 +205,11 @@ def checked_folder(folder: Path, identity: dict) -> Path:
 
 
 def write_slices(dataset, folder: Path, workers: int, desc: str, setting: str) -> None:
-    """Degrade every slice of ``dataset`` into new ``.npy`` files in ``folder`` (slice 0 here,
-    the rest in ``workers`` DataLoader worker processes that write into the files themselves,
-    0: in this process), then sync the files to disk. The files are allocated in full first,
-    so a disk without room is a one-line error naming ``setting``, not a crash mid-fill."""
-    first = dataset.checked_lowres(0)
+    """Degrade every slice of ``dataset`` into new ``.npy`` files in ``folder``, in ``workers``
+    DataLoader worker processes that write into the files themselves (0: in this process), then
+    sync the files to disk. The files are allocated in full first (from slice 0's sizes), so a
+    disk without room is a one-line error naming ``setting``, not a crash mid-fill."""
+    first = first_slice(dataset, workers)
     count = len(dataset)
     try:
         for name in FIELDS:
@@ -249,6 +249,25 @@ def write_slices(dataset, folder: Path, workers: int, desc: str, setting: str) -
     for name in FIELDS:
         with open(folder / f"{name}.npy", "r+b") as handle:
             os.fsync(handle.fileno())
+
+
+def first_slice(dataset, workers: int) -> LowResPair:
+    """Slice 0 of ``dataset`` degraded in a worker process (0 workers: in this one), so that a
+    process with workers keeps none of the degradation's working memory."""
+    if not workers:
+        return dataset.checked_lowres(0)
+    loader = DataLoader(
+        _LowResView(dataset, [0]),
+        batch_size=None,
+        num_workers=1,
+        collate_fn=collate_as_is,
+        generator=torch.Generator(),
+    )
+    try:
+        ((_, pair),) = list(loader)
+    except DataError as err:
+        raise DataError(one_line(err)) from None
+    return pair
 
 
 class _FillView(Dataset):
