@@ -923,9 +923,15 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
     check_settings(cfg)
-    if cfg.validation:
-        results = {"validation": measure_validation(cfg, list(args.overrides))}
-        print_validation(results["validation"])
+    if cfg.validation or cfg.datapath_scale:  # a measurement of its own, not the model's
+        if cfg.validation:
+            results = {"validation": measure_validation(cfg, list(args.overrides))}
+            print_validation(results["validation"])
+        else:  # the data path at the real split sizes (cmfnet.bench_datapath)
+            from cmfnet.bench_datapath import measure_datapath_scale, print_datapath_scale
+
+            results = {"datapath_scale": measure_datapath_scale(cfg)}
+            print_datapath_scale(results["datapath_scale"])
         write_results(cfg, results, complete=True)
         return 0
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]

@@ -2,6 +2,7 @@
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -467,3 +468,81 @@ def test_bench_help_lists_its_settings_with_defaults_and_its_run_time(capsys):
     ):
         assert setting in text, setting
     assert re.search(r"typical run time: about \d+ min", text)
+
+
+def test_the_datapath_projection_is_the_stated_arithmetic():
+    from cmfnet.bench_datapath import per_slice, project
+
+    def one_rank(cpu_s, private_bytes):
+        return {"ranks": [{"cpu_s": cpu_s, "private_bytes": private_bytes, "cached_bytes": 512e5}]}
+
+    # one process filling 100 slices: in memory 2 CPU s and 50 MB; shared 2.4 CPU s and 1 MiB
+    figures = per_slice({"in_memory": one_rank(2.0, 500e5), "shared": one_rank(2.4, 2**20)}, 100)
+    assert figures == pytest.approx(
+        {
+            "before_fill_cpu_ms_per_slice": 20.0,
+            "before_private_bytes_per_slice": 500e3,
+            "after_fill_cpu_ms_per_slice": 24.0,
+            "after_private_mb": 1.0,
+            "cached_bytes_per_slice": 512e3,
+        }
+    )
+    one, eight = project(figures, {"train": 1000}, gpus=[1, 8], gpu_workers=4)
+    assert (one["gpus"], eight["gpus"]) == (1, 8)
+    # before: every rank fills all 1000 slices with its 4 workers and holds them
+    assert one["before_fill_s"] == eight["before_fill_s"] == pytest.approx(1000 * 20 / 4 / 1e3)
+    assert eight["before_node_cpu_s"] == pytest.approx(8 * 1000 * 20 / 1e3)
+    assert eight["before_gb_per_process"] == pytest.approx(0.5)
+    assert eight["before_gb_per_node"] == pytest.approx(8 * 0.5)
+    # after: one fill with 4 workers per rank of the node, one copy per node; a process's own
+    # memory is the measured constant
+    assert one["after_fill_s"] == pytest.approx(1000 * 24 / 4 / 1e3)
+    assert eight["after_fill_s"] == pytest.approx(1000 * 24 / 32 / 1e3)
+    assert eight["after_node_cpu_s"] == pytest.approx(1000 * 24 / 1e3)
+    assert eight["after_private_gb_per_process"] == pytest.approx(2**20 / 1e9)
+    assert one["after_gb_per_node"] == eight["after_gb_per_node"] == pytest.approx(0.512)
+
+
+def test_bench_datapath_scale_refuses_a_scale_that_does_not_divide_the_hr_size(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "datapath_scale=true", "datapath.scales=[3]", f"json={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cmfnet bench: error: datapath.kspace [640, 372]: the HR size")
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.slow  # four rank processes that start torch
+def test_bench_datapath_scale_measures_fastmri_layout_files_and_projects_the_splits(
+    tmp_path, capsys
+):
+    out = tmp_path / "bench.json"
+    settings = ["datapath.pairs=1", "datapath.slices=3", "datapath.kspace=[32,24]"]
+    assert (
+        main(["bench", "datapath_scale=true", *settings, "datapath.gpus=[1,8]", f"json={out}"]) == 0
+    )
+    results = json.loads(out.read_text())
+    assert results["complete"] is True and "model_options" not in results
+    data = results["datapath_scale"]
+    assert data["split_slices_assumed"] == {"train": 227 * 35, "val": 45 * 35}
+    for scale, lowres in (("x2", 8), ("x4", 4)):
+        measured = data["scales"][scale]
+        assert measured["cold_ms_per_slice"] > 0 and measured["read_ms_per_slice"] > 0
+        # HR 16x16 float32; LR k-space complex64, rec target and auxiliary float32
+        per_slice = 16 * 16 * 4 + lowres * lowres * (8 + 4 + 4)
+        assert measured["per_slice"]["cached_bytes_per_slice"] == per_slice
+        assert measured["files_bytes_per_slice"] > per_slice  # with the .npy headers
+        for name, ranks in (("one_process", 1), ("two_ranks", 2)):
+            before, after = measured[name]["in_memory"], measured[name]["shared"]
+            assert [rank["filled"] for rank in before["ranks"]] == [3] * ranks
+            assert [rank["filled"] for rank in after["ranks"]] == [0] * (ranks - 1) + [3]
+            assert (before["fill_workers"], after["fill_workers"]) == (2, 2 * ranks)
+            assert all(rank["cached_bytes"] == 3 * per_slice for rank in after["ranks"])
+        assert [(row["split"], row["gpus"]) for row in measured["projection"]] == [
+            ("train", 1),
+            ("train", 8),
+            ("val", 1),
+            ("val", 8),
+        ]
+    printed = capsys.readouterr().out
+    assert "data path at the real split sizes" in printed and "projected per node" in printed
+    assert not list(Path(tempfile.gettempdir()).glob("cmfnet-bench-datapath-*"))

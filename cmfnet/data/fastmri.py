@@ -447,6 +447,13 @@ class FastMRIPairDataset(PairedSliceDataset):
             self.pairs.append((aux, target))
             self.slices += [(pair_idx, s) for s in range(min(aux.num_slices, target.num_slices))]
 
+    def degradation_settings(self) -> dict:
+        return {
+            "scale": int(self.scale),
+            "target_key": self.target_key,
+            "test_layout": self.undersampled_transform is not None,
+        }
+
     def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
         aux, target = self.pairs[pair_idx]
         target_image, target_hr = read_slice(target, slice_idx)

@@ -200,6 +200,9 @@ class ISLESPairDataset(PairedSliceDataset):
             self.pairs.append((aux, target))
             self.slices += [(pair_idx, s) for s in range(first, last)]
 
+    def degradation_settings(self) -> dict:
+        return {"scale": int(self.scale), "hr_size": list(self.hr_size)}
+
     def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
         aux, target = self.pairs[pair_idx]
         target_hr = read_nifti_slice(target, slice_idx, self.hr_size)

@@ -102,7 +102,7 @@ class PairedSliceDataset(Dataset):
         self.transform = transform
         self.cache_lowres = cache_lowres
         self.slices: list[tuple[int, int]] = []
-        self._cache: Dict[int, LowResPair] = {}
+        self._cache: Dict[int, LowResPair] = {}  # or a read-only SliceCache (fill_shared_cache)
         self._volume_max: Dict[int, VolumeMax] = {}
 
     def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
@@ -159,10 +159,22 @@ class PairedSliceDataset(Dataset):
                     keys.append(key)
         return keys[:count]
 
+    def degradation_settings(self) -> dict:
+        """The dataset's settings that change its degraded slices, as plain JSON data (part of
+        the shared cache's identity, :mod:`cmfnet.data.slice_cache`)."""
+        raise NotImplementedError
+
     def lowres_pair(self, index: int) -> LowResPair:
         """The deterministic degradation of item ``index``, checked usable in float32."""
         if index in self._cache:
             return self._cache[index]
+        pair = self.checked_lowres(index)
+        if self.cache_lowres:
+            self._cache[index] = pair
+        return pair
+
+    def checked_lowres(self, index: int) -> LowResPair:
+        """Read and degrade item ``index`` (never from the cache), checked usable in float32."""
         pair_idx, slice_idx = self.slices[index]
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
             pair = self.build_lowres(pair_idx, slice_idx)
@@ -171,8 +183,6 @@ class PairedSliceDataset(Dataset):
             raise self._sample_error(
                 pair_idx, slice_idx, f"'{overflowing}' overflows float32 statistics"
             )
-        if self.cache_lowres:
-            self._cache[index] = pair
         return pair
 
     def fill_cache(self, workers: int = 0, desc: str = "caching slices") -> int:
@@ -234,6 +244,21 @@ class PairedSliceDataset(Dataset):
             )
         except DataError as err:
             raise DataError(one_line(err)) from None
+
+    def fill_shared_cache(
+        self, cache_dir: str | Path, workers: int = 0, desc: str = "caching slices"
+    ) -> int:
+        """Serve this dataset's cache from files under ``cache_dir`` that every process of the
+        node maps (one copy in the page cache, :mod:`cmfnet.data.slice_cache`): filled here, in
+        ``workers`` DataLoader worker processes, unless another process has filled or is filling
+        them (then this one waits and maps them). Returns how many slices this process
+        degraded. Does nothing unless ``cache_lowres`` is set."""
+        if not self.cache_lowres:
+            return 0
+        from cmfnet.data.slice_cache import fill_shared
+
+        self._cache, added = fill_shared(self, cache_dir, workers, desc)
+        return added
 
     def _sample_error(self, pair_idx: int, slice_idx: int, problem: str) -> DataError:
         aux, target = self.pair_paths(pair_idx)

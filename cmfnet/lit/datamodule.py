@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cmfnet.config import is_int
 from cmfnet.data.errors import DataError
 from cmfnet.data.paired import PairedSliceDataset
+from cmfnet.data.slice_cache import claim_slices_folder
 from cmfnet.data.synth_cache import ensure_dataset
 from cmfnet.data.transforms import JointRecSRTransform
 
@@ -116,10 +117,16 @@ class JointDataModule(L.LightningDataModule):
             Splits whose dataset has ``cache_lowres: false`` are not filled. Validation and
             test splits then find their volumes' maxima, the data ranges of the streaming
             metrics (:meth:`~cmfnet.data.paired.PairedSliceDataset.compute_volume_maxima`).
+        shared_cache: with ``fill_cache``, keep the filled cache in files under
+            ``cache_dir/slices`` that every training process of the node maps
+            (:mod:`cmfnet.data.slice_cache`): one copy per node, not one per DDP rank, filled by
+            the first process to get there with ``num_workers`` workers per rank of the node
+            while the others wait, and reused by later runs on the same data and code.
         synthesize: generator settings; if given, the synthetic data set is generated into
             ``root`` on first use (once, under a lock) before the loaders are built.
         cache_dir: the project's cache folder, which must hold ``root`` when ``synthesize`` is
-            given (claimed and marked by cmfnet; a folder holding other files is refused).
+            given, and holds the shared slice cache (claimed and marked by cmfnet; a folder
+            holding other files is refused).
     """
 
     def __init__(
@@ -135,6 +142,7 @@ class JointDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         clamp: Optional[float] = None,
         fill_cache: bool = True,
+        shared_cache: bool = False,
         synthesize: Optional[Mapping] = None,
         cache_dir: Optional[str] = None,
     ):
@@ -160,11 +168,18 @@ class JointDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.clamp = clamp
         self.fill_cache = fill_cache
+        self.shared_cache = shared_cache
         self.synthesize = dict(synthesize) if synthesize else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        if shared_cache and self.cache_dir is None:
+            raise ValueError(
+                "data.shared_cache: true needs data.cache_dir (a folder for the cache)"
+            )
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
+        if self.shared_cache and self.fill_cache:  # once per node, before the ranks' set-up
+            claim_slices_folder(self.cache_dir)
         if self.synthesize is not None:
             if self.cache_dir is None or not self.root.absolute().is_relative_to(
                 self.cache_dir.absolute()
@@ -199,9 +214,7 @@ class JointDataModule(L.LightningDataModule):
                 self.check_no_leak(split)
                 if self.fill_cache and hasattr(self.datasets[split], "fill_cache"):
                     started = time.perf_counter()
-                    added = self.datasets[split].fill_cache(
-                        self.num_workers, desc=f"caching {split} slices"
-                    )
+                    added = self._fill(self.datasets[split], f"caching {split} slices")
                     if added:
                         log.info(
                             "cached %d %s slices in %.1f s",
@@ -211,6 +224,15 @@ class JointDataModule(L.LightningDataModule):
                         )
                 if split != "train" and hasattr(self.datasets[split], "compute_volume_maxima"):
                     self.datasets[split].compute_volume_maxima(self.num_workers)
+
+    def _fill(self, dataset: PairedSliceDataset, desc: str) -> int:
+        """Fill a split's cache: in this process's memory, or with ``shared_cache`` in the
+        node's shared files, with ``num_workers`` workers for each rank of the node (the other
+        ranks wait meanwhile). Returns how many slices this process degraded."""
+        if not self.shared_cache:
+            return dataset.fill_cache(self.num_workers, desc=desc)
+        ranks = self.trainer.num_devices if self.trainer is not None else 1
+        return dataset.fill_shared_cache(self.cache_dir, self.num_workers * ranks, desc=desc)
 
     def check_no_leak(self, split: str) -> None:
         """Refuse a target file that the training split shares with validation or test (a CSV row
