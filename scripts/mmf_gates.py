@@ -14,6 +14,7 @@ Run it from the folder the sweep ran in (the job configs name their data relativ
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -68,13 +69,15 @@ def job_gates(job: Path, batch_size: int = 4) -> list[tuple[float, float]]:
 
 
 def gated_jobs(folders: list[Path]) -> list[Path]:
-    """The job folders among (or inside) ``folders`` whose model has gated MMF."""
+    """The completed job folders among (or inside) ``folders`` whose model has gated MMF."""
     jobs = []
     for folder in folders:
         candidates = [folder] if (folder / "config.yaml").is_file() else sorted(folder.iterdir())
         for job in candidates:
-            config = job / "config.yaml"
-            if not config.is_file() or not list((job / "checkpoints").glob("best-*.ckpt")):
+            config, record = job / "config.yaml", job / "metrics.json"
+            if not config.is_file() or not record.is_file():
+                continue
+            if json.loads(record.read_text()).get("status") != "completed":
                 continue
             model = OmegaConf.load(config).model
             if model.get("mutual_fusion") and model.get("mmf_update", "gated") == "gated":
