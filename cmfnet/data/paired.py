@@ -225,25 +225,9 @@ class PairedSliceDataset(Dataset):
         self, indices: Sequence[int], workers: int, desc: str
     ) -> Iterator[tuple[int, LowResPair]]:
         """(index, :meth:`lowres_pair`) of every index, degraded in ``workers`` DataLoader
-        worker processes (0: this one), with a progress bar on a terminal; a :class:`DataError`
-        comes as the one line that reading the slice in this process gives."""
-        if not len(indices):
-            return
-        from tqdm.auto import tqdm
-
-        loader = DataLoader(
-            _LowResView(self, indices),
-            batch_size=None,
-            num_workers=workers,
-            collate_fn=collate_as_is,
-            generator=torch.Generator(),
-        )  # its own seed source: the global RNG stays untouched
-        try:
-            yield from tqdm(
-                loader, total=len(indices), desc=desc, unit="slice", disable=None, leave=False
-            )
-        except DataError as err:
-            raise DataError(one_line(err)) from None
+        worker processes (:func:`load_in_workers`)."""
+        if len(indices):
+            yield from load_in_workers(_LowResView(self, indices), workers, desc)
 
     def fill_shared_cache(
         self, cache_dir: str | Path, workers: int = 0, desc: str = "caching slices"
@@ -298,6 +282,25 @@ class _LowResView(Dataset):
     def __getitem__(self, k: int) -> tuple[int, LowResPair]:
         index = self.indices[k]
         return index, self.dataset.lowres_pair(index)
+
+
+def load_in_workers(view: Dataset, workers: int, desc: str) -> Iterator:
+    """Every item of ``view``, loaded in ``workers`` DataLoader worker processes (0: this one)
+    with a progress bar on a terminal; a :class:`DataError` comes as the one line that reading
+    the item in this process gives."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(
+        view,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=collate_as_is,
+        generator=torch.Generator(),
+    )  # its own seed source: the global RNG stays untouched
+    try:
+        yield from tqdm(loader, total=len(view), desc=desc, unit="slice", disable=None, leave=False)
+    except DataError as err:
+        raise DataError(one_line(err)) from None
 
 
 def collate_as_is(item):

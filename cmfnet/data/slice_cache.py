@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import _LowResView, collate_as_is
+from cmfnet.data.paired import _LowResView, collate_as_is, load_in_workers
 from cmfnet.degrade import LowResPair
 from cmfnet.errors import one_line
 from cmfnet.io import permissions_for_new
@@ -229,21 +229,10 @@ def write_slices(dataset, folder: Path, workers: int, desc: str, setting: str) -
             f"({err.strerror or err}); free space there, choose another data.cache_dir, or set "
             "data.shared_cache=false"
         ) from None
-    from tqdm.auto import tqdm
-
     view = _FillView(dataset, folder, range(1, count))
-    loader = DataLoader(
-        view,
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=collate_as_is,
-        generator=torch.Generator(),
-    )  # its own seed source: the global RNG stays untouched
     try:
-        for _ in tqdm(loader, total=count - 1, desc=desc, unit="slice", disable=None, leave=False):
+        for _ in load_in_workers(view, workers, desc):
             pass
-    except DataError as err:
-        raise DataError(one_line(err)) from None
     finally:
         view.close()
     for name in FIELDS:
