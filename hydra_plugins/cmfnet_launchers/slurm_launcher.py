@@ -84,7 +84,9 @@ class CmfnetSlurmLauncher(SlurmLauncher):
         jobs = executor.map_array(self, *zip(*arguments))
         record_job_ids(sweep_dir, {num: job.job_id for num, job in zip(numbers, jobs)})
         for num, overrides, job in zip(numbers, job_overrides, jobs):
-            log.info("\t#%d: SLURM job %s: %s", num, job.job_id, " ".join(filter_overrides(overrides)))
+            log.info(
+                "\t#%d: SLURM job %s: %s", num, job.job_id, " ".join(filter_overrides(overrides))
+            )
         return self.wait(jobs, numbers)
 
     def wait(self, jobs: List[Any], numbers: List[int]) -> List[JobReturn]:
