@@ -125,10 +125,13 @@ def wait_until(condition, proc: subprocess.Popen, cwd: Path, what: str, timeout:
     raise AssertionError(f"{what} never happened (exit {proc.poll()}): {log}")
 
 
-def release_requeued(job_id: str, proc: subprocess.Popen, cwd: Path) -> None:
-    """Wait for the requeued job to pend on SLURM's requeue delay, then start it now."""
-    wait_until(lambda: "BeginTime" in squeue(job_id), proc, cwd, "the requeue")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+def finish_releasing(job_id: str, proc: subprocess.Popen, timeout: float = 420) -> None:
+    """Wait for the sweep, starting each requeued run of the job at once (SLURM delays it)."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if "BeginTime" in squeue(job_id):
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+        time.sleep(0.5)
 
 
 def job_folder(cwd: Path) -> Path:
@@ -136,8 +139,8 @@ def job_folder(cwd: Path) -> Path:
 
 
 def check_continued(cwd: Path, proc: subprocess.Popen, reference: dict, signal_name: str):
-    """The sweep ended 0 and its job continued once from its last.ckpt to the reference."""
-    proc.wait(timeout=300)
+    """The sweep ended 0 and its job continued from its last.ckpt to the reference."""
+    proc.wait(timeout=60)
     log = (cwd / "sweep.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     job = job_folder(cwd)
@@ -181,8 +184,7 @@ def test_a_requeued_job_continues_in_its_w_and_b_run_and_resume_leaves_it_to_slu
     assert resume.returncode == 1, resume.stdout + resume.stderr
     assert f"SLURM job {job_id}: PENDING" in resume.stdout and "left to SLURM" in resume.stdout
     assert "| requeued |" in (tmp_path / "sweep" / "results.md").read_text()
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-
+    finish_releasing(job_id, proc)
     log = check_continued(tmp_path, proc, reference, "SIGTERM")
     assert f"SLURM job {job_id}: PENDING, BeginTime" in log
     job = job_folder(tmp_path)
@@ -202,7 +204,8 @@ def test_a_job_past_its_time_limit_is_requeued_and_continues(tmp_path, reference
         "hydra.launcher.timeout_min=1",
         "hydra.launcher.signal_delay_s=25",
     )
-    release_requeued(slurm_id(tmp_path), proc, tmp_path)
+    finish_releasing(slurm_id(tmp_path), proc)
     log = check_continued(tmp_path, proc, reference, "SIGUSR2")
     assert "requeueing the job (submitit)" in (job_folder(tmp_path) / "run.log").read_text()
-    assert log.count(": RUNNING") == 2, log  # the sweep saw it run, then run again
+    # the sweep saw it run, then run again (more than once on a busy machine: each run has 1 min)
+    assert log.count(": RUNNING") >= 2, log
