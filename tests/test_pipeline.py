@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -20,7 +21,6 @@ from cmfnet.models import (
 from cmfnet.models.blocks import UNet
 from cmfnet.models.mtrans import MTRANS_PRESETS, MTransReconstruction
 from cmfnet.models.swinir import SWINIR_PRESETS, SwinIR
-from tests.conftest import CONF_DIR
 
 #: preset -> (reconstruction stage, SR stage, reconstruction guided, SR guided)
 PIPELINES = {

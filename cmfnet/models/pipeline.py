@@ -183,21 +183,24 @@ class ReconstructThenSuperResolve(JointModel):
         return rec, self.super_resolver.super_resolve(sr_input, aux_input)
 
 
-def UNetEDSR(
-    scale: int = 4,
-    unet_width: int = 32,
-    unet_pools: int = 4,
-    width: int = 64,
-    n_resblocks: int = 16,
-    res_scale: float = 0.1,
-    use_aux: bool = False,
-) -> ReconstructThenSuperResolve:
+class UNetEDSR(ReconstructThenSuperResolve):
     """The U-Net -> EDSR pipeline as configs saved before the pipelines were composed by Hydra
-    describe it (``_target_: cmfnet.models.UNetEDSR``): trained end to end (``joint``), as those
-    runs were. Their checkpoints load unchanged (same state-dict keys)."""
-    return ReconstructThenSuperResolve(
-        reconstruction=ResidualUNet(unet_width, unet_pools, guided=use_aux),
-        super_resolution=EDSR(scale, width, n_resblocks, res_scale),
-        scale=scale,
-        training="joint",
-    )
+    describe it (``_target_: cmfnet.models.UNetEDSR`` with these arguments): trained end to end
+    (``joint``), as those runs were. Their checkpoints load unchanged (same state-dict keys)."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        unet_width: int = 32,
+        unet_pools: int = 4,
+        width: int = 64,
+        n_resblocks: int = 16,
+        res_scale: float = 0.1,
+        use_aux: bool = False,
+    ) -> None:
+        super().__init__(
+            reconstruction=ResidualUNet(unet_width, unet_pools, guided=use_aux),
+            super_resolution=EDSR(scale, width, n_resblocks, res_scale),
+            scale=scale,
+            training="joint",
+        )
