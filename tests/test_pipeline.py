@@ -166,6 +166,9 @@ def test_a_bad_stage_setting_is_named_by_its_place_in_the_pipeline():
         SwinIRSuperResolver(scale=2, embed_dim=10, depths=[1], num_heads=[4])
     with pytest.raises(ValueError, match=r"^model\.reconstruction\.pools must be"):
         ResidualUNet(width=4, pools=0)
+    stage = SwinIRSuperResolver(scale=2, embed_dim=8, depths=[1], num_heads=[2], window_size=16)
+    with pytest.raises(ValueError, match=r"model\.super_resolution\.window_size=16"):
+        stage.super_resolve(*images(1, 8))  # too small to reflect-pad to the window
 
 
 def test_a_missing_stage_in_the_config_is_named():
@@ -184,3 +187,25 @@ def test_swinir_widths_scale_to_a_multiple_of_the_heads():
     assert OmegaConf.select(cfg, "model.super_resolution.num_heads") == [6] * 6
     assert SWINIR_PRESETS["classical"]["embed_dim"] == 180
     assert set(MTRANS_PRESETS) >= {"reconstruction_single", "reconstruction_multi_cross"}
+
+
+@pytest.mark.slow
+def test_a_patch_grid_the_image_cannot_take_stops_the_run_with_one_line(tmp_path):
+    from test_run import run_py
+
+    proc = run_py(
+        tmp_path,
+        "experiment=smoke",
+        "model=mtrans_edsr",
+        "model.reconstruction.coarse_patch_size=5",
+        "logger=none",
+        "hydra.run.dir=run",
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: model.reconstruction.input_size = 16 is not divisible by "
+        "model.reconstruction.coarse_patch_size = 5: the patches must tile the image; pick a "
+        "patch size that divides it"
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()  # only the failure's record
