@@ -33,10 +33,10 @@ PIPELINES = {
 }
 
 
-def compose_cfg(*overrides: str):
+def compose_cfg(*overrides: str, hydra: bool = False):
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def images(batch: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,3 +209,13 @@ def test_a_patch_grid_the_image_cannot_take_stops_the_run_with_one_line(tmp_path
         "patch size that divides it"
     )
     assert not (tmp_path / "run" / "checkpoints").exists()  # only the failure's record
+
+
+@pytest.mark.parametrize("sweep", ["paper", "hr160"])
+def test_the_named_comparisons_cover_the_papers_seven_methods_and_the_ablations(sweep):
+    from cmfnet.report import METHOD_ORDER, PAPER_NAMES
+
+    models = compose_cfg(f"sweeps={sweep}", hydra=True).hydra.sweeper.params.model.split(",")
+    ablations = {"cmfnet_no_mmf", "cmfnet_no_mfa", "cmfnet_no_mfa_mmf", "cmfnet_single"}
+    assert set(PAPER_NAMES) | ablations <= set(models)
+    assert set(models) <= set(METHOD_ORDER)  # every row has its place in the tables
