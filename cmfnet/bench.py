@@ -21,6 +21,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from cmfnet.config import lowres_size
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: The speed options ``options=[...]`` may name, alone or joined by ``+``. ``options`` may also
@@ -144,17 +146,6 @@ def compose_bench_config(overrides: list[str]):
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("bench", overrides=overrides)
-
-
-def lowres_size(cfg) -> tuple[int, int]:
-    """LR input size of the configured data: HR size / scale."""
-    hr = (
-        cfg.data.get("synthesize", {}).get("hr_size")
-        or cfg.data.splits.train.get("hr_size", [320])[0]
-    )
-    if hr % cfg.scale:
-        raise ValueError(f"scale={cfg.scale} does not divide the HR size {hr}")
-    return hr // cfg.scale, hr // cfg.scale
 
 
 def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
@@ -649,6 +640,13 @@ def check_settings(cfg) -> None:
             raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
     if cfg.validation:
         check_validation_settings(cfg)
+    fraction = cfg.methods_memory_fraction
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float))
+        or not 0 < fraction <= 1
+    ):
+        raise ValueError(f"methods_memory_fraction must be in (0, 1], got {fraction!r}")
     if cfg.json:
         from cmfnet.io import check_writable_file
 
@@ -923,6 +921,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
     check_settings(cfg)
+    if cfg.methods:  # what each compared method costs (cmfnet.bench_methods)
+        from cmfnet.bench_methods import measure_methods, print_methods
+
+        results = {"methods": measure_methods(cfg, list(args.overrides), device)}
+        print_methods(results["methods"], device)
+        write_results(cfg, results, complete=True)
+        return 0
     if cfg.validation or cfg.datapath_scale:  # a measurement of its own, not the model's
         if cfg.validation:
             results = {"validation": measure_validation(cfg, list(args.overrides))}

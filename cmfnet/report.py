@@ -22,7 +22,9 @@ writes into ``--out`` (default: the first sweep folder):
 Which runs are one method: runs that differ only in seed. A job's Hydra overrides other than
 the cell (``model, data, mask, scale, accel``), the seed and :data:`NEUTRAL_OVERRIDE_KEYS`
 (e.g. ``loss.w_rec=0.2`` in the loss-weight sweep) are appended to its method name when they
-vary across the merged jobs. When the same method, cell and seed completed more than once, the
+vary across the merged jobs. A method of the paper's comparison is named as the paper names it
+(:data:`PAPER_NAMES`: ``CMF-Net``, ``UNet-EDSR†``, ...), any other by its model config. When
+the same method, cell and seed completed more than once, the
 job given last wins (later sweep folder, then higher job number) and the others are listed as
 superseded. Tables and CSV are byte-identical when the command is re-run on the same folders.
 """
@@ -43,13 +45,24 @@ from typing import Any, Iterator, Optional, Sequence
 
 from cmfnet.metrics import METRIC_KEYS, METRIC_LABELS, METRICS, OUTPUTS, score_key, std_key
 
-#: table rows, in this order; other methods follow alphabetically
+#: The paper's seven compared methods (its Figure 2, in its order): model config -> its name there
+#: († = guided by the second contrast).
+PAPER_NAMES = {
+    "t2net": "T2Net",
+    "unet_edsr_mc": "UNet-EDSR†",
+    "unet_swinir": "UNet-SwinIR",
+    "mtrans_edsr": "MTrans-EDSR",
+    "mtrans_edsr_mc": "MTrans-EDSR†",
+    "mtrans_swinir_mc": "MTrans-SwinIR†",
+    "cmfnet": "CMF-Net",
+}
+#: table rows, in this order (the paper's methods in its order, CMF-Net's ablations and our
+#: variant just before it); other methods follow alphabetically
 METHOD_ORDER = (
     "zero_filled",
     "edsr",
     "unet_edsr",
-    "unet_edsr_mc",
-    "t2net",
+    *list(PAPER_NAMES)[:-1],
     "cmfnet_single",
     "cmfnet_no_mfa_mmf",
     "cmfnet_no_mfa",
@@ -337,7 +350,8 @@ def load_report(sweep_dirs: Sequence[Path], scoring: Optional[str] = None) -> Re
     for job_dir, row, extra in jobs:
         varying = sorted(extra - common)
         model = str(row.get("model", "?"))
-        method = f"{model} [{', '.join(varying)}]" if varying else model
+        name = PAPER_NAMES.get(model, model)
+        method = f"{name} [{', '.join(varying)}]" if varying else name
         known = all(k in row for k in ("model", "scale", "accel", "seed"))
         column = Column(
             str(row.get("data", "?")),
