@@ -207,7 +207,7 @@ def test_small_protocol_shrinks_every_width_by_one_rule_and_seed_cells_set_scale
 
 def test_launchers_select_hydra_launchers():
     assert "BasicLauncher" in _compose("launcher=local").hydra.launcher._target_
-    assert "submitit" in _compose("launcher=slurm").hydra.launcher._target_.lower()
+    assert "cmfnet_launchers.slurm_launcher" in _compose("launcher=slurm").hydra.launcher._target_
     assert "GPUPoolLauncher" in _compose("launcher=gpus").hydra.launcher._target_
 
 
@@ -279,3 +279,17 @@ def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
             return_hydra_config=True,
         )
     assert "data.root" in cfg.hydra.job.config.override_dirname.exclude_keys
+
+
+def test_secret_overrides_stay_out_of_folder_names_and_printed_text(capsys, monkeypatch):
+    from cmfnet.config import folder_name, redacted_console, secrets_in_use
+
+    assert folder_name("+hf_token=abc-secret-1,scale=2") == "scale=2"
+    monkeypatch.setenv("MY_API_KEY", "env-secret-value")
+    secrets = secrets_in_use(["run.py", "+hf_token=abc-secret-1", "scale=2"])
+    assert secrets >= {"abc-secret-1", "env-secret-value"}
+    with redacted_console(secrets):
+        print("srun python run.py +hf_token=abc-secret-1 key env-secret-value")
+    print("after abc-secret-1")
+    out = capsys.readouterr().out
+    assert "+hf_token=<redacted> key <redacted>" in out and "after abc-secret-1" in out

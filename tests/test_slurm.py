@@ -202,6 +202,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_continues(tmp_path, reference
         tmp_path,
         "logger=csv",
         "hydra.launcher.timeout_min=1",
+        "hydra.launcher.max_num_timeout=12",  # a busy machine trains few epochs per minute
         "hydra.launcher.signal_delay_s=25",
     )
     finish_releasing(slurm_id(tmp_path), proc)

@@ -126,8 +126,10 @@ def job_return(num: int, job) -> JobReturn:
         log.warning("job #%d: SLURM job %s ended without a result (%s)", num, job.job_id, err)
         return empty_return()
     if outcome == "success" and isinstance(result, JobReturn):
-        log.info("job #%d: SLURM job %s ended", num, job.job_id)
-        return result
+        if result.status != JobStatus.FAILED:
+            log.info("job #%d: SLURM job %s ended", num, job.job_id)
+            return result
+        result = result._return_value  # the error the job raised (the sweeper would raise it)
     last = str(result).strip().splitlines()[-1:] or ["?"]
     log.warning("job #%d: SLURM job %s ended with an error: %s", num, job.job_id, last[0])
     return empty_return()
