@@ -17,7 +17,7 @@ from cmfnet.models import JointModel, build_model
 register_resolvers()
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-DATA = ["synthetic", "fastmri_knee", "isles"]
+DATA = ["synthetic", "fastmri_knee", "isles", "ixi"]
 MASKS = ["random", "equispaced", "equispaced_fraction"]
 EXPERIMENTS = [None, "smoke", "quickstart", "paper_small"]
 
@@ -133,6 +133,9 @@ def test_smoke_selects_the_tiny_presets_of_the_model_and_data():
     )  # the cache folder follows the settings
     knee = _compose("experiment=smoke", "data=fastmri_knee", "data.root=/knee")
     assert (knee.data.batch_size, knee.data.num_workers, knee.data.fill_cache) == (2, 0, False)
+    ixi = _compose("experiment=smoke", "data=ixi", "data.root=/ixi").data
+    assert (ixi.batch_size, ixi.num_workers, ixi.fill_cache) == (2, 0, False)
+    assert [ixi.splits[s].slice_step for s in ("train", "val", "test")] == [10, 10, 10]
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "zero_filled"])

@@ -19,6 +19,7 @@ from conftest import REPO
 from cmfnet.data.errors import DataError
 from cmfnet.data.ixi import IXIPairDataset, resample_slice, split_subjects
 from cmfnet.data.transforms import JointRecSRTransform
+from cmfnet.lit.datamodule import suggest_data_choice
 from cmfnet.masks import RandomMaskFunc
 
 T2_SHAPE = (24, 24, 8)
@@ -223,6 +224,13 @@ def test_gzip_stream_with_a_bad_crc_is_named(ixi_root):
         dataset(ixi_root, subjects=["IXI002"])
 
 
+def test_an_ixi_folder_is_recognised_in_messages(tmp_path):
+    write_ixi(tmp_path / "one", per_contrast_folders=False)
+    write_ixi(tmp_path / "archives")
+    for root in (tmp_path / "one", tmp_path / "archives"):
+        assert suggest_data_choice(root) == f"data=ixi data.root={root}"
+
+
 @pytest.mark.slow
 def test_smoke_run_trains_on_ixi_as_distributed(tmp_path):
     root = tmp_path / "IXI"
@@ -242,6 +250,7 @@ def test_smoke_run_trains_on_ixi_as_distributed(tmp_path):
             "data.splits.train.hr_size=[32,32]",  # 24x24 slices zero-padded; 8x8 LR at x4
             "data.splits.train.slice_range=[0,8]",
             "data.splits.train.slice_step=2",
+            "data.splits.train.fractions=[0.5,0.25,0.25]",  # each split holds a paired subject
         ],
         cwd=tmp_path,
         env=env,
