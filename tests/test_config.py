@@ -308,5 +308,7 @@ def test_scaled_width_rounds_to_a_multiple_and_lowres_side_follows_the_data():
     assert lowres_side(_root_=knee) == 160  # fastMRI's 320 x 320 targets
     isles = _compose("data=isles", "data.root=/isles", "scale=4")
     assert lowres_side(_root_=isles) == 56  # ISLES 224 x 224
+    ixi = _compose("data=ixi", "data.root=/ixi", "scale=4")
+    assert lowres_side(_root_=ixi) == 64  # IXI 256 x 256
     with pytest.raises(ValueError, match="scale=3 does not divide the HR size 320x320"):
         lowres_side(_root_=_compose("scale=3"))
