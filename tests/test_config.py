@@ -17,7 +17,7 @@ from cmfnet.models import JointModel, build_model
 register_resolvers()
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-DATA = ["synthetic", "fastmri_knee", "isles"]
+DATA = ["synthetic", "fastmri_knee", "isles", "ixi"]
 MASKS = ["random", "equispaced", "equispaced_fraction"]
 EXPERIMENTS = [None, "smoke", "quickstart", "paper_small"]
 
@@ -133,6 +133,9 @@ def test_smoke_selects_the_tiny_presets_of_the_model_and_data():
     )  # the cache folder follows the settings
     knee = _compose("experiment=smoke", "data=fastmri_knee", "data.root=/knee")
     assert (knee.data.batch_size, knee.data.num_workers, knee.data.fill_cache) == (2, 0, False)
+    ixi = _compose("experiment=smoke", "data=ixi", "data.root=/ixi").data
+    assert (ixi.batch_size, ixi.num_workers, ixi.fill_cache) == (2, 0, False)
+    assert [ixi.splits[s].slice_step for s in ("train", "val", "test")] == [10, 10, 10]
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "zero_filled"])
@@ -305,5 +308,7 @@ def test_scaled_width_rounds_to_a_multiple_and_lowres_side_follows_the_data():
     assert lowres_side(_root_=knee) == 160  # fastMRI's 320 x 320 targets
     isles = _compose("data=isles", "data.root=/isles", "scale=4")
     assert lowres_side(_root_=isles) == 56  # ISLES 224 x 224
+    ixi = _compose("data=ixi", "data.root=/ixi", "scale=4")
+    assert lowres_side(_root_=ixi) == 64  # IXI 256 x 256
     with pytest.raises(ValueError, match="scale=3 does not divide the HR size 320x320"):
         lowres_side(_root_=_compose("scale=3"))
