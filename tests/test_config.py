@@ -288,3 +288,22 @@ def test_fastmri_knee_expects_pd_guiding_pdfs_in_every_split():
         assert OmegaConf.to_container(data.splits[split].contrasts, resolve=True) == expected
     relaxed = _compose("data=fastmri_knee", "data.root=/knee", "data.splits.train.contrasts=null")
     assert relaxed.data.splits.val.contrasts is None  # val and test follow train
+
+
+def test_scaled_width_rounds_to_a_multiple_and_lowres_side_follows_the_data():
+    cfg = _compose("width_factor=0.25")
+    from cmfnet.config import lowres_side, scaled_width
+
+    assert scaled_width(180, 6, _root_=cfg) == 48  # 45 -> the nearest multiple of the 6 heads
+    assert scaled_width(60, 6, _root_=cfg) == 18 and scaled_width(64, _root_=cfg) == 16
+    assert scaled_width(8, 6, _root_=cfg) == 6  # never below one multiple
+    with pytest.raises(ValueError, match="the multiple must be a positive integer, got 0"):
+        scaled_width(64, 0, _root_=cfg)
+    assert lowres_side(_root_=_compose("scale=4")) == 80  # synthetic data, HR 320
+    assert lowres_side(_root_=_compose("experiment=hr160", "scale=2")) == 80
+    knee = _compose("data=fastmri_knee", "data.root=/knee", "scale=2")
+    assert lowres_side(_root_=knee) == 160  # fastMRI's 320 x 320 targets
+    isles = _compose("data=isles", "data.root=/isles", "scale=4")
+    assert lowres_side(_root_=isles) == 56  # ISLES 224 x 224
+    with pytest.raises(ValueError, match="scale=3 does not divide the HR size 320x320"):
+        lowres_side(_root_=_compose("scale=3"))
