@@ -122,7 +122,7 @@ def scaled_width(width: Any, multiple: Any = 1, *, _root_: DictConfig) -> Any:
     if factor == 1:
         return width
     scaled = max(WIDTH_FLOOR, round(width * factor))
-    return max(multiple, multiple * round(scaled / multiple))
+    return max(multiple, multiple * math.floor(scaled / multiple + 0.5))  # ties round up
 
 
 def lowres_side(*, _root_: DictConfig) -> int:

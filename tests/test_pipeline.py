@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from cmfnet.config import register_resolvers
 from cmfnet.models import (
     EDSR,
+    MTransReconstructor,
     ReconstructThenSuperResolve,
     ResidualUNet,
     SwinIRSuperResolver,
@@ -31,6 +32,10 @@ PIPELINES = {
     "mtrans_edsr_mc": ("MTransReconstructor", "EDSR", True, False),
     "mtrans_swinir_mc": ("MTransReconstructor", "SwinIRSuperResolver", True, False),
 }
+
+
+#: a tiny MTrans (patches 2 and 4 tile 8 and 12)
+TINY_MTRANS = dict(head_channels=2, fine_patch_size=2, coarse_patch_size=4, depth=1, num_heads=2)
 
 
 def compose_cfg(*overrides: str, hydra: bool = False):
@@ -166,6 +171,9 @@ def test_a_bad_stage_setting_is_named_by_its_place_in_the_pipeline():
         SwinIRSuperResolver(scale=2, embed_dim=10, depths=[1], num_heads=[4])
     with pytest.raises(ValueError, match=r"^model\.reconstruction\.pools must be"):
         ResidualUNet(width=4, pools=0)
+    stage = MTransReconstructor(12, guided=True, **TINY_MTRANS)
+    with pytest.raises(ValueError, match=r"^model\.reconstruction\.input_size is 12 but the input"):
+        stage.reconstruct(*images(1, 8))
     stage = SwinIRSuperResolver(scale=2, embed_dim=8, depths=[1], num_heads=[2], window_size=16)
     with pytest.raises(ValueError, match=r"model\.super_resolution\.window_size=16"):
         stage.super_resolve(*images(1, 8))  # too small to reflect-pad to the window

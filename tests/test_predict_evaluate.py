@@ -785,6 +785,12 @@ def test_predictions_on_the_test_split_reproduce_trainer_test_metrics(tmp_path):
                 prefix,
                 metric,
             )
+    scores_json = tmp_path / "scores.json"  # the documented round trip: predict, then evaluate
+    evaluate = ("evaluate", "--target", split["root"], "--predictions", tmp_path / "pred")
+    assert cli(*evaluate, "--only-predicted", "--json", scores_json) == 0
+    evaluated = json.loads(scores_json.read_text())["groups"]["all"]
+    for metric in ("nmse", "psnr", "ssim"):
+        assert evaluated[metric] == pytest.approx(recorded[f"sr_{metric}"], rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -841,3 +847,46 @@ def test_predict_and_evaluate_take_every_pipelines_checkpoint(name, data_root, t
     )
     scored = json.loads(scores.read_text())["groups"]["all"]
     assert scored["volumes"] == len(target_names(data_root)) and np.isfinite(scored["psnr"])
+
+
+def add_slice(path: Path) -> None:
+    """One more slice at the end of every per-slice dataset of a fastMRI-layout file (a target
+    volume longer than its auxiliary, as in real PD/PD-FS pairs)."""
+    with h5py.File(path, "r+") as hf:
+        for key in ("kspace", "reconstruction_esc"):
+            data = hf[key][()]
+            del hf[key]
+            hf.create_dataset(key, data=np.concatenate([data, data[-1:] * 1.5]))
+
+
+def test_predict_then_evaluate_scores_the_slices_a_pair_covers(
+    checkpoint, data_root, tmp_path, capsys
+):
+    folder = tmp_path / "singlecoil_test"
+    shutil.copytree(split_dir(data_root), folder)
+    shutil.copy(data_root / "singlecoil_test_split_less.csv", tmp_path)
+    longer = target_names(data_root)[0]
+    add_slice(folder / longer)  # 3 target slices, 2 auxiliary: the pair covers 2
+    out = tmp_path / "pred"
+    assert cli("predict", checkpoint, "--data", folder, "--out", out, "--quiet") == 0
+    with h5py.File(out / longer, "r") as hf:
+        prediction = hf["reconstruction"][()]
+        assert hf.attrs["target_slices"].tolist() == [0, 1] and prediction.shape[0] == 2
+    scores = tmp_path / "scores.json"
+    capsys.readouterr()
+    assert (
+        cli(
+            "evaluate",
+            *("--target", folder, "--predictions", out, "--only-predicted", "--json", scores),
+        )
+        == 0
+    ), capsys.readouterr().err
+    with h5py.File(folder / longer, "r") as hf:
+        target = hf["reconstruction_esc"][:2]
+    scored = json.loads(scores.read_text())["per_volume"][longer]
+    assert scored["psnr"] == pytest.approx(psnr(target, prediction), rel=1e-12)
+    assert scored["ssim"] == pytest.approx(ssim(target, prediction), rel=1e-12)
+    with h5py.File(out / longer, "r+") as hf:
+        hf.attrs["target_slices"] = np.array([1, 3])
+    assert cli("evaluate", "--target", folder, "--predictions", out, "--only-predicted") == 2
+    assert "target_slices [1, 3] are not slices of" in capsys.readouterr().err

@@ -94,11 +94,12 @@ class MTransReconstructor(MTransReconstruction):
         self._auxiliary_loss: torch.Tensor | None = None
 
     def reconstruct(self, image: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        if self.guided and self.guide_loss_weight > 0 and self.training:
-            rec, guide = self.forward_with_guide(image, aux)
-            self._auxiliary_loss = self.guide_loss_weight * F.l1_loss(guide, aux)
-            return rec
-        return self(image, aux)
+        with settings_of("reconstruction"):  # an image of another size than input_size
+            if self.guided and self.guide_loss_weight > 0 and self.training:
+                rec, guide = self.forward_with_guide(image, aux)
+                self._auxiliary_loss = self.guide_loss_weight * F.l1_loss(guide, aux)
+                return rec
+            return self(image, aux)
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
         """The guide term of the last training forward (once), or None."""
