@@ -204,6 +204,8 @@ def test_csv_is_tidy_long_format_with_seed_columns(sweep, tmp_path):
         "accel",
         "data",
         "mask",
+        "scoring",
+        "precision",
         "output",
         "metric",
         "mean",
