@@ -84,6 +84,7 @@ METHOD_ORDER = (
     "cmfnet_mmf_additive",
     "cmfnet",
 )
+OUTPUT_NAMES = {"sr": "SR", "rec": "rec"}
 OUTPUT_TITLES = {
     "sr": "Super-resolution (SR output, headline)",
     "rec": "Reconstruction (rec output)",
@@ -170,13 +171,14 @@ REGIMES_LINE = (
     "tables and comparisons below, never mixed."
 )
 PAIRED_LINE = (
-    "Δ = method − `{reference}` on the same test volumes (higher PSNR and SSIM are better). "
-    "Each run's per-volume scores (`test_volumes.csv`) are paired by (seed, volume) on the "
-    "seeds both methods ran, and each volume's differences are averaged over those seeds, so "
-    "n is the number of test volumes whatever the seeds. Cell: mean difference [95% "
-    "percentile bootstrap interval over volumes: {resamples} resamples, seed {seed}]; p: "
-    "two-sided Wilcoxon signed-rank test over volumes (over n volumes it cannot fall below "
-    "2/2^n: 0.125 for 4). **n.s.**: not significant (the interval contains 0, or p ≥ {alpha})."
+    "Paired differences: Δ = method − `{reference}` on the same test volumes (higher PSNR "
+    "and SSIM are better). Each run's per-volume scores (`test_volumes.csv`) are paired by "
+    "(seed, volume) on the seeds both methods ran, and each volume's differences are averaged "
+    "over those seeds, so n is the number of test volumes whatever the seeds. Cell: mean "
+    "difference [95% percentile bootstrap interval over volumes: {resamples} resamples, seed "
+    "{seed}]; p: two-sided Wilcoxon signed-rank test over volumes (over n volumes it cannot "
+    "fall below 2/2^n: 0.125 for 4). **n.s.**: not significant (the interval contains 0, or "
+    "p ≥ {alpha})."
 )
 NUMBERS_LINE = (
     "Each cell: mean ± std over test volumes of fastMRI's per-volume PSNR (dB), SSIM and NMSE, "
@@ -772,17 +774,11 @@ def paired_rows(
 def paired_markdown(report: Report, pairing: Pairing, output: str) -> list[str]:
     """The section comparing every method with the reference on one output."""
     reference = pairing.reference
-    lines = [f"## Paired differences from `{reference}`: {output} output", ""]
+    lines = [f"## Paired differences from `{reference}`: {OUTPUT_NAMES[output]} output", ""]
     if reference not in report.methods:
         return lines + [f"No runs of `{reference}`; `--reference METHOD` picks another.", ""]
     if not any(key[2] == output for key in pairing.results):
         return lines + ["Nothing to compare.", ""]
-    lines += [
-        PAIRED_LINE.format(
-            reference=reference, resamples=pairing.resamples, seed=pairing.seed, alpha=ALPHA
-        ),
-        "",
-    ]
     for regime in report.regimes:
         header, rows, notes = paired_rows(report, pairing, output, regime)
         if not rows:
@@ -890,6 +886,16 @@ def report_markdown(
         scoring_line(report.runs),
         "",
     ]
+    if pairing.results:
+        lines += [
+            PAIRED_LINE.format(
+                reference=pairing.reference,
+                resamples=pairing.resamples,
+                seed=pairing.seed,
+                alpha=ALPHA,
+            ),
+            "",
+        ]
     if len(report.regimes) > 1:
         lines += [REGIMES_LINE, ""]
     for output in OUTPUTS:
