@@ -701,6 +701,9 @@ def pair_with_reference(
             if method == reference or not ours:
                 continue
             left_out = seeds_left_out([r.seed for r in ours], [r.seed for r in theirs])
+            # only the runs of common seeds are read (all when none is common, to say so)
+            mine = [r for r in ours if r.seed not in left_out] or ours
+            paired_with = [r for r in theirs if r.seed not in left_out] or theirs
             for output in OUTPUTS:
                 for metric in COMPARED_METRICS:
                     if (method, column, output, metric) not in stats:
@@ -710,8 +713,8 @@ def pair_with_reference(
                     else:
                         try:
                             paired = pair_runs(
-                                seed_scores(ours, output, metric, cache),
-                                seed_scores(theirs, output, metric, cache),
+                                seed_scores(mine, output, metric, cache),
+                                seed_scores(paired_with, output, metric, cache),
                                 resamples,
                                 seed,
                             )
