@@ -21,6 +21,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from cmfnet.config import lowres_size
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: The speed options ``options=[...]`` may name, alone or joined by ``+``. ``options`` may also
@@ -144,17 +146,6 @@ def compose_bench_config(overrides: list[str]):
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("bench", overrides=overrides)
-
-
-def lowres_size(cfg) -> tuple[int, int]:
-    """LR input size of the configured data: HR size / scale."""
-    hr = (
-        cfg.data.get("synthesize", {}).get("hr_size")
-        or cfg.data.splits.train.get("hr_size", [320])[0]
-    )
-    if hr % cfg.scale:
-        raise ValueError(f"scale={cfg.scale} does not divide the HR size {hr}")
-    return hr // cfg.scale, hr // cfg.scale
 
 
 def measure_model(cfg, option: str, device: str) -> dict[str, Any]:

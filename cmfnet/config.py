@@ -18,6 +18,8 @@ SECRET_KEY_PATTERN = re.compile(
 )
 REDACTED = "<redacted>"
 WIDTH_FLOOR = 4
+#: fastMRI knee's reconstruction_esc (the HR target) is 320 x 320
+FASTMRI_HR_SIZE = (320, 320)
 
 
 def register_resolvers() -> None:
@@ -31,7 +33,8 @@ def register_resolvers() -> None:
     :func:`fastest_precision`). ``${on_cuda:a,b}``: ``a`` where this process sees a CUDA
     device, else ``b`` (the loader's workers). All three are resolved in the job, so a
     ``launcher=gpus`` job sees the one GPU it is pinned to. ``${scaled_width:64}``: a model
-    width times ``width_factor`` (see :func:`scaled_width`).
+    width times ``width_factor`` (see :func:`scaled_width`). ``${lowres_side:}``: the LR image
+    side (see :func:`lowres_side`).
     """
     if not OmegaConf.has_resolver("fastmri_center_fraction"):
         OmegaConf.register_new_resolver("fastmri_center_fraction", center_fraction_for)
@@ -49,6 +52,8 @@ def register_resolvers() -> None:
         )
     if not OmegaConf.has_resolver("scaled_width"):
         OmegaConf.register_new_resolver("scaled_width", scaled_width)
+    if not OmegaConf.has_resolver("lowres_side"):
+        OmegaConf.register_new_resolver("lowres_side", lowres_side)
     register_identity_resolvers()
 
 
@@ -93,16 +98,48 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def scaled_width(width: Any, *, _root_: DictConfig) -> Any:
+def scaled_width(width: Any, multiple: Any = 1, *, _root_: DictConfig) -> Any:
     """``${scaled_width:64}``: a model config's channel width times the root ``width_factor``,
     rounded and at least ``WIDTH_FLOOR`` (``max(4, round(width * factor))``); at factor 1 the
     width as written. The one shrinking rule of the small-scale protocol (experiment=paper_small:
     0.25): widths scale, depths do not. A width written as a plain number (a ``size=tiny`` preset,
-    a command-line value) is not scaled."""
+    a command-line value) is not scaled.
+
+    ``${scaled_width:180,6}``: the scaled width rounded to the nearest multiple of 6 (at least 6),
+    for a width that attention heads must divide (SwinIR's 180 channels in 6 heads: 48 at 0.25).
+    """
     factor = _root_.get("width_factor")
     if not is_number(factor) or factor <= 0:
         raise ValueError(f"width_factor must be a number > 0, got {factor!r}")
-    return width if factor == 1 else max(WIDTH_FLOOR, round(width * factor))
+    if not is_int(multiple) or multiple < 1:
+        raise ValueError(f"scaled_width: the multiple must be a positive integer, got {multiple!r}")
+    if factor == 1:
+        return width
+    scaled = max(WIDTH_FLOOR, round(width * factor))
+    return max(multiple, multiple * round(scaled / multiple))
+
+
+def lowres_side(*, _root_: DictConfig) -> int:
+    """``${lowres_side:}``: the side of the square LR images the model receives, HR side / scale
+    (models whose size is fixed at construction, MTrans's position embeddings, read it)."""
+    return lowres_size(_root_)[0]
+
+
+def lowres_size(cfg: DictConfig) -> tuple[int, int]:
+    """LR input size (H, W) of a composed run config: the data's HR size / ``scale``. The HR size
+    is ``data.synthesize.hr_size`` for generated data, else ``data.splits.train.hr_size`` (ISLES),
+    else fastMRI's 320 x 320 ``reconstruction_esc``."""
+    data = cfg.data
+    synthesize = data.get("synthesize") or {}
+    if synthesize.get("hr_size"):
+        hr = (int(synthesize.hr_size),) * 2
+    else:
+        size = data.splits.train.get("hr_size", FASTMRI_HR_SIZE)
+        hr = (int(size[0]), int(size[1]))
+    scale = int(cfg.scale)
+    if hr[0] % scale or hr[1] % scale:
+        raise ValueError(f"scale={scale} does not divide the HR size {hr[0]}x{hr[1]}")
+    return hr[0] // scale, hr[1] // scale
 
 
 def _secret_values() -> set[str]:

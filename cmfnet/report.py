@@ -38,10 +38,11 @@ own SR table, rec table and comparison, under a heading naming it; pairs are mad
 Which runs are one method: runs that differ only in seed. A job's Hydra overrides other than
 the cell (``model, data, mask, scale, accel, scoring, trainer.precision``), the seed and
 :data:`NEUTRAL_OVERRIDE_KEYS` (e.g. ``loss.w_rec=0.2`` in the loss-weight sweep) are appended
-to its method name when they vary across the merged jobs. When the same method, cell and seed
-completed more than once, the job given last wins (later sweep folder, then higher job
-number) and the others are listed as superseded. Tables and CSV are byte-identical when the
-command is re-run on the same folders.
+to its method name when they vary across the merged jobs. A method of the paper's comparison
+is named as the paper names it (:data:`PAPER_NAMES`: ``CMF-Net``, ``UNet-EDSR†``, ...), any
+other by its model config. When the same method, cell and seed completed more than once, the
+job given last wins (later sweep folder, then higher job number) and the others are listed as
+superseded. Tables and CSV are byte-identical when the command is re-run on the same folders.
 """
 
 from __future__ import annotations
@@ -70,13 +71,24 @@ from cmfnet.metrics import (
     std_key,
 )
 
-#: table rows, in this order; other methods follow alphabetically
+#: The paper's seven compared methods (its Figure 2, in its order): model config -> its name there
+#: († = guided by the second contrast).
+PAPER_NAMES = {
+    "t2net": "T2Net",
+    "unet_edsr_mc": "UNet-EDSR†",
+    "unet_swinir": "UNet-SwinIR",
+    "mtrans_edsr": "MTrans-EDSR",
+    "mtrans_edsr_mc": "MTrans-EDSR†",
+    "mtrans_swinir_mc": "MTrans-SwinIR†",
+    "cmfnet": "CMF-Net",
+}
+#: table rows, in this order (the paper's methods in its order, CMF-Net's ablations and our
+#: variant just before it); other methods follow alphabetically
 METHOD_ORDER = (
     "zero_filled",
     "edsr",
     "unet_edsr",
-    "unet_edsr_mc",
-    "t2net",
+    *list(PAPER_NAMES)[:-1],
     "cmfnet_single",
     "cmfnet_no_mfa_mmf",
     "cmfnet_no_mfa",
@@ -162,7 +174,8 @@ PAIRED_COLUMNS = (
     "significant",
     "note",
 )
-#: default reference method of the paired comparisons, bootstrap resamples and seed
+#: default reference of the paired comparisons (a model config: CMF-Net), bootstrap resamples
+#: and seed
 REFERENCE = "cmfnet"
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -464,7 +477,8 @@ def load_report(sweep_dirs: Sequence[Path], scoring: Optional[str] = None) -> Re
     for job_dir, row, extra in jobs:
         varying = sorted(extra - common)
         model = str(row.get("model", "?"))
-        method = f"{model} [{', '.join(varying)}]" if varying else model
+        name = PAPER_NAMES.get(model, model)
+        method = f"{name} [{', '.join(varying)}]" if varying else name
         known = all(k in row for k in ("model", "scale", "accel", "seed"))
         column = Column(
             str(row.get("data", "?")),
@@ -685,6 +699,12 @@ def seed_scores(
             raise NotComparable(f"`{path}` holds no {scoring} {output} scores")
         found[run.seed] = {name: values[metric] for name, values in volumes.items()}
     return found
+
+
+def reference_method(report: Report, name: str) -> str:
+    """The method ``name`` means: a method of the report as named, else the method of the model
+    config ``name`` (``cmfnet`` -> ``CMF-Net``, :data:`PAPER_NAMES`)."""
+    return name if name in report.methods else PAPER_NAMES.get(name, name)
 
 
 def pair_with_reference(
@@ -1175,7 +1195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference",
         metavar="METHOD",
-        help=f"the method every other is paired with, as the tables name it (default: {REFERENCE})",
+        help="the method every other is paired with: its name in the tables or its model config "
+        f"(default: {REFERENCE}, i.e. {PAPER_NAMES[REFERENCE]})",
     )
     parser.add_argument(
         "--bootstrap",
@@ -1230,8 +1251,9 @@ def build_report(
 ) -> dict[str, Any]:
     """Write ``<name>.md``, ``<name>.csv``, ``<name>_paired.csv`` and the figures into ``out``
     (and the W&B run if asked); returns ``{"report", "markdown", "csv", "paired_csv", "figures",
-    "wandb_run"}`` paths/objects. ``reference`` None: :data:`REFERENCE`, and no comparison when
-    the sweeps have none; a ``reference`` given that the sweeps lack is refused."""
+    "wandb_run"}`` paths/objects. ``reference`` (a method or model config name, see
+    :func:`reference_method`) None: :data:`REFERENCE`, and no comparison when the sweeps have
+    none; a ``reference`` given that the sweeps lack is refused."""
     from cmfnet.io import write_text_atomic
 
     if not name or "/" in name or name.startswith("."):
@@ -1239,14 +1261,15 @@ def build_report(
     if resamples < 1:
         raise ValueError(f"--bootstrap must be at least 1 resample, got {resamples}")
     report = load_report(sweep_dirs, scoring)
-    if reference is not None and reference not in report.methods:
+    compared_with = reference_method(report, reference or REFERENCE)
+    if reference is not None and compared_with not in report.methods:
         raise ValueError(
-            f"--reference {reference!r}: no such method in these sweeps "
+            f"--reference {reference!r}: no such method or model in these sweeps "
             f"(methods: {', '.join(report.methods) or 'none'})"
         )
     out = claim_report_folder(Path(out))
     stats = all_stats(report)
-    pairing = pair_with_reference(report, stats, reference or REFERENCE, resamples, bootstrap_seed)
+    pairing = pair_with_reference(report, stats, compared_with, resamples, bootstrap_seed)
     figures, figure_notes = write_figures(report, stats, out)
     markdown, table = out / f"{name}.md", out / f"{name}.csv"
     paired_table = out / f"{name}_paired.csv"

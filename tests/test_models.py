@@ -38,7 +38,15 @@ CMF_CONFIGS = [
     "cmfnet_single",
     "cmfnet_mmf_additive",
 ]
-MODEL_CONFIGS = CMF_CONFIGS + ["zero_filled", "edsr", "unet_edsr", "unet_edsr_mc", "t2net"]
+PIPELINE_CONFIGS = [
+    "unet_edsr",
+    "unet_edsr_mc",
+    "unet_swinir",
+    "mtrans_edsr",
+    "mtrans_edsr_mc",
+    "mtrans_swinir_mc",
+]
+MODEL_CONFIGS = CMF_CONFIGS + ["zero_filled", "edsr", "t2net"] + PIPELINE_CONFIGS
 TRAINABLE_CONFIGS = [name for name in MODEL_CONFIGS if name != "zero_filled"]
 
 
@@ -50,11 +58,17 @@ def compose_model_cfg(name: str, scale: int, size: str):
         return compose("train", overrides=[f"model={name}", f"scale={scale}", f"size={size}"]).model
 
 
+#: MTrans's position embeddings fix its image size: the tests' models take 16 x 16 images
+MTRANS_SIDE = 16
+
+
 def make(name: str, scale: int = 4, tiny: bool = True) -> nn.Module:
     """Model of config ``name`` at ``size=tiny`` or full size; full-size models are built on the
     meta device (no memory, no initialisation cost), which is enough for parameter counts and
-    MAC counting."""
+    MAC counting. An MTrans stage is built for ``MTRANS_SIDE`` x ``MTRANS_SIDE`` images."""
     cfg = compose_model_cfg(name, scale, "tiny" if tiny else "full")
+    if name.startswith("mtrans"):
+        cfg.reconstruction.input_size = MTRANS_SIDE
     with nullcontext() if tiny else torch.device("meta"):
         return build_model(cfg)
 
@@ -75,6 +89,8 @@ def images(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Te
 @pytest.mark.parametrize("scale", [2, 4])
 @pytest.mark.parametrize("hw", [(16, 16), (15, 13)])
 def test_output_shapes(name, scale, hw):
+    if name.startswith("mtrans") and hw != (MTRANS_SIDE, MTRANS_SIDE):
+        pytest.skip("MTrans takes only its input_size (tests/test_mtrans.py refuses the others)")
     model = make(name, scale).eval()
     target, aux = images(2, *hw)
     with torch.no_grad():
@@ -88,8 +104,11 @@ def test_output_shapes(name, scale, hw):
 def test_gradients_reach_every_parameter(name):
     model = make(name).train()
     assert model.trainable
-    rec, sr = model(*images(2, 12, 10))
-    (rec.mean() + sr.mean()).backward()
+    rec, sr = model(*images(2, 16, 16))
+    loss = rec.mean() + sr.mean()
+    pop = getattr(model, "pop_auxiliary_loss", None)  # MTrans's guide loss, as training adds it
+    extra = pop() if pop is not None else None
+    (loss if extra is None else loss + extra).backward()
     for param_name, param in model.named_parameters():
         assert param.grad is not None, param_name
         assert torch.isfinite(param.grad).all(), param_name
@@ -104,13 +123,17 @@ def test_gradients_reach_every_parameter(name):
         ("edsr", False),
         ("unet_edsr", False),
         ("unet_edsr_mc", True),
+        ("unet_swinir", False),
+        ("mtrans_edsr", False),
+        ("mtrans_edsr_mc", True),
+        ("mtrans_swinir_mc", True),
         ("t2net", False),
         ("zero_filled", False),
     ],
 )
 def test_auxiliary_input_is_used_only_by_multi_contrast_models(name, uses_aux):
     model = make(name).eval()
-    target, aux = images(2, 12, 12)
+    target, aux = images(2, 16, 16)
     with torch.no_grad():
         first = model(target, aux)
         second = model(target, torch.randn_like(aux))
@@ -129,7 +152,7 @@ def test_auxiliary_input_is_used_only_by_multi_contrast_models(name, uses_aux):
         (lambda: CMFNet(res_scale=0.0), "model.res_scale"),
         (lambda: ZeroFilled(scale=3), "model.scale"),
         (lambda: EDSR(scale=6), "model.scale"),
-        (lambda: UNetEDSR(unet_pools=0), "model.unet_pools"),
+        (lambda: UNetEDSR(unet_pools=0), "model.reconstruction.pools"),
         (lambda: T2Net(attention_chunk=-1), "model.attention_chunk"),
         (lambda: T2Net(head_kernel_size=4), "model.head_kernel_size"),
     ],
@@ -350,13 +373,25 @@ def test_unet_edsr_is_residual_reconstruction_then_edsr():
         assert torch.equal(model(target, aux)[0], target)
 
 
-@pytest.mark.parametrize("name", ["cmfnet", "edsr", "unet_edsr", "unet_edsr_mc", "t2net"])
+@pytest.mark.parametrize("name", ["cmfnet", "edsr", "t2net"])
 def test_full_config_matches_class_defaults(name):
     model = make(name, tiny=False)
-    overrides = {"use_aux": True} if name == "unet_edsr_mc" else {}
     with torch.device("meta"):
-        default = type(model)(scale=4, **overrides)
+        default = type(model)(scale=4)
     assert n_params(model) == n_params(default)
+
+
+@pytest.mark.parametrize("name", PIPELINE_CONFIGS)
+def test_full_pipeline_stages_match_their_class_defaults(name):
+    model = make(name, tiny=False)
+    stages = {"reconstructor": {"guided": model.reconstructor.guided}, "super_resolver": {}}
+    if name.startswith("mtrans"):
+        stages["reconstructor"]["input_size"] = model.reconstructor.input_size
+    stages["super_resolver"]["scale"] = 4
+    with torch.device("meta"):
+        for attribute, arguments in stages.items():
+            stage = getattr(model, attribute)
+            assert n_params(stage) == n_params(type(stage)(**arguments)), attribute
 
 
 # --- T2Net ------------------------------------------------------------------------------------

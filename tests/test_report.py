@@ -213,20 +213,20 @@ def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
     build_report([sweep], out)
     markdown = (out / "report.md").read_text()
     sr = cells(markdown, "Super-resolution")
-    assert list(sr) == ["zero_filled", "edsr", "t2net", "cmfnet"]  # paper order
+    assert list(sr) == ["zero_filled", "edsr", "T2Net", "CMF-Net"]  # paper order, paper names
     # x2: cmfnet is the mean over seeds 33 and 34 -> 33.50, sd over seeds 0.71; best -> bold
     assert (
-        sr["cmfnet"]["x2 / R4 PSNR ↑"]
+        sr["CMF-Net"]["x2 / R4 PSNR ↑"]
         == f"**33.50** ± 1.50 (seeds: 2, sd {statistics.stdev([33.0, 34.0]):.2f})"
     )
     assert sr["edsr"]["x2 / R4 PSNR ↑"] == "32.00 ± 1.50"
     # x4: edsr wins PSNR and SSIM; NMSE bold is the minimum (edsr's 1/29.5)
     assert sr["edsr"]["x4 / R4 PSNR ↑"].startswith("**29.50**")
-    assert not sr["cmfnet"]["x4 / R4 PSNR ↑"].startswith("**")
+    assert not sr["CMF-Net"]["x4 / R4 PSNR ↑"].startswith("**")
     assert sr["edsr"]["x4 / R4 NMSE ↓"].startswith(f"**{1 / 29.5:.4f}**")
     assert sr["zero_filled"]["x4 / R4 PSNR ↑"] == "-"  # never run there
-    assert sr["t2net"]["x4 / R4 PSNR ↑"] == "failed"
-    assert sr["t2net"]["x2 / R4 PSNR ↑"] == "-"
+    assert sr["T2Net"]["x4 / R4 PSNR ↑"] == "failed"
+    assert sr["T2Net"]["x2 / R4 PSNR ↑"] == "-"
     bold = [
         cell
         for row in sr.values()
@@ -235,7 +235,7 @@ def test_sr_table_cells_bold_order_seeds_and_failures(sweep, tmp_path):
     ]
     assert len(bold) == 2  # one per column
     rec = cells(markdown, "Reconstruction")
-    assert rec["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**35.50** ± 1.00")
+    assert rec["CMF-Net"]["x2 / R4 PSNR ↑"].startswith("**35.50** ± 1.00")
     failures = markdown.split("## Failed jobs", 1)[1]
     assert "6_model=t2net,scale=4" in failures and "CUDA out of memory" in failures
 
@@ -263,7 +263,7 @@ def test_csv_is_tidy_long_format_with_seed_columns(sweep, tmp_path):
     seeds = next(
         r
         for r in rows
-        if (r["method"], r["scale"], r["output"], r["metric"]) == ("cmfnet", "2", "sr", "psnr")
+        if (r["method"], r["scale"], r["output"], r["metric"]) == ("CMF-Net", "2", "sr", "psnr")
     )
     assert float(seeds["mean"]) == 33.5 and seeds["n_seeds"] == "2"
     assert float(seeds["seed_sd"]) == pytest.approx(statistics.stdev([33.0, 34.0]))
@@ -290,7 +290,7 @@ def test_rerun_folder_completes_a_failed_job_and_supersedes_duplicates(sweep, tm
     build_report([sweep, rerun], tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
     sr = cells(markdown, "Super-resolution")
-    assert sr["t2net"]["x4 / R4 PSNR ↑"].startswith("**31.00**")
+    assert sr["T2Net"]["x4 / R4 PSNR ↑"].startswith("**31.00**")
     assert (
         sr["edsr"]["x2 / R4 PSNR ↑"] == "30.00 ± 1.50"
     )  # the later folder wins, not a second seed
@@ -322,7 +322,7 @@ def test_overrides_beyond_the_cell_name_separate_methods(tmp_path):
             overrides=["sweeps=loss_weights", f"loss.w_rec={w}", "loss.w_sr=1.0", "launcher=gpus"],
         )
     report = load_report([root])
-    assert report.methods == ["cmfnet [loss.w_rec=0.2]", "cmfnet [loss.w_rec=1.0]"]
+    assert report.methods == ["CMF-Net [loss.w_rec=0.2]", "CMF-Net [loss.w_rec=1.0]"]
 
 
 def test_seed_sweep_with_cell_presets_adds_seeds_to_the_same_methods(sweep, tmp_path):
@@ -334,7 +334,7 @@ def test_seed_sweep_with_cell_presets_adds_seeds_to_the_same_methods(sweep, tmp_
         overrides=["model=edsr", "+cell=x2r4", "seed=43", "sweeps=paper_seeds"],
     )
     report = load_report([sweep, seeds])
-    assert report.methods == ["zero_filled", "edsr", "t2net", "cmfnet"]
+    assert report.methods == ["zero_filled", "edsr", "T2Net", "CMF-Net"]
     column = next(c for c in report.columns if c.scale == 2)
     assert [run.seed for run in report.runs_of("edsr", column)] == [42, 43]
 
@@ -389,7 +389,7 @@ def test_report_out_refuses_a_users_folder_and_accepts_an_older_unmarked_sweep(
 def test_learning_curves_come_from_history_csv_one_curve_per_seed(sweep):
     panels = curve_panels(load_report([sweep]))
     assert list(panels) == ["x2 / R4"]  # no x4 run has a history.csv
-    assert panels["x2 / R4"]["cmfnet"] == [
+    assert panels["x2 / R4"]["CMF-Net"] == [
         [(0, 31.0), (1, 34.0)],
         [(0, 30.0), (1, 32.0), (2, 33.0)],
     ]  # by seed
@@ -483,7 +483,7 @@ def test_wandb_offline_run_holds_the_tables(sweep, tmp_path, monkeypatch):
         next((run_dir / "files" / "media" / "table" / "report").glob("sr_table_*.json")).read_text()
     )
     assert table["columns"][:2] == ["method", "x2 / R4 PSNR ↑"]
-    assert ["zero_filled", "edsr", "t2net", "cmfnet"] == [row[0] for row in table["data"]]
+    assert ["zero_filled", "edsr", "T2Net", "CMF-Net"] == [row[0] for row in table["data"]]
     assert table["data"][3][1] == "33.50 ± 1.50 (seeds: 2, sd 0.71)"  # no Markdown bold inside W&B
 
 
@@ -513,7 +513,7 @@ def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
     sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
     assert main(["report", str(sweep), "--no-wandb"]) == 0
     sr = cells((sweep / "report.md").read_text(), "Super-resolution")
-    assert list(sr) == ["zero_filled", "cmfnet"]
+    assert list(sr) == ["zero_filled", "CMF-Net"]
     assert all(
         cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:]
     )
@@ -553,7 +553,7 @@ def test_metrics_json_is_strict_json_and_a_diverged_run_still_reports(tmp_path):
     )
     build_report([root], tmp_path / "out")
     sr = cells((tmp_path / "out" / "report.md").read_text(), "Super-resolution")
-    assert sr["cmfnet"]["x2 / R4 PSNR ↑"].startswith("**30.00**")
+    assert sr["CMF-Net"]["x2 / R4 PSNR ↑"].startswith("**30.00**")
 
 
 def test_history_rows_read_back_keep_epoch_and_step_as_integers(tmp_path):
@@ -574,7 +574,7 @@ TEN = [20.0 + 2 * i for i in range(10)]
 
 
 def paired_cells(
-    markdown: str, output: str = "SR", reference: str = "cmfnet"
+    markdown: str, output: str = "SR", reference: str = "CMF-Net"
 ) -> dict[tuple[str, str], dict[str, str]]:
     """``{(method, setting): {column header: cell}}`` of one output's paired comparison."""
     title = f"## Paired differences from `{reference}`: {output} output"
@@ -641,7 +641,7 @@ def test_paired_comparison_known_answers_in_the_table_and_csv(tmp_path):
     assert table["unet_edsr"]["Δ PSNR (dB) [95% CI]"] == "n/a"
     assert table["unet_edsr"]["volumes × seeds"] == "-"
     note = f"unet_edsr, x4 / R4: `{root / '3_model=unet_edsr'}` has no test_volumes.csv"
-    assert note in markdown.split("## Paired differences from `cmfnet`: SR output", 1)[1]
+    assert note in markdown.split("## Paired differences from `CMF-Net`: SR output", 1)[1]
     assert "10000 resamples, seed 0" in markdown  # the defaults, as the report states them
 
     rows = paired_csv(written["paired_csv"])
@@ -649,7 +649,7 @@ def test_paired_comparison_known_answers_in_the_table_and_csv(tmp_path):
     assert [float(edsr[k]) for k in ("diff", "ci_low", "ci_high")] == [1.0, 1.0, 1.0]
     assert float(edsr["p"]) == pytest.approx(2 / 2**10)
     assert (edsr["n_volumes"], edsr["n_seeds"], edsr["significant"]) == ("10", "1", "True")
-    assert edsr["reference"] == "cmfnet" and edsr["note"] == ""
+    assert edsr["reference"] == "CMF-Net" and edsr["note"] == ""
     zero = rows[("zero_filled", "4", "rec", "psnr")]
     assert float(zero["ci_low"]) < 0 < float(zero["ci_high"]) and zero["significant"] == "False"
     missing = rows[("unet_edsr", "4", "sr", "ssim")]
@@ -676,7 +676,7 @@ def test_seeds_are_paired_on_the_common_ones_and_shown(sweep, tmp_path):
     rows = paired_csv(written["paired_csv"])
     assert rows[("edsr", "2", "sr", "psnr")]["n_seeds"] == "1"
     assert float(rows[("edsr", "4", "sr", "psnr")]["diff"]) == pytest.approx(1.5)
-    assert ("t2net", "4", "sr", "psnr") not in rows  # failed: nothing to compare
+    assert ("T2Net", "4", "sr", "psnr") not in rows  # failed: nothing to compare
 
 
 def test_two_seeds_each_give_volumes_times_seeds(tmp_path):
@@ -717,11 +717,11 @@ def test_runs_of_another_precision_scoring_or_data_get_their_own_tables(tmp_path
     tables = regime_tables(markdown, "Super-resolution")
     assert len(tables) == 2
     by_value = {v: rows for v in values for t, rows in tables.items() if f"{field} {v}," in t + ","}
-    assert list(by_value[first]) == ["cmfnet"]
-    assert list(by_value[second]) == ["edsr", "cmfnet"]
-    assert by_value[first]["cmfnet"]["x4 / R4 PSNR ↑"].startswith("**30.00**")
-    assert by_value[second]["cmfnet"]["x4 / R4 PSNR ↑"].startswith("29.00")
-    paired = markdown.split("## Paired differences from `cmfnet`: SR output", 1)[1]
+    assert list(by_value[first]) == ["CMF-Net"]
+    assert list(by_value[second]) == ["edsr", "CMF-Net"]
+    assert by_value[first]["CMF-Net"]["x4 / R4 PSNR ↑"].startswith("**30.00**")
+    assert by_value[second]["CMF-Net"]["x4 / R4 PSNR ↑"].startswith("29.00")
+    paired = markdown.split("## Paired differences from `CMF-Net`: SR output", 1)[1]
     assert "n/a" in paired and "has no test_volumes.csv" in paired  # edsr vs its own regime's
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
     assert {r[field] for r in rows if r["method"] == "edsr"} == {second}
@@ -744,12 +744,15 @@ def test_reference_and_bootstrap_options(sweep, tmp_path, capsys):
     markdown = (out / "report.md").read_text()
     assert "## Paired differences from `edsr`: SR output" in markdown
     assert "500 resamples, seed 3" in markdown
-    assert paired_csv(out / "report_paired.csv")[("cmfnet", "2", "sr", "psnr")]["diff"] == "1.0"
+    assert paired_csv(out / "report_paired.csv")[("CMF-Net", "2", "sr", "psnr")]["diff"] == "1.0"
+    assert main([*args, "--reference", "CMF-Net"]) == 0  # the name in the tables, or its model
+    assert "## Paired differences from `CMF-Net`: SR output" in (out / "report.md").read_text()
     capsys.readouterr()
     assert main([*args, "--reference", "unet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "--reference 'unet': no such method" in err and "zero_filled, edsr, t2net" in err
+    assert "--reference 'unet': no such method or model" in err
+    assert "(methods: zero_filled, edsr, T2Net, CMF-Net)" in err
     assert main([*args, "--bootstrap", "0"]) == 2
     assert "--bootstrap must be at least 1" in capsys.readouterr().err
 
@@ -758,4 +761,4 @@ def test_without_the_reference_method_the_comparison_says_so(tmp_path):
     root = tmp_path / "sweep"
     write_job(root, "0_edsr", metrics("edsr", 4, 4), volumes=TEN)
     markdown = build_report([root], tmp_path / "out")["markdown"].read_text()
-    assert "No runs of `cmfnet`; `--reference METHOD` picks another." in markdown
+    assert "No runs of `CMF-Net`; `--reference METHOD` picks another." in markdown

@@ -255,9 +255,9 @@ def test_report_scoring_picks_the_numbers_of_that_scoring(tmp_path):
         "unet_edsr_mc",
         {**scores(28.0, ["sr"]), "scoring": "release"},
     )
-    own = {run.method: run.metrics["sr_psnr"] for run in load_report([sweep]).runs}
+    own = {run.model: run.metrics["sr_psnr"] for run in load_report([sweep]).runs}
     assert own == {"cmfnet": 30.0, "unet_edsr_mc": 28.0}
-    release = {run.method: run.metrics for run in load_report([sweep], "release").runs}
+    release = {run.model: run.metrics for run in load_report([sweep], "release").runs}
     assert release["cmfnet"]["sr_psnr"] == 31.5 and release["cmfnet"]["rec_psnr"] is None
     assert release["unet_edsr_mc"]["sr_psnr"] == 28.0
     with pytest.raises(ValueError, match="0_model=cmfnet: not scored with 'fastmri_nonneg'"):

@@ -99,8 +99,15 @@ class JointRecSRModule(L.LightningModule):
         return self.model(target_input, aux_input)
 
     def _losses(self, batch: JointSample):
+        """Outputs and loss of one batch; a model's own extra training term (a pipeline's
+        ``pop_auxiliary_loss``: MTrans's guide loss) is added to the total."""
         rec, sr = self.model(batch.target_input, batch.aux_input)
-        return rec, sr, self.loss(rec, sr, batch.rec_target, batch.sr_target)
+        losses = self.loss(rec, sr, batch.rec_target, batch.sr_target)
+        pop = getattr(self.model, "pop_auxiliary_loss", None)
+        extra = pop() if pop is not None else None
+        if extra is not None:
+            losses = losses._replace(total=losses.total + extra)
+        return rec, sr, losses
 
     def training_step(self, batch: JointSample, batch_idx: int):
         """The joint loss of one batch. It is checked for NaN/inf, together with the gradients,

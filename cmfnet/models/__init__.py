@@ -13,10 +13,19 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cmfnet.models.baselines import EDSR, UNetEDSR, ZeroFilled
+from cmfnet.models.baselines import EDSR, ZeroFilled
 from cmfnet.models.blocks import JointModel
 from cmfnet.models.cmfnet import CMFNet, MultiContrastAggregation, MutualFusion
+from cmfnet.models.mtrans import MTransReconstruction, MTransSuperResolution
+from cmfnet.models.pipeline import (
+    MTransReconstructor,
+    ReconstructThenSuperResolve,
+    ResidualUNet,
+    SwinIRSuperResolver,
+    UNetEDSR,
+)
 from cmfnet.models.summary import ModelSummary, format_summary, model_summary
+from cmfnet.models.swinir import SwinIR
 from cmfnet.models.t2net import T2Net
 
 __all__ = [
@@ -27,6 +36,13 @@ __all__ = [
     "ZeroFilled",
     "EDSR",
     "UNetEDSR",
+    "ReconstructThenSuperResolve",
+    "ResidualUNet",
+    "MTransReconstructor",
+    "SwinIRSuperResolver",
+    "SwinIR",
+    "MTransReconstruction",
+    "MTransSuperResolution",
     "T2Net",
     "build_model",
     "ModelSummary",

@@ -58,9 +58,12 @@ class JointModel(nn.Module):
 
     ``trainable`` tells the trainer whether the model has anything to optimise; a model
     without parameters (the zero-filled baseline) sets it to False and is only evaluated.
+    ``input_size`` is set by a model built for one image size (an MTrans stage).
     """
 
     trainable: bool = True
+    #: the one LR image side the model takes (None: any size)
+    input_size: int | None = None
 
     def __init__(self, scale: int) -> None:
         super().__init__()

@@ -85,12 +85,14 @@ def _count_macs(
 def model_summary(
     model: nn.Module, input_hw: tuple[int, int] = (80, 80), scale: int | None = None
 ) -> ModelSummary:
-    """Summarise ``model`` for one sample with LR input size ``input_hw``.
+    """Summarise ``model`` for one sample with LR input size ``input_hw``; a model built for one
+    image size (its ``input_size``: MTrans's position embeddings) is summarised at that size.
 
     ``scale``, when given, is checked against the SR output size the forward produces
     (a ``ValueError`` on mismatch), so a summary cannot be reported for the wrong factor.
     """
-    input_hw = (int(input_hw[0]), int(input_hw[1]))
+    fixed = getattr(model, "input_size", None)
+    input_hw = (fixed, fixed) if fixed else (int(input_hw[0]), int(input_hw[1]))
     macs, block_macs, output_hw = _count_macs(model, input_hw)
     if scale is not None and output_hw != (scale * input_hw[0], scale * input_hw[1]):
         raise ValueError(f"model produces {output_hw} from {input_hw}, not x{scale}")
