@@ -23,12 +23,12 @@ writes into ``--out`` (default: the first sweep folder):
 - with ``--wandb`` (default), a W&B run (offline unless ``WANDB_MODE`` says otherwise) in the
   sweep's group ``<sweep_name>/<timestamp>`` holding the tables and figures.
 
-Paired comparison: each method against the reference (``--reference``, default ``cmfnet``) on
-the same test volumes, per setting and output, for PSNR and SSIM (:mod:`cmfnet.compare`: from
-each run's ``test_volumes.csv``, pairs by (seed, volume) on the seeds both have, averaged over
-those seeds per volume; mean difference, bootstrap 95% interval over volumes, Wilcoxon
-signed-rank p). A run without ``test_volumes.csv`` (made before it was written) gives ``n/a``
-with a note naming the job.
+Paired comparison: each method against the reference (``--reference``, default ``cmfnet``:
+CMF-Net) on the same test volumes, per setting and output, for PSNR and SSIM
+(:mod:`cmfnet.compare`: from each run's ``test_volumes.csv``, pairs by (seed, volume) on the
+seeds both have, averaged over those seeds per volume; mean difference, bootstrap 95%
+interval over volumes, Wilcoxon signed-rank p). A run without ``test_volumes.csv`` (made before
+it was written) gives ``n/a`` with a note naming the job.
 
 Separate tables: runs that differ in data set, scoring or trainer precision (``data``,
 ``scoring`` and ``precision`` in metrics.json; the precision of a run made before it was
