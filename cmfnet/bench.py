@@ -640,6 +640,13 @@ def check_settings(cfg) -> None:
             raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
     if cfg.validation:
         check_validation_settings(cfg)
+    fraction = cfg.methods_memory_fraction
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float))
+        or not 0 < fraction <= 1
+    ):
+        raise ValueError(f"methods_memory_fraction must be in (0, 1], got {fraction!r}")
     if cfg.json:
         from cmfnet.io import check_writable_file
 
@@ -914,6 +921,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(measure_model(cfg, args.only_option, device)))
         return 0
     check_settings(cfg)
+    if cfg.methods:  # what each compared method costs (cmfnet.bench_methods)
+        from cmfnet.bench_methods import measure_methods, print_methods
+
+        results = {"methods": measure_methods(cfg, list(args.overrides), device)}
+        print_methods(results["methods"], device)
+        write_results(cfg, results, complete=True)
+        return 0
     if cfg.validation or cfg.datapath_scale:  # a measurement of its own, not the model's
         if cfg.validation:
             results = {"validation": measure_validation(cfg, list(args.overrides))}

@@ -99,10 +99,13 @@ def check_trusted_target(
     node: dict, key: str, namespace: str, base: type, path: str | Path
 ) -> None:
     """Refuse ``cmfnet_config[key]`` unless its ``_target_`` is ``<namespace>.<Class>`` for a
-    public class of that cmfnet module derived from ``base``, and no value nested in it names a
-    ``_target_`` of its own. The module is imported by its fixed name, never by one read from the
-    file, so a refused checkpoint runs no code."""
+    public class of that cmfnet module derived from ``base``, and every value nested in it that
+    names a ``_target_`` is itself such a node (a pipeline's stages: any ``nn.Module`` class of
+    the namespace) and nothing else. The module is imported by its fixed name, never by one read
+    from the file, so a refused checkpoint runs no code."""
     import importlib
+
+    from torch import nn
 
     target = node.get("_target_")
     name = (
@@ -115,7 +118,14 @@ def check_trusted_target(
         if name.isidentifier() and not name.startswith("_")
         else None
     )
-    nested = [k for k, v in node.items() if k != "_target_" and _names_a_target(v)]
+    nested = []
+    for child_key, value in node.items():
+        if child_key == "_target_" or not _names_a_target(value):
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            check_trusted_target(value, f"{key}.{child_key}", namespace, nn.Module, path)
+        else:
+            nested.append(child_key)
     if (
         not (
             isinstance(found, type)

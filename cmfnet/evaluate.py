@@ -13,7 +13,9 @@ Differences from fastMRI's script, none of which changes a number it computes:
 results are also given per acquisition (the target file's ``acquisition`` attribute);
 only ``*.h5`` files of the target folder are volumes; ``--acquisition`` is checked before the
 prediction is opened; ``--only-predicted`` skips targets without a prediction (for folders that
-also hold the auxiliary contrast or volumes outside the pairing CSV) instead of failing.
+also hold the auxiliary contrast or volumes outside the pairing CSV) instead of failing; a
+prediction written by ``cmfnet predict`` says which of the target's slices it holds
+(``target_slices``: a PD/PD-FS pair covers the shorter volume) and is scored against those.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ METRICS = ("nmse", "psnr", "ssim")
 OVERALL = "all"
 UNKNOWN_ACQUISITION = "unknown"
 EVALUATE_WRITER = "cmfnet evaluate"  # marks its JSON, which only a later evaluate may replace
+#: attribute of a ``cmfnet predict`` file: the indices of the target's slices it holds, in order
+#: (a pair covers only the shorter of its two volumes); those slices of the target are scored
+TARGET_SLICES_ATTR = "target_slices"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +106,17 @@ def _read(hf, key: str, path: Path, role: str):
     return data
 
 
+def target_slices(target, held, prediction_path: Path, target_path: Path):
+    """The slices of ``target`` (slices, H, W) that a prediction holds (``held``: indices, as
+    ``cmfnet predict`` records them; a pair covers only the shorter of its two volumes)."""
+    if held.ndim != 1 or not len(held) or held.min() < 0 or held.max() >= target.shape[0]:
+        raise ValueError(
+            f"{prediction_path}: its {TARGET_SLICES_ATTR} {held.tolist()} are not slices of "
+            f"{target_path} ({target.shape[0]} slices)"
+        )
+    return target[held]
+
+
 def score_volume(
     target_path: Path, prediction_path: Path, target_key: str, prediction_key: str
 ) -> VolumeScore:
@@ -115,6 +131,9 @@ def score_volume(
         acquisition = str(hf.attrs.get("acquisition", UNKNOWN_ACQUISITION))
     with _open(prediction_path, "prediction") as hf:
         prediction = _read(hf, prediction_key, prediction_path, "prediction")
+        held = hf.attrs.get(TARGET_SLICES_ATTR)
+    if held is not None:  # cmfnet predict's output: the target's slices it holds
+        target = target_slices(target, np.asarray(held), prediction_path, target_path)
     crop = (target.shape[-1], target.shape[-1])
     try:
         target = center_crop(target, crop)

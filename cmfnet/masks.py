@@ -160,27 +160,100 @@ class EquispacedMaskFractionFunc(MaskFunc):
         return mask
 
 
+#: the first bytes of a MATLAB v7.3 file, which is HDF5 (after its 512-byte user block)
+MAT_V73_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def read_npy_mask(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` mask file (no pickles); ValueError naming ``mask.path``."""
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # else numpy's error suggests unpickling the file
+            raise ValueError(f"mask.path: {path} is not a .npy file (no NumPy header)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"mask.path: {path} is not a readable .npy array ({err})") from err
+
+
+def read_mat_mask(path: Path, key: Optional[str]) -> np.ndarray:
+    """The mask array of a MATLAB ``.mat`` file: the variable ``key``, or its only numeric
+    variable. MATLAB v7.3 files (HDF5) are read with h5py and transposed back to MATLAB's
+    (rows, columns) order; older ones with ``scipy.io.loadmat``."""
+    with open(path, "rb") as f:
+        head = f.read(520)
+    if MAT_V73_SIGNATURE in head[:8] + head[512:520]:
+        import h5py
+
+        with h5py.File(path, "r") as mat:
+            arrays = {name: mat[name][()].T for name in mat if isinstance(mat[name], h5py.Dataset)}
+    else:
+        import scipy.io
+
+        try:
+            contents = scipy.io.loadmat(path)
+        except (ValueError, TypeError, OSError, IndexError, NotImplementedError) as err:
+            raise ValueError(f"mask.path: {path} is not a readable .mat file ({err})") from err
+        arrays = {
+            name: value
+            for name, value in contents.items()
+            if not name.startswith("__") and isinstance(value, np.ndarray)
+        }
+    numeric = {name: a for name, a in arrays.items() if np.issubdtype(a.dtype, np.number)}
+    if key is not None:
+        if key not in numeric:
+            raise ValueError(
+                f"mask.key: {path} has no numeric variable {key!r} (it has {sorted(numeric)})"
+            )
+        return numeric[key]
+    if len(numeric) != 1:
+        raise ValueError(
+            f"mask.path: {path} holds {len(numeric)} numeric variables {sorted(numeric)}; "
+            "name the mask with mask.key"
+        )
+    return next(iter(numeric.values()))
+
+
+def column_mask(path: Path, array: np.ndarray) -> np.ndarray:
+    """The 1-D column mask of a mask file's array: a 1-D mask as it is; a 2-D (rows, columns)
+    mask whose every column is constant (all rows equal, as the CMF-Net release stores its
+    mask) as its first row. ValueError naming ``mask.path`` otherwise."""
+    array = np.asarray(array).squeeze()
+    if array.ndim == 2:
+        rows_equal = (array == array[:1]).all(axis=1)
+        if not rows_equal.all():
+            row = int(np.argmin(rows_equal))
+            hint = (
+                "; its rows are constant instead: transpose it (cmfnet samples whole phase-encode"
+                " columns)"
+                if (array == array[:, :1]).all()
+                else ""
+            )
+            raise ValueError(
+                f"mask.path: {path} is a 2-D mask whose columns are not constant (row {row} "
+                f"differs from row 0){hint}"
+            )
+        array = array[0]
+    return array
+
+
 class FixedMaskFunc:
-    """A frozen column mask read from a ``.npy`` file of 0/1 values, one per column.
+    """A frozen column mask read from a file of 0/1 values: a ``.npy`` (1-D, one value per
+    column, or the CMF-Net release's 2-D column-constant mask) or a MATLAB ``.mat`` (T2Net's
+    masks; ``key`` names the variable when the file holds several).
 
     The same mask is returned for every call (the ISLES protocol uses one frozen mask);
     ``num_low_frequencies`` is the length of the run of ones through the centre column.
     """
 
-    def __init__(self, path: Union[str, Path]):
+    def __init__(self, path: Union[str, Path], key: Optional[str] = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"mask.path: no mask file at {self.path}")
-        with open(self.path, "rb") as f:
-            if f.read(6) != b"\x93NUMPY":  # else numpy's error suggests unpickling the file
-                raise ValueError(f"mask.path: {self.path} is not a .npy file (no NumPy header)")
-        try:
-            columns = np.load(self.path, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise ValueError(
-                f"mask.path: {self.path} is not a readable .npy array ({err})"
-            ) from err
-        columns = np.asarray(columns).squeeze()
+        if self.path.suffix.lower() == ".mat":
+            columns = read_mat_mask(self.path, key)
+        else:
+            columns = read_npy_mask(self.path)
+        columns = column_mask(self.path, columns)
         if columns.ndim != 1 or columns.size < 2:
             raise ValueError(
                 f"mask.path: {self.path} must hold a 1-D column mask, got shape {columns.shape}"

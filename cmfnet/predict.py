@@ -52,11 +52,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from cmfnet.evaluate import TARGET_SLICES_ATTR
+
 if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_TARGET_KEY = "reconstruction_esc"
 FASTMRI_DATASET = "cmfnet.data.fastmri.FastMRIPairDataset"
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,7 +338,12 @@ def predict_dataset(
                         volume.path,
                         np.stack([slices[s][0] for s in order]).astype(np.float32),
                         np.stack([slices[s][1] for s in order]).astype(np.float32),
-                        {**attrs, "undersampling": undersampling},
+                        {
+                            **attrs,
+                            "undersampling": undersampling,
+                            # the target's slices these are (a pair covers the shorter volume)
+                            TARGET_SLICES_ATTR: np.asarray(order, dtype=np.int64),
+                        },
                     )
                     written.append(path)
                     del pending[name]

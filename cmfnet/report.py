@@ -572,11 +572,12 @@ def format_cell(value: CellStats, metric: str, bold: bool = False) -> str:
 def table_rows(
     report: Report, stats: dict, output: str, bold: bool, regime: tuple[str, ...]
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one output's table of one regime: a method column, then one column
-    per (setting, metric); empty cells read ``failed`` (a job failed) or ``-`` (never run)."""
+    """Header and rows of one output's table of one regime: a method column, its parameter
+    count, then one column per (setting, metric); empty cells read ``failed`` (a job failed) or
+    ``-`` (never run)."""
     columns = report.columns_of(regime)
     methods = report.methods_in(columns)
-    header = ["method"] + [
+    header = ["method", "params"] + [
         f"{report.column_label(c, in_table=True)} {METRIC_LABELS[m]} "
         f"{'↑' if HIGHER_IS_BETTER[m] else '↓'}"
         for c in columns
@@ -585,7 +586,7 @@ def table_rows(
     best = {(c, m): best_methods(stats, methods, c, output, m) for c in columns for m in METRICS}
     rows = []
     for method in methods:
-        row = [method]
+        row = [method, params_label(report, method)]
         for column in columns:
             for metric in METRICS:
                 value = stats.get((method, column, output, metric))
@@ -597,6 +598,17 @@ def table_rows(
                     )
         rows.append(row)
     return header, rows
+
+
+def params_label(report: Report, method: str) -> str:
+    """The method's trained parameters as its runs' metrics.json record them, in millions (a
+    range where they differ, e.g. by scale); ``-`` when none records them."""
+    recorded = (r.metrics.get("params") for r in report.runs if r.method == method)
+    counts = sorted({count for count in recorded if count is not None})
+    if not counts:
+        return "-"
+    low, high = counts[0] / 1e6, counts[-1] / 1e6
+    return f"{low:.2f} M" if low == high else f"{low:.2f}-{high:.2f} M"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:

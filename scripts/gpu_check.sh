@@ -12,7 +12,10 @@
 #              at a time on GPU 0, then cmfnet report;
 #   validation the validation metrics: the earlier path (host copies, scikit-image) against the
 #              streaming one on the GPU, 45 volumes x 35 slices at x4 (cmfnet bench validation=true;
-#              not in the default list: about a minute, run it with either half).
+#              not in the default list: about a minute, run it with either half);
+#   methods    the paper's seven methods at its size (x4, LR 80, batch 8, fp32 eager) beside
+#              CMF-Net: parameters, MACs, training-memory floor, samples/s and peak GPU memory
+#              (cmfnet bench methods=[...]; not in the default list: a few minutes).
 # Usage: scripts/gpu_check.sh OUT_DIR [STAGE ...]      (default: bench overhead grid precision;
 # on a 10-minute command limit run "bench overhead" and "grid precision" as two commands, each under
 # `timeout 540`; what finished is in OUT_DIR, and bench.json keeps the options measured so far)
@@ -20,7 +23,7 @@
 # GPU_CHECK_OVERRIDES="experiment=smoke trainer=cpu").
 # OUT_DIR/summary.txt says what passed; each step's log, bench.json and the reports lie beside it.
 set -uo pipefail
-out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [overhead] [grid] [precision] [validation]}
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR [bench] [overhead] [grid] [precision] [validation] [methods]}
 shift
 stages=${*:-bench overhead grid precision}
 read -r -a extra <<< "${GPU_CHECK_OVERRIDES:-}"
@@ -86,8 +89,13 @@ for stage in $stages; do
       step validation python3 -m cmfnet.cli bench validation=true "json=$out/bench_validation.json" \
         "${extra[@]}"
       ;;
+    methods)
+      step methods python3 -m cmfnet.cli bench model=cmfnet scale=4 batch=8 warmup_steps=2 timed_steps=5 \
+        "methods=[cmfnet,t2net,unet_edsr_mc,unet_swinir,mtrans_edsr,mtrans_edsr_mc,mtrans_swinir_mc]" \
+        "json=$out/bench_methods.json" "${extra[@]}"
+      ;;
     *)
-      echo "unknown stage '$stage' (bench, overhead, grid, precision, validation)" >&2
+      echo "unknown stage '$stage' (bench, overhead, grid, precision, validation, methods)" >&2
       exit 2
       ;;
   esac

@@ -279,3 +279,12 @@ def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
             return_hydra_config=True,
         )
     assert "data.root" in cfg.hydra.job.config.override_dirname.exclude_keys
+
+
+def test_fastmri_knee_expects_pd_guiding_pdfs_in_every_split():
+    data = _compose("data=fastmri_knee", "data.root=/knee").data
+    expected = {"aux": "CORPD_FBK", "target": "CORPDFS_FBK"}
+    for split in ("train", "val", "test"):
+        assert OmegaConf.to_container(data.splits[split].contrasts, resolve=True) == expected
+    relaxed = _compose("data=fastmri_knee", "data.root=/knee", "data.splits.train.contrasts=null")
+    assert relaxed.data.splits.val.contrasts is None  # val and test follow train

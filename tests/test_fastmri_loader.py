@@ -152,3 +152,45 @@ def test_reads_files_written_by_fastmri_conventions_for_odd_widths(tmp_path):
     (tmp_path / "pairs.csv").write_text("a.h5,b.h5,1\n")
     sample = _dataset(tmp_path, scale=2)[1]  # 8 LR columns: the 0.08 centre keeps one
     assert sample.sr_target.shape == (1, 16, 16) and torch.isfinite(sample.target_input).all()
+
+
+KNEE = {"aux": "CORPD_FBK", "target": "CORPDFS_FBK"}
+
+
+def test_a_csv_with_swapped_columns_is_refused_naming_the_row(fastmri_pairs):
+    rows = (fastmri_pairs / "pairs.csv").read_text().splitlines()
+    swapped = [",".join([r.split(",")[1], r.split(",")[0], r.split(",")[2]]) for r in rows]
+    (fastmri_pairs / "swapped.csv").write_text("\n".join(swapped) + "\n")
+    assert len(_dataset(fastmri_pairs, contrasts=KNEE)) == 7  # the published order passes
+    with pytest.raises(DataError) as info:
+        _dataset(fastmri_pairs, csv="swapped.csv", contrasts=KNEE)
+    message = str(info.value)
+    assert message.startswith(f"{fastmri_pairs / 'swapped.csv'}: the row file0_pdfs.h5,file0_pd.h5")
+    assert "pairs auxiliary CORPDFS_FBK with target CORPD_FBK" in message
+    assert "expects auxiliary CORPD_FBK and target CORPDFS_FBK; the CSV's columns look swapped" in (
+        message
+    )
+    reversed_on_purpose = {"aux": "CORPDFS_FBK", "target": "CORPD_FBK"}
+    assert len(_dataset(fastmri_pairs, csv="swapped.csv", contrasts=reversed_on_purpose)) == 7
+    assert len(_dataset(fastmri_pairs, csv="swapped.csv", contrasts=None)) == 7
+
+
+def test_files_without_an_acquisition_are_accepted_with_one_warning(fastmri_pairs, caplog):
+    folder = fastmri_pairs / "singlecoil_val"
+    for name in ("file0_pd.h5", "file1_pdfs.h5"):
+        with h5py.File(folder / name, "r+") as hf:
+            del hf.attrs["acquisition"]
+    with caplog.at_level("WARNING", logger="cmfnet.data.fastmri"):
+        assert len(_dataset(fastmri_pairs, contrasts=KNEE)) == 7
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("2 file(s) listed in")
+    with h5py.File(folder / "file1_pd.h5", "r+") as hf:
+        hf.attrs["acquisition"] = "AXT2_FLAIR"
+    with pytest.raises(DataError, match="pairs auxiliary AXT2_FLAIR with target"):
+        _dataset(fastmri_pairs, contrasts=KNEE)
+
+
+@pytest.mark.parametrize("contrasts", [{"aux": "CORPD_FBK"}, ["CORPD_FBK", "CORPDFS_FBK"]])
+def test_a_malformed_contrast_setting_is_refused(fastmri_pairs, contrasts):
+    with pytest.raises(ValueError, match=r"^contrasts must be \{aux: <acquisition>"):
+        _dataset(fastmri_pairs, contrasts=contrasts)

@@ -116,3 +116,64 @@ def test_fixed_mask_rejects_bad_files(tmp_path):
     (tmp_path / "truncated.npy").write_bytes((tmp_path / "whole.npy").read_bytes()[:200])
     with pytest.raises(ValueError, match=r"truncated\.npy is not a readable \.npy array"):
         masks.FixedMaskFunc(tmp_path / "truncated.npy")
+
+
+def release_style_mask(columns: np.ndarray, rows: int = 6) -> np.ndarray:
+    """The CMF-Net release's layout: a 2-D (rows, columns) array, every column all 0 or all 1."""
+    return np.tile(columns, (rows, 1))
+
+
+def test_fixed_mask_takes_the_releases_2d_npy_and_t2nets_mat_files(tmp_path):
+    import h5py
+    import scipy.io
+
+    columns = np.zeros(32)
+    columns[14:19] = 1
+    columns[::4] = 1
+    reference = masks.FixedMaskFunc(np.save(tmp_path / "one.npy", columns) or tmp_path / "one.npy")
+    expected, low = reference((1, 10, 32, 2))
+    np.save(tmp_path / "release.npy", release_style_mask(columns))
+    scipy.io.savemat(tmp_path / "t2net.mat", {"mask": release_style_mask(columns)})
+    scipy.io.savemat(tmp_path / "two.mat", {"mask": release_style_mask(columns), "other": [[3.0]]})
+    with h5py.File(tmp_path / "v73.mat", "w", userblock_size=512) as mat:
+        mat["mask"] = release_style_mask(columns).T  # MATLAB v7.3 stores arrays column-major
+    with open(tmp_path / "v73.mat", "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file")
+    for name, key in [
+        ("release.npy", None),
+        ("t2net.mat", None),
+        ("two.mat", "mask"),
+        ("v73.mat", None),
+    ]:
+        func = masks.FixedMaskFunc(tmp_path / name, key=key)
+        mask, num_low = func((1, 10, 32, 2))
+        assert torch.equal(mask, expected) and num_low == low, name
+    with pytest.raises(
+        ValueError, match=r"two\.mat holds 2 numeric variables .*name the mask with mask\.key"
+    ):
+        masks.FixedMaskFunc(tmp_path / "two.mat")
+    with pytest.raises(ValueError, match=r"^mask\.key: .*two\.mat has no numeric variable 'msk'"):
+        masks.FixedMaskFunc(tmp_path / "two.mat", key="msk")
+
+
+def test_fixed_mask_refuses_a_2d_mask_whose_columns_vary_and_a_width_that_does_not_fit(tmp_path):
+    columns = np.zeros(32)
+    columns[12:20] = 1
+    mixed = release_style_mask(columns)
+    mixed[3, 0] = 1
+    np.save(tmp_path / "mixed.npy", mixed)
+    with pytest.raises(
+        ValueError,
+        match=r"mixed\.npy is a 2-D mask whose columns are not constant \(row 3 differs from "
+        r"row 0\)$",
+    ):
+        masks.FixedMaskFunc(tmp_path / "mixed.npy")
+    np.save(tmp_path / "rows.npy", release_style_mask(columns, rows=32).T)
+    with pytest.raises(ValueError, match=r"its rows are constant instead: transpose it"):
+        masks.FixedMaskFunc(tmp_path / "rows.npy")
+    (tmp_path / "bad.mat").write_bytes(b"MATLAB 5.0 MAT-file, not really")
+    with pytest.raises(ValueError, match=r"^mask\.path: .*bad\.mat is not a readable \.mat file"):
+        masks.FixedMaskFunc(tmp_path / "bad.mat")
+    np.save(tmp_path / "release.npy", release_style_mask(columns))
+    with pytest.raises(ValueError, match=r"release\.npy has 32 columns but the k-space has 24"):
+        masks.FixedMaskFunc(tmp_path / "release.npy")((1, 10, 24, 2))

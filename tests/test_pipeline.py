@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from cmfnet.config import register_resolvers
 from cmfnet.models import (
     EDSR,
+    MTransReconstructor,
     ReconstructThenSuperResolve,
     ResidualUNet,
     SwinIRSuperResolver,
@@ -20,7 +22,6 @@ from cmfnet.models import (
 from cmfnet.models.blocks import UNet
 from cmfnet.models.mtrans import MTRANS_PRESETS, MTransReconstruction
 from cmfnet.models.swinir import SWINIR_PRESETS, SwinIR
-from tests.conftest import CONF_DIR
 
 #: preset -> (reconstruction stage, SR stage, reconstruction guided, SR guided)
 PIPELINES = {
@@ -33,10 +34,14 @@ PIPELINES = {
 }
 
 
-def compose_cfg(*overrides: str):
+#: a tiny MTrans (patches 2 and 4 tile 8 and 12)
+TINY_MTRANS = dict(head_channels=2, fine_patch_size=2, coarse_patch_size=4, depth=1, num_heads=2)
+
+
+def compose_cfg(*overrides: str, hydra: bool = False):
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def images(batch: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +171,12 @@ def test_a_bad_stage_setting_is_named_by_its_place_in_the_pipeline():
         SwinIRSuperResolver(scale=2, embed_dim=10, depths=[1], num_heads=[4])
     with pytest.raises(ValueError, match=r"^model\.reconstruction\.pools must be"):
         ResidualUNet(width=4, pools=0)
+    stage = MTransReconstructor(12, guided=True, **TINY_MTRANS)
+    with pytest.raises(ValueError, match=r"^model\.reconstruction\.input_size is 12 but the input"):
+        stage.reconstruct(*images(1, 8))
+    stage = SwinIRSuperResolver(scale=2, embed_dim=8, depths=[1], num_heads=[2], window_size=16)
+    with pytest.raises(ValueError, match=r"model\.super_resolution\.window_size=16"):
+        stage.super_resolve(*images(1, 8))  # too small to reflect-pad to the window
 
 
 def test_a_missing_stage_in_the_config_is_named():
@@ -184,3 +195,35 @@ def test_swinir_widths_scale_to_a_multiple_of_the_heads():
     assert OmegaConf.select(cfg, "model.super_resolution.num_heads") == [6] * 6
     assert SWINIR_PRESETS["classical"]["embed_dim"] == 180
     assert set(MTRANS_PRESETS) >= {"reconstruction_single", "reconstruction_multi_cross"}
+
+
+@pytest.mark.slow
+def test_a_patch_grid_the_image_cannot_take_stops_the_run_with_one_line(tmp_path):
+    from test_run import run_py
+
+    proc = run_py(
+        tmp_path,
+        "experiment=smoke",
+        "model=mtrans_edsr",
+        "model.reconstruction.coarse_patch_size=5",
+        "logger=none",
+        "hydra.run.dir=run",
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: model.reconstruction.input_size = 16 is not divisible by "
+        "model.reconstruction.coarse_patch_size = 5: the patches must tile the image; pick a "
+        "patch size that divides it"
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()  # only the failure's record
+
+
+@pytest.mark.parametrize("sweep", ["paper", "hr160"])
+def test_the_named_comparisons_cover_the_papers_seven_methods_and_the_ablations(sweep):
+    from cmfnet.report import METHOD_ORDER, PAPER_NAMES
+
+    models = compose_cfg(f"sweeps={sweep}", hydra=True).hydra.sweeper.params.model.split(",")
+    ablations = {"cmfnet_no_mmf", "cmfnet_no_mfa", "cmfnet_no_mfa_mmf", "cmfnet_single"}
+    assert set(PAPER_NAMES) | ablations <= set(models)
+    assert set(models) <= set(METHOD_ORDER)  # every row has its place in the tables

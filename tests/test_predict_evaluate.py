@@ -455,6 +455,13 @@ def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, ca
                 "extra": {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]},
             },
         ),
+        (
+            "model",
+            {
+                "_target_": "cmfnet.models.ReconstructThenSuperResolve",
+                "reconstruction": {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]},
+            },
+        ),
         ("mask", {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]}),
         ("mask", {"_target_": "cmfnet.masks.np.save", "_args_": ["{marker}", [1]]}),
     ],
@@ -481,7 +488,7 @@ def test_a_checkpoint_config_naming_foreign_code_is_refused_without_running_it(
     )
     err = capsys.readouterr().err.strip()
     assert (
-        err.startswith(f"cmfnet predict: error: {path}: cmfnet_config['{key}'] names")
+        err.startswith(f"cmfnet predict: error: {path}: cmfnet_config['{key}")  # or a node in it
         and "refusing" in err
     ), err
     assert len(err.splitlines()) == 1 and not marker.exists() and not (tmp_path / "out").exists()
@@ -778,3 +785,108 @@ def test_predictions_on_the_test_split_reproduce_trainer_test_metrics(tmp_path):
                 prefix,
                 metric,
             )
+    scores_json = tmp_path / "scores.json"  # the documented round trip: predict, then evaluate
+    evaluate = ("evaluate", "--target", split["root"], "--predictions", tmp_path / "pred")
+    assert cli(*evaluate, "--only-predicted", "--json", scores_json) == 0
+    evaluated = json.loads(scores_json.read_text())["groups"]["all"]
+    for metric in ("nmse", "psnr", "ssim"):
+        assert evaluated[metric] == pytest.approx(recorded[f"sr_{metric}"], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["unet_edsr_mc", "unet_swinir", "mtrans_edsr", "mtrans_edsr_mc", "mtrans_swinir_mc"]
+)
+def test_predict_and_evaluate_take_every_pipelines_checkpoint(name, data_root, tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        overrides = [f"model={name}", "experiment=smoke", f"scale={SCALE}"]
+        model_cfg = compose("train", overrides=overrides).model
+    if name.startswith("mtrans"):  # built for this data's LR side, as ${lowres_side:} gives
+        model_cfg.reconstruction.input_size = HR // SCALE
+    config = {**run_config(), "model": OmegaConf.to_container(model_cfg, resolve=True)}
+    from cmfnet.models import build_model
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / f"{name}.ckpt", build_model(config["model"]), config)
+    out = tmp_path / "pred"
+    assert cli("predict", ckpt, "--data", split_dir(data_root), "--out", out, "--quiet") == 0
+    model, _ = build_model_from_checkpoint(ckpt)
+    dataset = FastMRIPairDataset(
+        split_dir(data_root),
+        data_root / "singlecoil_test_split_less.csv",
+        SCALE,
+        JointRecSRTransform(RandomMaskFunc([0.08], [4], seed=42), seed_masks_by_name=True),
+    )
+    sample = dataset[0]
+    with torch.no_grad():
+        rec, sr = model(sample.target_input[None], sample.aux_input[None])
+    with h5py.File(out / sample.fname, "r") as stored:
+        assert stored.attrs["model"] == "cmfnet.models.ReconstructThenSuperResolve"
+        np.testing.assert_allclose(
+            stored["reconstruction"][sample.slice_idx],
+            (sr * sample.std + sample.mean)[0, 0].numpy(),
+            rtol=1e-5,
+            atol=1e-9,
+        )
+        np.testing.assert_allclose(
+            stored["reconstruction_lr"][sample.slice_idx],
+            (rec * sample.std + sample.mean)[0, 0].numpy(),
+            rtol=1e-5,
+            atol=1e-9,
+        )
+    capsys.readouterr()
+    scores = tmp_path / "scores.json"
+    assert (
+        cli(
+            "evaluate",
+            *("--target", split_dir(data_root), "--predictions", out, "--acquisition"),
+            *("CORPDFS_FBK", "--json", scores),
+        )
+        == 0
+    )
+    scored = json.loads(scores.read_text())["groups"]["all"]
+    assert scored["volumes"] == len(target_names(data_root)) and np.isfinite(scored["psnr"])
+
+
+def add_slice(path: Path) -> None:
+    """One more slice at the end of every per-slice dataset of a fastMRI-layout file (a target
+    volume longer than its auxiliary, as in real PD/PD-FS pairs)."""
+    with h5py.File(path, "r+") as hf:
+        for key in ("kspace", "reconstruction_esc"):
+            data = hf[key][()]
+            del hf[key]
+            hf.create_dataset(key, data=np.concatenate([data, data[-1:] * 1.5]))
+
+
+def test_predict_then_evaluate_scores_the_slices_a_pair_covers(
+    checkpoint, data_root, tmp_path, capsys
+):
+    folder = tmp_path / "singlecoil_test"
+    shutil.copytree(split_dir(data_root), folder)
+    shutil.copy(data_root / "singlecoil_test_split_less.csv", tmp_path)
+    longer = target_names(data_root)[0]
+    add_slice(folder / longer)  # 3 target slices, 2 auxiliary: the pair covers 2
+    out = tmp_path / "pred"
+    assert cli("predict", checkpoint, "--data", folder, "--out", out, "--quiet") == 0
+    with h5py.File(out / longer, "r") as hf:
+        prediction = hf["reconstruction"][()]
+        assert hf.attrs["target_slices"].tolist() == [0, 1] and prediction.shape[0] == 2
+    scores = tmp_path / "scores.json"
+    capsys.readouterr()
+    assert (
+        cli(
+            "evaluate",
+            *("--target", folder, "--predictions", out, "--only-predicted", "--json", scores),
+        )
+        == 0
+    ), capsys.readouterr().err
+    with h5py.File(folder / longer, "r") as hf:
+        target = hf["reconstruction_esc"][:2]
+    scored = json.loads(scores.read_text())["per_volume"][longer]
+    assert scored["psnr"] == pytest.approx(psnr(target, prediction), rel=1e-12)
+    assert scored["ssim"] == pytest.approx(ssim(target, prediction), rel=1e-12)
+    with h5py.File(out / longer, "r+") as hf:
+        hf.attrs["target_slices"] = np.array([1, 3])
+    assert cli("evaluate", "--target", folder, "--predictions", out, "--only-predicted") == 2
+    assert "target_slices [1, 3] are not slices of" in capsys.readouterr().err

@@ -482,9 +482,9 @@ def test_wandb_offline_run_holds_the_tables(sweep, tmp_path, monkeypatch):
     table = json.loads(
         next((run_dir / "files" / "media" / "table" / "report").glob("sr_table_*.json")).read_text()
     )
-    assert table["columns"][:2] == ["method", "x2 / R4 PSNR ↑"]
+    assert table["columns"][:3] == ["method", "params", "x2 / R4 PSNR ↑"]
     assert ["zero_filled", "edsr", "T2Net", "CMF-Net"] == [row[0] for row in table["data"]]
-    assert table["data"][3][1] == "33.50 ± 1.50 (seeds: 2, sd 0.71)"  # no Markdown bold inside W&B
+    assert table["data"][3][2] == "33.50 ± 1.50 (seeds: 2, sd 0.71)"  # no Markdown bold inside W&B
 
 
 @pytest.mark.slow
@@ -514,6 +514,8 @@ def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
     assert main(["report", str(sweep), "--no-wandb"]) == 0
     sr = cells((sweep / "report.md").read_text(), "Super-resolution")
     assert list(sr) == ["zero_filled", "CMF-Net"]
+    assert sr["zero_filled"]["params"] == "0.00 M"  # from the runs' metrics.json
+    assert sr["CMF-Net"]["params"].endswith(" M") and sr["CMF-Net"]["params"] != "0.00 M"
     assert all(
         cell not in ("-", "failed") for row in sr.values() for cell in list(row.values())[1:]
     )

@@ -16,12 +16,13 @@ k-space that is already undersampled (see :mod:`cmfnet.predict` for how such fil
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -31,6 +32,8 @@ from cmfnet.data.paired import PairedSliceDataset, dominant_value
 from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
 from cmfnet.errors import one_line
 from cmfnet.kspace import center_crop, ifft2c
+
+log = logging.getLogger(__name__)
 
 ISMRMRD_NS = {"ismrmrd": "http://www.ismrm.org/ISMRMRD"}
 # What h5py raises for corrupted files: broken metadata surfaces as any of these, not only OSError.
@@ -386,6 +389,38 @@ def listed_file(folder: Path, name: str, csv_path: Path) -> Path:
     return path
 
 
+def check_contrasts(contrasts: object) -> Optional[dict[str, str]]:
+    """``{"aux": ..., "target": ...}`` (the acquisitions a pair's two files must carry), or None
+    (no check); ValueError naming ``contrasts`` otherwise."""
+    if contrasts is None:
+        return None
+    keys = set(contrasts) if isinstance(contrasts, Mapping) else None
+    if keys != {"aux", "target"} or not all(isinstance(contrasts[k], str) for k in keys):
+        raise ValueError(
+            "contrasts must be {aux: <acquisition>, target: <acquisition>} (fastMRI knee: "
+            f"aux CORPD_FBK, target CORPDFS_FBK) or null, got {contrasts!r}"
+        )
+    return {"aux": contrasts["aux"], "target": contrasts["target"]}
+
+
+def pair_contrast_error(
+    aux: VolumeInfo, target: VolumeInfo, expected: dict[str, str], csv_path: Path
+) -> Optional[str]:
+    """Why a listed pair's files do not carry the expected acquisitions (None if they do, or a
+    file carries none): names the CSV row, both files' acquisitions and the expectation."""
+    found = {"aux": aux.acquisition, "target": target.acquisition}
+    if all(not found[k] or found[k] == expected[k] for k in found):
+        return None
+    swapped = found == {"aux": expected["target"], "target": expected["aux"]}
+    return (
+        f"{csv_path}: the row {aux.path.name},{target.path.name} pairs auxiliary "
+        f"{found['aux'] or '(none)'} with target {found['target'] or '(none)'}, but the data "
+        f"config expects auxiliary {expected['aux']} and target {expected['target']}"
+        + ("; the CSV's columns look swapped" if swapped else "")
+        + " (set contrasts to what you mean, or null to skip the check)"
+    )
+
+
 class FastMRIPairDataset(PairedSliceDataset):
     """Slices of PD/PD-FS pairs: item i -> transform(LowResPair, target file name, slice index).
 
@@ -403,6 +438,10 @@ class FastMRIPairDataset(PairedSliceDataset):
             and a target file with its own ``mask`` (k-space already undersampled) is read with
             that mask and its slices go through this transform instead (it must draw no new
             mask); an auxiliary file must be fully sampled.
+        contrasts: the acquisitions (the files' ``acquisition`` attribute) each pair must have,
+            ``{"aux": ..., "target": ...}``; a pair that differs is refused naming its CSV row
+            (swapped columns train PD from PD-FS otherwise); files without the attribute are
+            accepted with one warning. None: not checked.
     """
 
     def __init__(
@@ -414,8 +453,11 @@ class FastMRIPairDataset(PairedSliceDataset):
         target_key: str = "reconstruction_esc",
         cache_lowres: bool = True,
         undersampled_transform: Optional[Callable] = None,
+        contrasts: Optional[Mapping[str, str]] = None,
     ):
         super().__init__(root, transform, cache_lowres)
+        expected = check_contrasts(contrasts)
+        unlabelled: list[Path] = []
         self.scale = scale
         self.target_key = target_key
         self.undersampled_transform = undersampled_transform
@@ -429,6 +471,11 @@ class FastMRIPairDataset(PairedSliceDataset):
             target = read_volume_info(
                 listed_file(self.root, pdfs_name, self.pairs_csv), target_key, test_layout
             )
+            if expected is not None:
+                error = pair_contrast_error(aux, target, expected, self.pairs_csv)
+                if error:
+                    raise DataError(error)
+                unlabelled += [v.path for v in (aux, target) if not v.acquisition]
             if aux.column_mask is not None:
                 raise DataError(
                     f"{aux.path}: the auxiliary file carries a 'mask' (undersampled k-space); "
@@ -446,6 +493,14 @@ class FastMRIPairDataset(PairedSliceDataset):
             pair_idx = len(self.pairs)
             self.pairs.append((aux, target))
             self.slices += [(pair_idx, s) for s in range(min(aux.num_slices, target.num_slices))]
+        if unlabelled:
+            log.warning(
+                "%d file(s) listed in %s carry no 'acquisition' attribute (e.g. %s): their "
+                "contrast is not checked",
+                len(unlabelled),
+                self.pairs_csv,
+                unlabelled[0].name,
+            )
 
     def degradation_settings(self) -> dict:
         return {

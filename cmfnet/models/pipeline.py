@@ -94,11 +94,12 @@ class MTransReconstructor(MTransReconstruction):
         self._auxiliary_loss: torch.Tensor | None = None
 
     def reconstruct(self, image: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        if self.guided and self.guide_loss_weight > 0 and self.training:
-            rec, guide = self.forward_with_guide(image, aux)
-            self._auxiliary_loss = self.guide_loss_weight * F.l1_loss(guide, aux)
-            return rec
-        return self(image, aux)
+        with settings_of("reconstruction"):  # an image of another size than input_size
+            if self.guided and self.guide_loss_weight > 0 and self.training:
+                rec, guide = self.forward_with_guide(image, aux)
+                self._auxiliary_loss = self.guide_loss_weight * F.l1_loss(guide, aux)
+                return rec
+            return self(image, aux)
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
         """The guide term of the last training forward (once), or None."""
@@ -118,7 +119,8 @@ class SwinIRSuperResolver(SwinIR):
         self.guided = guided
 
     def super_resolve(self, image: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
-        return self(_with_aux(image, aux, self.guided))
+        with settings_of("super_resolution"):  # an image the window cannot take
+            return self(_with_aux(image, aux, self.guided))
 
 
 class ReconstructThenSuperResolve(JointModel):
@@ -183,21 +185,24 @@ class ReconstructThenSuperResolve(JointModel):
         return rec, self.super_resolver.super_resolve(sr_input, aux_input)
 
 
-def UNetEDSR(
-    scale: int = 4,
-    unet_width: int = 32,
-    unet_pools: int = 4,
-    width: int = 64,
-    n_resblocks: int = 16,
-    res_scale: float = 0.1,
-    use_aux: bool = False,
-) -> ReconstructThenSuperResolve:
+class UNetEDSR(ReconstructThenSuperResolve):
     """The U-Net -> EDSR pipeline as configs saved before the pipelines were composed by Hydra
-    describe it (``_target_: cmfnet.models.UNetEDSR``): trained end to end (``joint``), as those
-    runs were. Their checkpoints load unchanged (same state-dict keys)."""
-    return ReconstructThenSuperResolve(
-        reconstruction=ResidualUNet(unet_width, unet_pools, guided=use_aux),
-        super_resolution=EDSR(scale, width, n_resblocks, res_scale),
-        scale=scale,
-        training="joint",
-    )
+    describe it (``_target_: cmfnet.models.UNetEDSR`` with these arguments): trained end to end
+    (``joint``), as those runs were. Their checkpoints load unchanged (same state-dict keys)."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        unet_width: int = 32,
+        unet_pools: int = 4,
+        width: int = 64,
+        n_resblocks: int = 16,
+        res_scale: float = 0.1,
+        use_aux: bool = False,
+    ) -> None:
+        super().__init__(
+            reconstruction=ResidualUNet(unet_width, unet_pools, guided=use_aux),
+            super_resolution=EDSR(scale, width, n_resblocks, res_scale),
+            scale=scale,
+            training="joint",
+        )
