@@ -61,7 +61,6 @@ DEFAULT_TARGET_KEY = "reconstruction_esc"
 FASTMRI_DATASET = "cmfnet.data.fastmri.FastMRIPairDataset"
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by run.py")
     source = parser.add_mutually_exclusive_group(required=True)
