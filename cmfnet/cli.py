@@ -171,6 +171,11 @@ register_module(
     "evaluate", "fastMRI metrics of predictions against targets, per acquisition", "cmfnet.evaluate"
 )
 register_module(
+    "import-release",
+    "turn a checkpoint of the CMF-Net authors' release into one predict and evaluate take",
+    "cmfnet.import_release",
+)
+register_module(
     "resume",
     "re-run the jobs of a sweep that did not complete, each in its own folder",
     "cmfnet.sweep",

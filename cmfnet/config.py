@@ -60,9 +60,15 @@ def register_resolvers() -> None:
 def folder_name(text: str, limit: int = 160) -> str:
     """``text`` as one folder name: each ``/`` becomes ``_`` (a path given as an override value
     would otherwise nest folders), and beyond ``limit`` characters it is cut and ends in a short
-    hash of the whole text (file systems allow 255 bytes per name)."""
+    hash of the whole text (file systems allow 255 bytes per name). A secret-looking override
+    (``+hf_token=...``) is left out: a folder name is printed, logged and recorded everywhere."""
     import hashlib
 
+    text = ",".join(
+        item
+        for item in str(text).split(",")
+        if not SECRET_KEY_PATTERN.search(item.partition("=")[0]) or "=" not in item
+    )
     name = str(text).replace(os.sep, "_")
     if len(name.encode()) <= limit:
         return name
@@ -116,7 +122,7 @@ def scaled_width(width: Any, multiple: Any = 1, *, _root_: DictConfig) -> Any:
     if factor == 1:
         return width
     scaled = max(WIDTH_FLOOR, round(width * factor))
-    return max(multiple, multiple * round(scaled / multiple))
+    return max(multiple, multiple * math.floor(scaled / multiple + 0.5))  # ties round up
 
 
 def lowres_side(*, _root_: DictConfig) -> int:
@@ -145,6 +151,47 @@ def lowres_size(cfg: DictConfig) -> tuple[int, int]:
 def _secret_values() -> set[str]:
     """Values of environment variables whose names look like secrets (e.g. WANDB_API_KEY)."""
     return {v for k, v in os.environ.items() if SECRET_KEY_PATTERN.search(k) and len(v) >= 8}
+
+
+def secrets_in_use(argv: list[str] | None = None) -> set[str]:
+    """Every secret this process was given: :func:`_secret_values` plus the values of
+    secret-looking overrides on its command line (``+hf_token=...``, ``argv`` by default)."""
+    values = _secret_values()
+    for arg in (sys.argv if argv is None else argv)[1:]:
+        key, sep, value = arg.partition("=")
+        value = value.strip("'\"")
+        if sep and SECRET_KEY_PATTERN.search(key) and len(value) >= 4:
+            values.add(value)
+    return values
+
+
+@contextmanager
+def redacted_console(secrets: set[str]) -> Iterator[None]:
+    """Within the block, text written to ``sys.stdout`` and ``sys.stderr`` has every value of
+    ``secrets`` replaced by ``<redacted>`` before any capture installed earlier sees it (W&B's
+    console capture wraps the streams' ``write``; whatever a library prints reaches it through
+    this redaction first). Text another process or native code writes to the descriptors is
+    not covered."""
+    streams = [s for s in (sys.stdout, sys.stderr) if secrets and hasattr(s, "write")]
+    originals = [stream.write for stream in streams]
+    ordered = sorted(secrets, key=len, reverse=True)  # a secret holding another goes first
+
+    def redacting(write):
+        def write_redacted(text):
+            if isinstance(text, str):
+                for secret in ordered:
+                    text = text.replace(secret, REDACTED)
+            return write(text)
+
+        return write_redacted
+
+    for stream, write in zip(streams, originals):
+        stream.write = redacting(write)
+    try:
+        yield
+    finally:
+        for stream, write in zip(streams, originals):
+            stream.write = write
 
 
 def redact_argument(arg: str, secrets: set[str]) -> str:

@@ -1,10 +1,10 @@
 """Which folders and files cmfnet may write into, replace or delete: only those it made.
 
 A folder that cmfnet creates (the synthetic-data cache and its data sets, run and sweep folders,
-``cmfnet synth``/``predict``/``report`` outputs) holds a small marker file naming what it is.
-cmfnet writes only into a folder that is new, empty, or carries its marker of an accepted kind;
-any other folder, in particular one holding a user's files, is refused with a one-line error
-that names it and what to do. Nothing here ever deletes a folder without that marker.
+``cmfnet synth``/``predict``/``report``/``import-release`` outputs) holds a small marker file
+naming what it is. cmfnet writes only into a folder that is new, empty, or carries its marker of
+an accepted kind; any other folder, in particular one holding a user's files, is refused with a
+one-line error that names it and what to do. Nothing here ever deletes a folder without that marker.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 MARKER = ".cmfnet-owned"
-KINDS = ("cache", "synthetic", "run", "sweep", "predictions", "report")
+KINDS = ("cache", "synthetic", "run", "sweep", "predictions", "report", "imported")
 
 
 class ForeignPathError(ValueError):

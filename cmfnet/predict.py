@@ -167,6 +167,10 @@ class Degradation:
     center_fraction: Optional[float]
     mask_cfg: dict
     clamp: Optional[float]
+    #: the SR output is de-normalised with this times the input's mean and std: 1 for cmfnet's
+    #: training; ``scale`` for a network of the CMF-Net release (``cmfnet import-release``),
+    #: whose LR inputs, and with them its SR target's statistics, are ``scale`` times brighter
+    sr_stats_gain: float = 1.0
 
 
 def degradation_from_config(config: dict, checkpoint: Path) -> Degradation:
@@ -179,12 +183,19 @@ def degradation_from_config(config: dict, checkpoint: Path) -> Degradation:
             f"{checkpoint}: cmfnet_config['mask'] is not a mask config with a '_target_'"
         )
     check_trusted_target(mask_cfg, "mask", "cmfnet.masks", object, checkpoint)
+    gain = (config.get("data") or {}).get("sr_stats_gain", 1.0)
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
+        raise CheckpointError(
+            f"{checkpoint}: cmfnet_config['data']['sr_stats_gain'] must be a number > 0, "
+            f"got {gain!r}"
+        )
     return Degradation(
         scale=int(config_value(config, "scale", checkpoint)),
         accel=config_value(config, "accel", checkpoint),
         center_fraction=config.get("center_fraction"),
         mask_cfg=mask_cfg,
         clamp=(config.get("data") or {}).get("clamp"),
+        sr_stats_gain=float(gain),
     )
 
 
@@ -286,17 +297,26 @@ def output_attrs(config: dict, degradation: Degradation, checkpoint: Path) -> di
         if degradation.center_fraction is not None
         else "",
         "mask": degradation.mask_cfg["_target_"],
+        "sr_stats_gain": degradation.sr_stats_gain,
         "checkpoint": str(checkpoint.resolve()),
     }
 
 
 def predict_dataset(
-    model, dataset, out_dir: Path, attrs: dict, batch_size: int, device: str, progress: bool = True
+    model,
+    dataset,
+    out_dir: Path,
+    attrs: dict,
+    batch_size: int,
+    device: str,
+    progress: bool = True,
+    sr_stats_gain: float = 1.0,
 ) -> list[Path]:
     """Run ``model`` over every slice of ``dataset`` (a
     :class:`~cmfnet.data.fastmri.FastMRIPairDataset`) and write one file per target volume.
 
-    Outputs are de-normalised like the LightningModule's test step (``x * std + mean``).
+    Outputs are de-normalised like the LightningModule's test step (``x * std + mean``); the SR
+    output with ``sr_stats_gain`` times the statistics (:class:`Degradation`).
     A volume's file is written as soon as all its slices are done. Returns the written paths.
     """
     from collections import Counter
@@ -322,7 +342,7 @@ def predict_dataset(
             rec, sr = model(batch.target_input.to(device), batch.aux_input.to(device))
             mean = batch.mean.view(-1, 1, 1, 1).to(device)
             std = batch.std.view(-1, 1, 1, 1).to(device)
-            sr = (sr * std + mean).float().squeeze(1).cpu().numpy()
+            sr = ((sr * std + mean) * sr_stats_gain).float().squeeze(1).cpu().numpy()
             rec = (rec * std + mean).float().squeeze(1).cpu().numpy()
             for i, (name, slice_idx) in enumerate(zip(batch.fname, batch.slice_idx)):
                 slices = pending.setdefault(name, {})
@@ -387,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size,
             device,
             progress=not args.quiet,
+            sr_stats_gain=degradation.sr_stats_gain,
         )
         written = [out_dir / path.name for path in staged]
         for path, final in zip(staged, written):

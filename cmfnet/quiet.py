@@ -7,7 +7,10 @@ Each filter names one message and why it is noise here:
   code, not ours, and harmless);
 - Lightning's "Total FLOPs: 0" is avoided by ``trainer.enable_model_summary: false``: cmfnet
   logs its own parameter and MAC counts (``cmfnet.models.summary``);
-- W&B's "anonymous setting has no effect" is avoided in :class:`cmfnet.lit.loggers.WandbRunLogger`.
+- W&B's "anonymous setting has no effect" is avoided in :class:`cmfnet.lit.loggers.WandbRunLogger`;
+- Lightning's hint that ``srun`` is on the PATH but not used: cmfnet chose not to use it (a
+  run outside SLURM, or ``launcher=slurm``, whose jobs do run under srun); the hint also
+  echoes the command line, secret overrides included.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import warnings
 
 NOISE_LOG_MESSAGES = {"lightning.pytorch.utilities.rank_zero": ("litlogger",)}
 NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+#: UserWarnings (Lightning's PossibleUserWarning is one) that are noise here.
+NOISE_USER_WARNINGS = (r"The `srun` command is available on your system but is not used",)
 
 
 class _DropMessages(logging.Filter):
@@ -39,3 +44,5 @@ def silence_third_party_noise() -> None:
             logger.addFilter(_DropMessages(fragments))
     for message in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    for message in NOISE_USER_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)

@@ -5,8 +5,12 @@ exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), which also
 :class:`Interrupted`, a ``SystemExit`` with that status, in the main thread. It is raised once:
 a second signal while stopping is only logged, so the job can still write its record, and
 :func:`deferred` holds the raise back while a record is written. A handler that another library
-installed first is kept and only noted (submitit keeps a SLURM job running on SIGTERM and
-requeues it on its own signal), so :func:`received` still tells that a stop was asked for.
+installed first is kept and only noted, so :func:`received` still tells that a stop was asked
+for. Inside a submitit job, submitit's own handlers are replaced: SIGTERM (SLURM's pre-emption,
+``scontrol requeue``, ``scancel``) stops the job like any other stop, and submitit's time-limit
+signal (USR2) stops it too, after which :func:`requeue_if_timed_out` lets submitit requeue it,
+once the job has recorded itself and closed W&B (requeueing makes SLURM send SIGTERM to every
+process of the job, W&B's service process included).
 
 A signal that arrives while a checkpoint is being saved (Lightning's ``save_checkpoint``) waits
 until it is written, so last.ckpt is never left half-written. Python drops an exception raised
@@ -39,6 +43,7 @@ _dropped = False  # the last Interrupted could not be raised (held back, or drop
 _owner_pid: Optional[int] = (
     None  # the process that installed the handlers (not a forked DataLoader worker)
 )
+_submitit_requeue: Optional[Callable] = None  # submitit's time-limit handler, run after the record
 
 
 class Interrupted(SystemExit):
@@ -172,6 +177,7 @@ def install() -> dict[int, Any]:
     if sys.unraisablehook is not _raise_again:
         _raise_again.previous = sys.unraisablehook  # type: ignore[attr-defined]
         sys.unraisablehook = _raise_again
+    global _submitit_requeue
     replaced = {}
     for signum in (*STOP_SIGNALS, *_submitit_signal()):
         current = signal.getsignal(signum)
@@ -179,6 +185,10 @@ def install() -> dict[int, Any]:
             continue
         if signum in STOP_SIGNALS and current in (signal.SIG_DFL, signal.default_int_handler):
             handler: Any = _stop
+        elif _is_submitits(current):
+            if signum not in STOP_SIGNALS:
+                _submitit_requeue = current
+            handler = _stop
         elif callable(current):
             handler = _noting(current)
         else:  # ignored (e.g. SIGINT of a background job), or set outside Python: left as it is
@@ -186,6 +196,23 @@ def install() -> dict[int, Any]:
         replaced[signum] = current
         signal.signal(signum, handler)
     return replaced
+
+
+def _is_submitits(handler: Any) -> bool:
+    """Whether ``handler`` is one of submitit's (a method of its job's ``SignalHandler``)."""
+    owner = getattr(handler, "__self__", None)
+    return type(owner).__module__.startswith("submitit.")
+
+
+def requeue_if_timed_out() -> None:
+    """After a job stopped by submitit's time-limit signal has written its record: let submitit
+    requeue it (its handler checkpoints the submission, calls ``scontrol requeue`` and exits).
+    Nothing happens after any other stop."""
+    global _submitit_requeue
+    requeue, _submitit_requeue = _submitit_requeue, None
+    if requeue is not None and _received in _submitit_signal():
+        log.info("requeueing the job (submitit)")
+        requeue(_received, None)
 
 
 def restore(replaced: dict[int, Any]) -> None:
@@ -221,5 +248,6 @@ def deferred() -> Iterator[None]:
 
 def _reset() -> None:
     """Forget every signal received (for tests)."""
-    global _received, _stopping, _pending, _deferring, _dropped
+    global _received, _stopping, _pending, _deferring, _dropped, _submitit_requeue
     _received, _stopping, _pending, _deferring, _dropped = None, False, None, 0, False
+    _submitit_requeue = None

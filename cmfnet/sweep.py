@@ -35,6 +35,7 @@ from omegaconf import DictConfig, open_dict
 from cmfnet import signals
 from cmfnet.io import write_json_atomic, write_text_atomic
 from cmfnet.metrics import METRIC_KEYS, METRIC_LABELS, METRICS, OUTPUTS, SCORE_KEYS, std_key
+from cmfnet.slurm import mark_held_jobs
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     plus one per job of the sweep's job list that has no folder.
 
     A job that left no metrics.json (killed) is listed with status ``failed``; a listed job
-    without a folder with status ``not started``.
+    without a folder with status ``not started``; a job that SLURM still holds with SLURM's
+    state (``requeued``, ``pending``, ``running``) and its ``slurm_job_id``.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -123,7 +125,8 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
             row = {"status": "failed", "error": "no metrics.json (killed or never finished)"}
         rows.append({**row, "job": job_dir.name})
     seen = {row["job"] for row in rows}
-    for job in read_job_list(sweep_dir)["jobs"]:
+    listed = read_job_list(sweep_dir)["jobs"]
+    for job in listed:
         if job["dir"] not in seen:
             seen.add(job["dir"])
             rows.append(
@@ -133,6 +136,7 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
                     "error": "the sweep stopped before it started",
                 }
             )
+    mark_held_jobs(sweep_dir, rows, {str(job.get("num")): job["dir"] for job in listed})
     return rows
 
 
@@ -303,22 +307,34 @@ def interrupted_record(out: Path, stop: BaseException, overrides: Sequence[str])
 
 
 def resume_requeued_job(cfg: DictConfig, out: Path, overrides: Sequence[str]) -> None:
-    """Set ``ckpt_path=last`` for a submitit job requeued after a time-out or pre-emption, so that
-    it continues from its own ``checkpoints/last.ckpt``: only inside a submitit job, with no
-    ckpt_path given, when the metrics.json in ``out`` records this very job (the same
-    ``overrides``) as interrupted. A fresh run never picks up a checkpoint on its own."""
+    """Set ``ckpt_path=last`` for a submitit job requeued after a time-out, pre-emption or node
+    failure, so that it continues from its own ``checkpoints/last.ckpt``: only inside a submitit
+    job, with no ckpt_path given, when the metrics.json in ``out`` records this very job (the
+    same ``overrides``) as interrupted, or, for a job SLURM restarted (``SLURM_RESTART_COUNT``
+    above 0: requeued, also after a node failure that left no record), when there is no
+    metrics.json. A fresh run never picks up a checkpoint on its own."""
     if cfg.get("ckpt_path") not in (None, "") or "SUBMITIT_FOLDER" not in os.environ:
         return
     last = out / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return
     try:
         record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        record = None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return
-    if not (isinstance(record, dict) and record.get("status") == "interrupted" and last.is_file()):
+    restarted = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+    if record is None and restarted:
+        log.info("job restarted by SLURM without a record: continuing from %s", last)
+    elif not (
+        isinstance(record, dict)
+        and record.get("status") == "interrupted"
+        and record.get("overrides") == list(overrides)
+    ):
         return
-    if record.get("overrides") != list(overrides):
-        return
-    log.info("requeued job: continuing from %s", last)
+    else:
+        log.info("requeued job: continuing from %s", last)
     cfg.ckpt_path = "last"
 
 
@@ -343,14 +359,15 @@ def resume_plan(sweep_dir: Path, rerun_failed: bool = True) -> list[ResumeStep]:
     """The jobs of a sweep that did not complete, in job order. An interrupted job, or one
     killed before writing metrics.json, continues from its ``checkpoints/last.ckpt``; a job the
     sweep never started starts in the folder the sweep would have given it; a failed job starts
-    afresh (left out when not ``rerun_failed``). Completed jobs are left out."""
+    afresh (left out when not ``rerun_failed``). Completed jobs, and jobs that SLURM still holds
+    (see :func:`held_by_slurm`), are left out."""
     sweep_dir = Path(sweep_dir)
     listed = {job["dir"]: job["overrides"] for job in read_job_list(sweep_dir)["jobs"]}
     steps = []
     for row in sorted(collect_results(sweep_dir), key=_sort_key):
         job, status = row["job"], row.get("status")
         job_dir = sweep_dir / job
-        if status == "completed":
+        if status == "completed" or row.get("slurm_job_id"):  # done, or SLURM's to finish
             continue
         if status == NOT_STARTED:
             overrides = rerun_overrides(job_dir, listed[job], resume=False)
@@ -468,19 +485,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def held_by_slurm(rows: list[dict]) -> list[str]:
+    """One line per job of ``rows`` that SLURM still holds, naming its SLURM job id and state."""
+    return [
+        f"{row['job']}: {row['error']}; left to SLURM (not started again)"
+        for row in sorted(rows, key=_sort_key)
+        if row.get("slurm_job_id")
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     """``cmfnet resume``: re-run, one after another, every job of a sweep that did not complete
-    (see :func:`resume_plan`), each in its own folder, then rewrite the results tables."""
+    (see :func:`resume_plan`), each in its own folder, then rewrite the results tables. A job
+    that SLURM still holds is never started a second time: it is named, and the resume ends
+    with status 1 when nothing else is left to do."""
     sweep_dir = args.sweep_dir
-    if not collect_results(sweep_dir):
+    rows = collect_results(sweep_dir)
+    if not rows:
         raise ValueError(
             f"{sweep_dir}: no job folders (expected a multirun/<sweep>/<timestamp> folder)"
         )
+    held = held_by_slurm(rows)
+    for line in held:
+        print(line)
     steps = resume_plan(sweep_dir, rerun_failed=args.failed == "rerun")
     recorded = read_job_list(sweep_dir)["cwd"]
     cwd = Path(recorded) if recorded and Path(recorded).is_dir() else Path.cwd()
     if not steps:
         write_results(sweep_dir)
+        if held:
+            print(
+                f"{len(held)} job(s) of {sweep_dir} still held by SLURM; run cmfnet resume "
+                f"or cmfnet report {sweep_dir} again when they end to rebuild results.md"
+            )
+            return 1
         print(f"every job of {sweep_dir} completed; nothing to resume")
         return 0
     if args.dry_run:
@@ -530,9 +568,11 @@ class ResultsTableCallback(Callback):
         rows = write_results(sweep_dir)
         failed = [row["job"] for row in rows if row.get("status") != "completed"]
         log.info("sweep results: %s", sweep_dir / "results.md")
+        for line in held_by_slurm(rows):
+            log.warning("%s", line)
         if failed:
             log.error(
-                "%d of %d jobs failed: %s (see %s)",
+                "%d of %d jobs did not complete: %s (see %s)",
                 len(failed),
                 len(rows),
                 ", ".join(failed),
@@ -552,3 +592,5 @@ class ResultsTableCallback(Callback):
             sweep_dir / "results.md",
             sweep_dir,
         )
+        for line in held_by_slurm(rows):
+            log.warning("%s", line)

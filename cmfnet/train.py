@@ -28,7 +28,13 @@ from cmfnet.errors import one_line
 from cmfnet.io import write_json_atomic, write_text_atomic
 from cmfnet.lit.datamodule import datamodule_from_config
 from cmfnet.lit.images import save_examples
-from cmfnet.lit.loggers import build_loggers, finish_wandb, log_run_header
+from cmfnet.lit.loggers import (
+    build_loggers,
+    continue_wandb_run,
+    finish_wandb,
+    log_run_header,
+    redact_console_until_finish,
+)
 from cmfnet.lit.startup import startup_times
 from cmfnet.metrics import METRIC_KEYS, OUTPUTS, VOLUME_SCORES_FILE, volume_scores_csv
 from cmfnet.models import build_model
@@ -82,6 +88,8 @@ def train(cfg: DictConfig) -> dict:
     module = hydra.utils.instantiate(cfg.module, _partial_=True)(
         model=model, loss=loss, run_config=run_config
     )
+    if cfg.ckpt_path == "last":  # the run continues in its own folder: and in its own W&B run
+        continue_wandb_run(cfg.get("logger"), out)
     loggers = build_loggers(cfg.get("logger"), out)
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -90,6 +98,7 @@ def train(cfg: DictConfig) -> dict:
     )
     with redacted_argv():  # the first log starts the W&B run, which records the command line
         log_run_header(loggers, run_config, summary)
+    redact_console_until_finish()  # after W&B's console capture, so that it sees redacted text
 
     trainable = getattr(model, "trainable", True)
     if trainable:
@@ -181,6 +190,7 @@ def run_task(cfg: DictConfig) -> Optional[float]:
             finish_wandb()
             write_json_atomic(out / "metrics.json", metrics)
     if stop is not None:
+        signals.requeue_if_timed_out()
         if not is_multirun():
             print(
                 f"interrupted: {metrics['error']}; "

@@ -17,7 +17,7 @@ from cmfnet.models import JointModel, build_model
 register_resolvers()
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-DATA = ["synthetic", "fastmri_knee", "isles"]
+DATA = ["synthetic", "fastmri_knee", "isles", "ixi"]
 MASKS = ["random", "equispaced", "equispaced_fraction"]
 EXPERIMENTS = [None, "smoke", "quickstart", "paper_small"]
 
@@ -133,6 +133,9 @@ def test_smoke_selects_the_tiny_presets_of_the_model_and_data():
     )  # the cache folder follows the settings
     knee = _compose("experiment=smoke", "data=fastmri_knee", "data.root=/knee")
     assert (knee.data.batch_size, knee.data.num_workers, knee.data.fill_cache) == (2, 0, False)
+    ixi = _compose("experiment=smoke", "data=ixi", "data.root=/ixi").data
+    assert (ixi.batch_size, ixi.num_workers, ixi.fill_cache) == (2, 0, False)
+    assert [ixi.splits[s].slice_step for s in ("train", "val", "test")] == [10, 10, 10]
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m != "zero_filled"])
@@ -207,7 +210,7 @@ def test_small_protocol_shrinks_every_width_by_one_rule_and_seed_cells_set_scale
 
 def test_launchers_select_hydra_launchers():
     assert "BasicLauncher" in _compose("launcher=local").hydra.launcher._target_
-    assert "submitit" in _compose("launcher=slurm").hydra.launcher._target_.lower()
+    assert "cmfnet_launchers.slurm_launcher" in _compose("launcher=slurm").hydra.launcher._target_
     assert "GPUPoolLauncher" in _compose("launcher=gpus").hydra.launcher._target_
 
 
@@ -281,6 +284,20 @@ def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
     assert "data.root" in cfg.hydra.job.config.override_dirname.exclude_keys
 
 
+def test_secret_overrides_stay_out_of_folder_names_and_printed_text(capsys, monkeypatch):
+    from cmfnet.config import folder_name, redacted_console, secrets_in_use
+
+    assert folder_name("+hf_token=abc-secret-1,scale=2") == "scale=2"
+    monkeypatch.setenv("MY_API_KEY", "env-secret-value")
+    secrets = secrets_in_use(["run.py", "+hf_token=abc-secret-1", "scale=2"])
+    assert secrets >= {"abc-secret-1", "env-secret-value"}
+    with redacted_console(secrets):
+        print("srun python run.py +hf_token=abc-secret-1 key env-secret-value")
+    print("after abc-secret-1")
+    out = capsys.readouterr().out
+    assert "+hf_token=<redacted> key <redacted>" in out and "after abc-secret-1" in out
+
+
 def test_fastmri_knee_expects_pd_guiding_pdfs_in_every_split():
     data = _compose("data=fastmri_knee", "data.root=/knee").data
     expected = {"aux": "CORPD_FBK", "target": "CORPDFS_FBK"}
@@ -288,3 +305,24 @@ def test_fastmri_knee_expects_pd_guiding_pdfs_in_every_split():
         assert OmegaConf.to_container(data.splits[split].contrasts, resolve=True) == expected
     relaxed = _compose("data=fastmri_knee", "data.root=/knee", "data.splits.train.contrasts=null")
     assert relaxed.data.splits.val.contrasts is None  # val and test follow train
+
+
+def test_scaled_width_rounds_to_a_multiple_and_lowres_side_follows_the_data():
+    cfg = _compose("width_factor=0.25")
+    from cmfnet.config import lowres_side, scaled_width
+
+    assert scaled_width(180, 6, _root_=cfg) == 48  # 45 -> the nearest multiple of the 6 heads
+    assert scaled_width(60, 6, _root_=cfg) == 18 and scaled_width(64, _root_=cfg) == 16
+    assert scaled_width(8, 6, _root_=cfg) == 6  # never below one multiple
+    with pytest.raises(ValueError, match="the multiple must be a positive integer, got 0"):
+        scaled_width(64, 0, _root_=cfg)
+    assert lowres_side(_root_=_compose("scale=4")) == 80  # synthetic data, HR 320
+    assert lowres_side(_root_=_compose("experiment=hr160", "scale=2")) == 80
+    knee = _compose("data=fastmri_knee", "data.root=/knee", "scale=2")
+    assert lowres_side(_root_=knee) == 160  # fastMRI's 320 x 320 targets
+    isles = _compose("data=isles", "data.root=/isles", "scale=4")
+    assert lowres_side(_root_=isles) == 56  # ISLES 224 x 224
+    ixi = _compose("data=ixi", "data.root=/ixi", "scale=4")
+    assert lowres_side(_root_=ixi) == 64  # IXI 256 x 256
+    with pytest.raises(ValueError, match="scale=3 does not divide the HR size 320x320"):
+        lowres_side(_root_=_compose("scale=3"))

@@ -148,7 +148,7 @@ def test_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
     assert statuses == {"completed", "failed"}
     table = (sweep / "results.md").read_text()
     assert "| failed |" in table and "got 3" in table
-    assert "1 of 2 jobs failed" in proc.stderr + proc.stdout
+    assert "1 of 2 jobs did not complete" in proc.stderr + proc.stdout
 
 
 def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):

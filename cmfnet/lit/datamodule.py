@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cmfnet.config import is_int
 from cmfnet.data.errors import DataError
+from cmfnet.data.ixi import IXI_NAME
 from cmfnet.data.paired import PairedSliceDataset
 from cmfnet.data.slice_cache import claim_slices_folder
 from cmfnet.data.synth_cache import ensure_dataset
@@ -294,16 +295,18 @@ def suggest_data_choice(folder: Path) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         return (
-            "data=fastmri_knee or data=isles with data.root=<an existing folder> "
+            "data=fastmri_knee, data=isles or data=ixi with data.root=<an existing folder> "
             f"({folder} does not exist)"
         )
     if any(folder.glob("singlecoil_*")) or any(folder.glob("*.h5")):
         return f"data=fastmri_knee data.root={folder}"
+    if any(IXI_NAME.match(p.name) for p in folder.rglob("IXI*")):
+        return f"data=ixi data.root={folder}"
     if any(folder.glob("*/**/*.nii*")):
         return f"data=isles data.root={folder}"
     return (
-        "data=fastmri_knee (fastMRI layout) or data=isles (ISLES 2015 subject folders) "
-        f"with data.root={folder}"
+        "data=fastmri_knee (fastMRI layout), data=isles (ISLES 2015 subject folders) or "
+        f"data=ixi (IXI NIfTI files) with data.root={folder}"
     )
 
 

@@ -6,14 +6,22 @@ versions warn about.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
 import hydra
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
+
+from cmfnet.config import redacted_console, secrets_in_use
+from cmfnet.errors import one_line
+
+log = logging.getLogger(__name__)
+_redaction = ExitStack()  # the console redaction of the run in progress (closed by finish_wandb)
 
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")  # what wandb accepts
 
@@ -65,11 +73,57 @@ def log_run_header(loggers: list, run_config: dict, summary) -> None:
             )
 
 
-def finish_wandb() -> None:
-    """Close the W&B run so the next job of a multirun opens its own."""
-    if "wandb" in sys.modules:
-        import wandb
+def wandb_run_ids(out: Path) -> list[str]:
+    """The ids of the W&B runs kept in run folder ``out`` (``wandb/offline-run-<time>-<id>``,
+    ``wandb/run-<time>-<id>``), oldest first."""
+    folders = sorted((out / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
+    return [p.name.rsplit("-", 1)[1] for p in folders if p.is_dir() and not p.is_symlink()]
 
-        if wandb.run is not None:
-            wandb.finish()
-            wandb.teardown()  # flush the run's files before the next job or the process exit
+
+def continue_wandb_run(logger_cfgs: Optional[DictConfig], out: Path) -> None:
+    """A run that continues from its folder's last.ckpt logs into the W&B run it started (same
+    id, ``resume="allow"``): online, W&B appends to it; offline, each part is a folder of its
+    own under ``out/wandb/`` with the same id, and ``wandb sync`` uploads them in order into one
+    run. A W&B id given in the config is kept."""
+    ids = wandb_run_ids(out)
+    for logger_cfg in (logger_cfgs or {}).values():
+        if ids and "wandb" in str(logger_cfg.get("_target_", "")).lower():
+            with open_dict(logger_cfg):
+                if logger_cfg.get("id") is None:
+                    logger_cfg.id = ids[-1]
+                    logger_cfg.resume = "allow"
+
+
+def redact_console_until_finish() -> None:
+    """From here until :func:`finish_wandb`, every secret this process was given is redacted
+    from what is printed, before W&B's console capture (installed when the run started) sees
+    it (:func:`cmfnet.config.redacted_console`)."""
+    _redaction.close()
+    _redaction.enter_context(redacted_console(secrets_in_use()))
+
+
+def finish_wandb() -> None:
+    """Close the W&B run so the next job of a multirun opens its own. When W&B's service process
+    has already ended (SLURM signals every process of a job it pre-empts or requeues), the run
+    keeps what the service had written, and one warning says so instead of an error."""
+    _redaction.close()
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is None:
+        return
+    errors = []
+    # teardown flushes the run's files before the next job or the process exit; it is tried
+    # also after a failed finish, as it unhooks W&B's exit handler (which would fail again)
+    for close in (wandb.finish, wandb.teardown):
+        try:
+            close()
+        except Exception as err:
+            errors.append(err)
+    if errors:
+        log.warning(
+            "W&B's service process ended before the run was closed (%s); the run keeps what it "
+            "had written",
+            one_line(errors[0]),
+        )
