@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -91,6 +92,47 @@ def score_key(output: str, metric: str) -> str:
 def std_key(key: str) -> str:
     """Key of the std over volumes that goes with the mean under ``key``: ``sr_psnr_std``."""
     return f"{key}_std"
+
+
+#: the run-folder file holding every test volume's scores, one row per scoring, output and
+#: volume (:func:`volume_scores_csv`); ``cmfnet report`` pairs methods on it
+VOLUME_SCORES_FILE = "test_volumes.csv"
+VOLUME_SCORES_COLUMNS = ("scoring", "output", "volume", *METRICS)
+
+
+def volume_scores_csv(scores: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]]) -> str:
+    """CSV text of ``{(scoring, output): {volume: {metric: value}}}``: the columns
+    :data:`VOLUME_SCORES_COLUMNS`, sorted rows, floats as ``repr`` (read back exactly; a
+    non-finite score as ``nan`` or ``inf``)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(VOLUME_SCORES_COLUMNS)
+    for (scoring, output), volumes in sorted(scores.items()):
+        for volume, values in sorted(volumes.items()):
+            writer.writerow([scoring, output, volume, *(repr(float(values[m])) for m in METRICS)])
+    return buffer.getvalue()
+
+
+def read_volume_scores(path: Path) -> Dict[tuple[str, str], Dict[str, Dict[str, float]]]:
+    """A :data:`VOLUME_SCORES_FILE` as ``{(scoring, output): {volume: {metric: value}}}``; raises
+    ValueError naming the file when it is unreadable or malformed."""
+    import csv
+
+    scores: Dict[tuple[str, str], Dict[str, Dict[str, float]]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != VOLUME_SCORES_COLUMNS:
+                raise ValueError(f"columns {reader.fieldnames}, expected {VOLUME_SCORES_COLUMNS}")
+            for row in reader:
+                values = {metric: float(row[metric]) for metric in METRICS}
+                scores.setdefault((row["scoring"], row["output"]), {})[row["volume"]] = values
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: unreadable per-volume scores ({err})") from None
+    return scores
 
 
 #: every output's every metric, outputs first: ``sr_psnr``, ``sr_ssim``, ..., ``rec_nmse``

@@ -6,25 +6,41 @@ writes into ``--out`` (default: the first sweep folder):
 
 - ``report.md`` (``--name`` changes the base name): an SR table (the headline) and a rec
   table, rows = methods, columns = scale x acceleration, cells = mean ± std over test volumes,
-  the best value per column and metric in bold; then failed and superseded jobs and the
-  figures. With several seeds of one cell, a cell reads ``mean ± std (seeds: n, sd s)``: the
-  mean over seeds of each run's mean over volumes ±
-  the mean over seeds of each run's std over volumes, then the number of seeds and the sample
-  standard deviation (ddof=1) over seeds of the per-run means.
+  the best value per column and metric in bold, each followed by its paired comparison with
+  the reference method (below); then failed and superseded jobs and the figures. With
+  several seeds of one cell, a cell reads ``mean ± std (seeds: n, sd s)``: the mean over seeds
+  of each run's mean over volumes ± the mean over seeds of each run's std over volumes, then
+  the number of seeds and the sample standard deviation (ddof=1) over seeds of the per-run
+  means.
 - ``report.csv``: the same numbers in tidy long format, one row per method x cell x output x
-  metric (``method, model, scale, accel, data, mask, output, metric, mean, std, n_seeds,
-  seed_sd``; ``seed_sd`` is empty for a single seed).
+  metric (``method, model, scale, accel, data, mask, scoring, precision, output, metric, mean,
+  std, n_seeds, seed_sd``; ``seed_sd`` is empty for a single seed).
+- ``report_paired.csv``: the paired comparisons, one row per method x setting x output x
+  metric (:data:`PAIRED_COLUMNS`: ``diff, ci_low, ci_high, p, n_volumes, n_seeds,
+  significant``; empty numbers and a ``note`` where the pair cannot be made).
 - ``psnr_vs_accel.png``, ``learning_curves.png`` (validation SR PSNR per epoch, from each run's
   ``history.csv``) and ``qualitative_x{scale}_r{accel}.png`` (:mod:`cmfnet.figures`).
 - with ``--wandb`` (default), a W&B run (offline unless ``WANDB_MODE`` says otherwise) in the
   sweep's group ``<sweep_name>/<timestamp>`` holding the tables and figures.
 
+Paired comparison: each method against the reference (``--reference``, default ``cmfnet``:
+CMF-Net) on the same test volumes, per setting and output, for PSNR and SSIM
+(:mod:`cmfnet.compare`: from each run's ``test_volumes.csv``, pairs by (seed, volume) on the
+seeds both have, averaged over those seeds per volume; mean difference, bootstrap 95%
+interval over volumes, Wilcoxon signed-rank p). A run without ``test_volumes.csv`` (made before
+it was written) gives ``n/a`` with a note naming the job.
+
+Separate tables: runs that differ in data set, scoring or trainer precision (``data``,
+``scoring`` and ``precision`` in metrics.json; the precision of a run made before it was
+recorded is read from its ``config.yaml``) are never in one table. Each combination gets its
+own SR table, rec table and comparison, under a heading naming it; pairs are made within one.
+
 Which runs are one method: runs that differ only in seed. A job's Hydra overrides other than
-the cell (``model, data, mask, scale, accel``), the seed and :data:`NEUTRAL_OVERRIDE_KEYS`
-(e.g. ``loss.w_rec=0.2`` in the loss-weight sweep) are appended to its method name when they
-vary across the merged jobs. A method of the paper's comparison is named as the paper names it
-(:data:`PAPER_NAMES`: ``CMF-Net``, ``UNet-EDSR†``, ...), any other by its model config. When
-the same method, cell and seed completed more than once, the
+the cell (``model, data, mask, scale, accel, scoring, trainer.precision``), the seed and
+:data:`NEUTRAL_OVERRIDE_KEYS` (e.g. ``loss.w_rec=0.2`` in the loss-weight sweep) are appended
+to its method name when they vary across the merged jobs. A method of the paper's comparison
+is named as the paper names it (:data:`PAPER_NAMES`: ``CMF-Net``, ``UNet-EDSR†``, ...), any
+other by its model config. When the same method, cell and seed completed more than once, the
 job given last wins (later sweep folder, then higher job number) and the others are listed as
 superseded. Tables and CSV are byte-identical when the command is re-run on the same folders.
 """
@@ -43,7 +59,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from cmfnet.metrics import METRIC_KEYS, METRIC_LABELS, METRICS, OUTPUTS, score_key, std_key
+from cmfnet.compare import ALPHA, NotComparable, Paired, pair_runs, seeds_left_out
+from cmfnet.metrics import (
+    METRIC_KEYS,
+    METRIC_LABELS,
+    METRICS,
+    OUTPUTS,
+    VOLUME_SCORES_FILE,
+    read_volume_scores,
+    score_key,
+    std_key,
+)
 
 #: The paper's seven compared methods (its Figure 2, in its order): model config -> its name there
 #: († = guided by the second contrast).
@@ -70,6 +96,7 @@ METHOD_ORDER = (
     "cmfnet_mmf_additive",
     "cmfnet",
 )
+OUTPUT_NAMES = {"sr": "SR", "rec": "rec"}
 OUTPUT_TITLES = {
     "sr": "Super-resolution (SR output, headline)",
     "rec": "Reconstruction (rec output)",
@@ -92,7 +119,23 @@ NEUTRAL_OVERRIDE_KEYS = (
     "cell",
 )
 #: override keys that place a run in a table cell or mark it as a seed
-IDENTITY_OVERRIDE_KEYS = ("model", "data", "mask", "scale", "accel", "seed")
+IDENTITY_OVERRIDE_KEYS = (
+    "model",
+    "data",
+    "mask",
+    "scale",
+    "accel",
+    "seed",
+    "scoring",
+    "trainer.precision",
+)
+#: what runs of one table share (:attr:`Column.regime`): runs differing in any are in separate
+#: tables
+REGIME_FIELDS = ("data", "scoring", "precision")
+#: a run's precision when neither its metrics.json nor its config.yaml records one
+UNKNOWN_PRECISION = "unknown"
+#: the metrics the paired comparisons test
+COMPARED_METRICS = ("psnr", "ssim")
 CSV_COLUMNS = (
     "method",
     "model",
@@ -100,12 +143,55 @@ CSV_COLUMNS = (
     "accel",
     "data",
     "mask",
+    "scoring",
+    "precision",
     "output",
     "metric",
     "mean",
     "std",
     "n_seeds",
     "seed_sd",
+)
+#: the columns of ``<name>_paired.csv`` (:func:`paired_long_rows`)
+PAIRED_COLUMNS = (
+    "method",
+    "model",
+    "reference",
+    "scale",
+    "accel",
+    "data",
+    "mask",
+    "scoring",
+    "precision",
+    "output",
+    "metric",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p",
+    "n_volumes",
+    "n_seeds",
+    "significant",
+    "note",
+)
+#: default reference of the paired comparisons (a model config: CMF-Net), bootstrap resamples
+#: and seed
+REFERENCE = "cmfnet"
+RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+REGIMES_LINE = (
+    "These runs differ in data set, scoring or trainer precision: each combination has its own "
+    "tables and comparisons below, never mixed."
+)
+PAIRED_LINE = (
+    "Paired differences: Δ = method − `{reference}` on the same test volumes (higher PSNR "
+    "and SSIM are better). Each run's per-volume scores (`test_volumes.csv`) are paired by "
+    "(seed, volume) on the seeds both methods ran, and each volume's differences are averaged "
+    "over those seeds, so n is the number of test volumes whatever the seeds. Cell: mean "
+    "difference [95% percentile bootstrap interval over volumes: {resamples} resamples, seed "
+    "{seed}]; p: two-sided Wilcoxon signed-rank test over volumes (over n volumes it cannot "
+    "fall below 2/2^n: 0.125 for 4). **n.s.**: not significant (the interval contains 0, or "
+    "p ≥ {alpha})."
 )
 NUMBERS_LINE = (
     "Each cell: mean ± std over test volumes of fastMRI's per-volume PSNR (dB), SSIM and NMSE, "
@@ -119,25 +205,29 @@ NUMBERS_LINE = (
 
 @dataclass(frozen=True, order=True)
 class Column:
-    """A table column: one acquisition setting."""
+    """A table column: one acquisition setting, in one data set, scoring and precision."""
 
     data: str
+    scoring: str
+    precision: str
     mask: str
     scale: int
     accel: int
 
-    def label(self, show_data: bool, show_mask: bool) -> str:
-        """``x2 / R4``, plus the mask and data set names when they vary across the report."""
-        parts = [f"x{self.scale}", f"R{self.accel}"]
-        parts += [self.mask] if show_mask else []
-        parts += [self.data] if show_data else []
-        return " / ".join(parts)
+    @property
+    def regime(self) -> tuple[str, ...]:
+        """The :data:`REGIME_FIELDS` values: columns of one table share them."""
+        return tuple(getattr(self, name) for name in REGIME_FIELDS)
 
-    def slug(self, show_data: bool, show_mask: bool) -> str:
-        """File-name part: ``x2_r4`` (plus mask/data when they vary)."""
+    def label(self, shown: Sequence[str] = ()) -> str:
+        """``x2 / R4``, plus the values of the ``shown`` fields (those that vary)."""
+        parts = [f"x{self.scale}", f"R{self.accel}"]
+        return " / ".join(parts + [str(getattr(self, name)) for name in shown])
+
+    def slug(self, shown: Sequence[str] = ()) -> str:
+        """File-name part: ``x2_r4`` (plus the values of the ``shown`` fields)."""
         parts = [f"x{self.scale}", f"r{self.accel}"]
-        parts += [self.mask] if show_mask else []
-        parts += [self.data] if show_data else []
+        parts += [str(getattr(self, name)) for name in shown]
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts))
 
 
@@ -203,15 +293,37 @@ class Report:
         return sorted({r.column for r in self.runs} | {f.key[1] for f in self.failures if f.key})
 
     @property
-    def show_data(self) -> bool:
-        return len({c.data for c in self.columns}) > 1
+    def varying(self) -> tuple[str, ...]:
+        """The fields besides scale and accel whose values differ between columns."""
+        return tuple(
+            name
+            for name in ("mask", *REGIME_FIELDS)
+            if len({getattr(c, name) for c in self.columns}) > 1
+        )
 
     @property
-    def show_mask(self) -> bool:
-        return len({c.mask for c in self.columns}) > 1
+    def regimes(self) -> list[tuple[str, ...]]:
+        """The :attr:`Column.regime` of every column, sorted: one set of tables each."""
+        return sorted({c.regime for c in self.columns})
 
-    def column_label(self, column: Column) -> str:
-        return column.label(self.show_data, self.show_mask)
+    def column_label(self, column: Column, in_table: bool = False) -> str:
+        """The column's label; in a table, whose heading names the regime, without it."""
+        shown = [n for n in self.varying if not (in_table and n in REGIME_FIELDS)]
+        return column.label(shown)
+
+    def regime_title(self, regime: tuple[str, ...]) -> str:
+        """``data synthetic, scoring fastmri, precision 32-true``."""
+        return ", ".join(f"{name} {value}" for name, value in zip(REGIME_FIELDS, regime))
+
+    def columns_of(self, regime: tuple[str, ...]) -> list[Column]:
+        """The columns of one regime (:attr:`Column.regime`)."""
+        return [c for c in self.columns if c.regime == regime]
+
+    def methods_in(self, columns: Sequence[Column]) -> list[str]:
+        """The methods with a completed run or a placed failure in any of ``columns``."""
+        placed = {(r.method, r.column) for r in self.runs}
+        placed |= {f.key[:2] for f in self.failures if f.key}
+        return [m for m in self.methods if any((m, c) in placed for c in columns)]
 
     def runs_of(self, method: str, column: Column) -> list[Run]:
         """The completed runs (one per seed) of a method in a column, by seed."""
@@ -288,6 +400,21 @@ def identity_from_hydra(job_dir: Path) -> dict[str, Any]:
     return found
 
 
+def run_precision(row: dict, job_dir: Path) -> str:
+    """A job's trainer precision: its metrics.json's, else its resolved ``config.yaml``'s (runs
+    made before metrics.json recorded it), else :data:`UNKNOWN_PRECISION`."""
+    if row.get("precision") is not None:
+        return str(row["precision"])
+    import yaml
+
+    try:
+        config = yaml.safe_load((job_dir / "config.yaml").read_text()) or {}
+        precision = config["trainer"]["precision"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return UNKNOWN_PRECISION
+    return UNKNOWN_PRECISION if precision is None else str(precision)
+
+
 def _describe(row: dict) -> str:
     if "model" not in row:
         return "unknown setting"
@@ -355,6 +482,8 @@ def load_report(sweep_dirs: Sequence[Path], scoring: Optional[str] = None) -> Re
         known = all(k in row for k in ("model", "scale", "accel", "seed"))
         column = Column(
             str(row.get("data", "?")),
+            scoring or str(row.get("scoring", "fastmri")),
+            run_precision(row, job_dir),
             str(row.get("mask", "?")),
             int(row.get("scale", 0)),
             int(row.get("accel", 0)),
@@ -441,14 +570,16 @@ def format_cell(value: CellStats, metric: str, bold: bool = False) -> str:
 
 
 def table_rows(
-    report: Report, stats: dict, output: str, bold: bool
+    report: Report, stats: dict, output: str, bold: bool, regime: tuple[str, ...]
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one output's table: a method column, its parameter count, then one
-    column per (setting, metric); empty cells read ``failed`` (a job failed) or ``-`` (never
-    run)."""
-    methods, columns = report.methods, report.columns
+    """Header and rows of one output's table of one regime: a method column, its parameter
+    count, then one column per (setting, metric); empty cells read ``failed`` (a job failed) or
+    ``-`` (never run)."""
+    columns = report.columns_of(regime)
+    methods = report.methods_in(columns)
     header = ["method", "params"] + [
-        f"{report.column_label(c)} {METRIC_LABELS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}"
+        f"{report.column_label(c, in_table=True)} {METRIC_LABELS[m]} "
+        f"{'↑' if HIGHER_IS_BETTER[m] else '↓'}"
         for c in columns
         for m in METRICS
     ]
@@ -504,6 +635,8 @@ def long_rows(report: Report, stats: dict) -> list[dict[str, Any]]:
                             "accel": column.accel,
                             "data": column.data,
                             "mask": column.mask,
+                            "scoring": column.scoring,
+                            "precision": column.precision,
                             "output": output,
                             "metric": metric,
                             "mean": value.mean,
@@ -515,16 +648,225 @@ def long_rows(report: Report, stats: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def report_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV text of :func:`long_rows`; floats in full precision (``repr``), missing as empty."""
+def report_csv(rows: list[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> str:
+    """CSV text of :func:`long_rows` (or :func:`paired_long_rows` with :data:`PAIRED_COLUMNS`);
+    floats in full precision (``repr``), missing as empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow(
             {k: "" if v is None else repr(v) if isinstance(v, float) else v for k, v in row.items()}
         )
     return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# paired comparisons with the reference method
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A method against the reference in one column, output and metric: the numbers (None when
+    the pair cannot be made) and a note (why not, or the seeds left out)."""
+
+    paired: Optional[Paired]
+    note: str = ""
+
+
+@dataclass
+class Pairing:
+    """The reference method, the bootstrap's settings and every :class:`Comparison` by
+    ``(method, column, output, metric)``."""
+
+    reference: str
+    resamples: int
+    seed: int
+    results: dict[tuple[str, Column, str, str], Comparison] = field(default_factory=dict)
+
+
+def seed_scores(
+    runs: Sequence[Run], output: str, metric: str, cache: dict[Path, dict]
+) -> dict[int, dict[str, float]]:
+    """seed -> volume -> score of one output and metric, from each run's
+    :data:`~cmfnet.metrics.VOLUME_SCORES_FILE` in the run's (table's) scoring; ``cache`` keeps
+    the files read. Raises NotComparable naming the job without such scores."""
+    found = {}
+    for run in runs:
+        path = run.job_dir / VOLUME_SCORES_FILE
+        if path not in cache:
+            if not path.is_file():
+                raise NotComparable(
+                    f"`{run.job_dir}` has no {VOLUME_SCORES_FILE} (made before per-volume "
+                    "scores were saved)"
+                )
+            try:
+                cache[path] = read_volume_scores(path)
+            except ValueError as err:
+                raise NotComparable(str(err)) from None
+        scoring = str(run.metrics.get("scoring", "fastmri"))
+        volumes = cache[path].get((scoring, output))
+        if not volumes:
+            raise NotComparable(f"`{path}` holds no {scoring} {output} scores")
+        found[run.seed] = {name: values[metric] for name, values in volumes.items()}
+    return found
+
+
+def reference_method(report: Report, name: str) -> str:
+    """The method ``name`` means: a method of the report as named, else the method of the model
+    config ``name`` (``cmfnet`` -> ``CMF-Net``, :data:`PAPER_NAMES`)."""
+    return name if name in report.methods else PAPER_NAMES.get(name, name)
+
+
+def pair_with_reference(
+    report: Report, stats: dict, reference: str, resamples: int, seed: int
+) -> Pairing:
+    """Every method with runs in a column where it has scores, against ``reference`` there
+    (:mod:`cmfnet.compare`), for each output and :data:`COMPARED_METRICS`."""
+    pairing = Pairing(reference, resamples, seed)
+    cache: dict[Path, dict] = {}
+    for column in report.columns:
+        theirs = report.runs_of(reference, column)
+        for method in report.methods:
+            ours = report.runs_of(method, column)
+            if method == reference or not ours:
+                continue
+            left_out = seeds_left_out([r.seed for r in ours], [r.seed for r in theirs])
+            # only the runs of common seeds are read (all when none is common, to say so)
+            mine = [r for r in ours if r.seed not in left_out] or ours
+            paired_with = [r for r in theirs if r.seed not in left_out] or theirs
+            for output in OUTPUTS:
+                for metric in COMPARED_METRICS:
+                    if (method, column, output, metric) not in stats:
+                        continue
+                    if (reference, column, output, metric) not in stats:
+                        result = Comparison(None, f"no {reference} {output} scores in this setting")
+                    else:
+                        try:
+                            paired = pair_runs(
+                                seed_scores(mine, output, metric, cache),
+                                seed_scores(paired_with, output, metric, cache),
+                                resamples,
+                                seed,
+                            )
+                        except NotComparable as err:
+                            result = Comparison(None, str(err))
+                        else:
+                            note = (
+                                f"seed(s) {', '.join(map(str, left_out))} left out (run by one "
+                                "side only)"
+                                if left_out
+                                else ""
+                            )
+                            result = Comparison(paired, note)
+                    pairing.results[(method, column, output, metric)] = result
+    return pairing
+
+
+def format_paired(paired: Optional[Paired], metric: str) -> str:
+    """``-1.23 [-1.80, -0.70]``, then ``n.s.`` when not significant; ``n/a`` without numbers."""
+    if paired is None:
+        return "n/a"
+    digits = DIGITS[metric]
+    text = f"{paired.diff:+.{digits}f} [{paired.ci_low:+.{digits}f}, {paired.ci_high:+.{digits}f}]"
+    return text if paired.significant else f"{text} n.s."
+
+
+def format_p(paired: Optional[Paired]) -> str:
+    if paired is None:
+        return "n/a"
+    return f"{paired.p:.3f}" if paired.p >= 0.001 else f"{paired.p:.1e}"
+
+
+def paired_rows(
+    report: Report, pairing: Pairing, output: str, regime: tuple[str, ...]
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, rows (a method in a setting) and notes of one output's comparison in one
+    regime."""
+    header = ["method", "setting", "volumes × seeds"]
+    for metric in COMPARED_METRICS:
+        unit = " (dB)" if metric == "psnr" else ""
+        header += [f"Δ {METRIC_LABELS[metric]}{unit} [95% CI]", f"p ({METRIC_LABELS[metric]})"]
+    rows, notes = [], []
+    for method in report.methods:
+        for column in report.columns_of(regime):
+            found = [pairing.results.get((method, column, output, m)) for m in COMPARED_METRICS]
+            if not any(found):
+                continue
+            numbers = next((c.paired for c in found if c and c.paired), None)
+            size = f"{numbers.n_volumes} × {numbers.n_seeds}" if numbers else "-"
+            row = [method, report.column_label(column, in_table=True), size]
+            for comparison, metric in zip(found, COMPARED_METRICS):
+                paired = comparison.paired if comparison else None
+                row += [format_paired(paired, metric), format_p(paired)]
+            rows.append(row)
+            where = f"{method}, {report.column_label(column, in_table=True)}"
+            notes += sorted({f"{where}: {c.note}" for c in found if c and c.note})
+    return header, rows, notes
+
+
+def paired_markdown(report: Report, pairing: Pairing, output: str) -> list[str]:
+    """The section comparing every method with the reference on one output."""
+    reference = pairing.reference
+    lines = [f"## Paired differences from `{reference}`: {OUTPUT_NAMES[output]} output", ""]
+    if reference not in report.methods:
+        return lines + [f"No runs of `{reference}`; `--reference METHOD` picks another.", ""]
+    if not any(key[2] == output for key in pairing.results):
+        return lines + ["Nothing to compare.", ""]
+    for regime in report.regimes:
+        header, rows, notes = paired_rows(report, pairing, output, regime)
+        if not rows:
+            continue
+        if len(report.regimes) > 1:
+            lines += [f"### {report.regime_title(regime)}", ""]
+        lines += markdown_table(header, rows) + [""]
+        lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    return lines
+
+
+def paired_long_rows(report: Report, pairing: Pairing) -> list[dict[str, Any]]:
+    """Tidy rows (:data:`PAIRED_COLUMNS`) of every comparison, in table order."""
+    rows = []
+    for method in report.methods:
+        for column in report.columns:
+            for output in OUTPUTS:
+                for metric in COMPARED_METRICS:
+                    comparison = pairing.results.get((method, column, output, metric))
+                    if comparison is None:
+                        continue
+                    paired = comparison.paired
+                    numbers = (
+                        {
+                            "diff": paired.diff,
+                            "ci_low": paired.ci_low,
+                            "ci_high": paired.ci_high,
+                            "p": paired.p,
+                            "n_volumes": paired.n_volumes,
+                            "n_seeds": paired.n_seeds,
+                            "significant": paired.significant,
+                        }
+                        if paired
+                        else {}
+                    )
+                    rows.append(
+                        {
+                            "method": method,
+                            "model": report.method_models[method],
+                            "reference": pairing.reference,
+                            "scale": column.scale,
+                            "accel": column.accel,
+                            "data": column.data,
+                            "mask": column.mask,
+                            "scoring": column.scoring,
+                            "precision": column.precision,
+                            "output": output,
+                            "metric": metric,
+                            **numbers,
+                            "note": comparison.note,
+                        }
+                    )
+    return rows
 
 
 #: what each ``scoring`` choice (conf/scoring/) does to the outputs before they are scored
@@ -548,10 +890,29 @@ def scoring_line(runs: Sequence[Run]) -> str:
     return f"Scoring: {described or 'no runs'}."
 
 
+def output_tables(report: Report, stats: dict, output: str) -> list[str]:
+    """One output's tables, one per regime, each under a heading naming it when there are
+    several."""
+    if not report.methods:
+        return ["No jobs with a known method and setting.", ""]
+    lines = []
+    for regime in report.regimes:
+        if len(report.regimes) > 1:
+            lines += [f"### {report.regime_title(regime)}", ""]
+        scored = any(key[2] == output and key[1].regime == regime for key in stats)
+        if scored:
+            lines += markdown_table(*table_rows(report, stats, output, True, regime))
+        else:
+            lines.append("Not scored in this scoring.")
+        lines.append("")
+    return lines
+
+
 def report_markdown(
-    report: Report, stats: dict, figures: list[str], figure_notes: list[str]
+    report: Report, stats: dict, pairing: Pairing, figures: list[str], figure_notes: list[str]
 ) -> str:
-    """The whole report.md: both tables, the failures, superseded runs and the figures."""
+    """The whole report.md: each output's tables and paired comparisons, the failures,
+    superseded runs and the figures."""
     lines = [
         "# Report: " + ", ".join(f"`{d}`" for d in report.sweep_dirs),
         "",
@@ -560,16 +921,22 @@ def report_markdown(
         scoring_line(report.runs),
         "",
     ]
+    if pairing.results:
+        lines += [
+            PAIRED_LINE.format(
+                reference=pairing.reference,
+                resamples=pairing.resamples,
+                seed=pairing.seed,
+                alpha=ALPHA,
+            ),
+            "",
+        ]
+    if len(report.regimes) > 1:
+        lines += [REGIMES_LINE, ""]
     for output in OUTPUTS:
         lines += [f"## {OUTPUT_TITLES[output]}", ""]
-        scored = any(key[2] == output for key in stats)
-        if report.methods and scored:
-            lines += markdown_table(*table_rows(report, stats, output, bold=True))
-        elif report.methods:
-            lines.append("Not scored in this scoring.")
-        else:
-            lines.append("No jobs with a known method and setting.")
-        lines.append("")
+        lines += output_tables(report, stats, output)
+        lines += paired_markdown(report, pairing, output)
     lines += ["## Failed jobs", ""]
     for failure in report.failures:
         rerun = f" (re-run completed: `{failure.rerun}`)" if failure.rerun else ""
@@ -599,14 +966,11 @@ def psnr_panels(
     report: Report, stats: dict
 ) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
     """SR PSNR curves for :func:`cmfnet.figures.plot_metric_vs_accel`: one panel per scale
-    (and mask/data when they vary), points (accel, mean, std over volumes)."""
+    (and mask, data, scoring and precision when they vary), points (accel, mean, std over
+    volumes)."""
     panels: dict[str, dict[str, list]] = {}
     for column in report.columns:
-        title = " / ".join(
-            [f"SR x{column.scale}"]
-            + [column.mask] * report.show_mask
-            + [column.data] * report.show_data
-        )
+        title = " / ".join([f"SR x{column.scale}"] + [getattr(column, n) for n in report.varying])
         for method in report.methods:
             value = stats.get((method, column, "sr", "psnr"))
             if value is not None:
@@ -698,7 +1062,7 @@ def qualitative_figure(
         outputs.append((method, example["sr"]))
     if reference is None:
         return None, notes
-    name = f"qualitative_{column.slug(report.show_data, report.show_mask)}.png"
+    name = f"qualitative_{column.slug(report.varying)}.png"
     title = (
         f"SR {report.column_label(column)}: {reference['fname']} slice {reference['slice_idx']}; "
         "per-slice PSNR/SSIM vs this HR slice, data range = slice max (tables: per volume)"
@@ -764,8 +1128,10 @@ def scoped_environ(defaults: dict[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def log_to_wandb(report: Report, stats: dict, out: Path, figures: list[str], project: str) -> Path:
-    """Log both tables (as shown), the tidy table and the figures into a new W&B run
+def log_to_wandb(
+    report: Report, stats: dict, pairing: Pairing, out: Path, figures: list[str], project: str
+) -> Path:
+    """Log the tables (as shown), the tidy tables and the figures into a new W&B run
     (``WANDB_MODE``, default offline; files under ``out/wandb``) and finish it; returns the
     run's folder (``out/wandb/offline-run-*`` when offline)."""
     import wandb
@@ -792,11 +1158,19 @@ def log_to_wandb(report: Report, stats: dict, out: Path, figures: list[str], pro
         )
         payload: dict[str, Any] = {}
         for output in OUTPUTS:
-            header, rows = table_rows(report, stats, output, bold=False)
-            payload[f"report/{output}_table"] = wandb.Table(columns=header, data=rows)
+            for i, regime in enumerate(report.regimes):
+                header, rows = table_rows(report, stats, output, False, regime)
+                suffix = f"_{i + 1}" if len(report.regimes) > 1 else ""  # in regimes' order
+                payload[f"report/{output}_table{suffix}"] = wandb.Table(columns=header, data=rows)
         tidy = long_rows(report, stats)
         payload["report/long"] = wandb.Table(
             columns=list(CSV_COLUMNS), data=[[row[c] for c in CSV_COLUMNS] for row in tidy]
+        )
+        payload["report/paired"] = wandb.Table(
+            columns=list(PAIRED_COLUMNS),
+            data=[
+                [row.get(c) for c in PAIRED_COLUMNS] for row in paired_long_rows(report, pairing)
+            ],
         )
         for name in figures:
             payload[f"report/{Path(name).stem}"] = wandb.Image(str(out / name))
@@ -828,7 +1202,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name",
         default="report",
         metavar="NAME",
-        help="base name of the tables: NAME.md and NAME.csv (default: report)",
+        help="base name of the tables: NAME.md, NAME.csv and NAME_paired.csv (default: report)",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="METHOD",
+        help="the method every other is paired with: its name in the tables or its model config "
+        f"(default: {REFERENCE}, i.e. {PAPER_NAMES[REFERENCE]})",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=RESAMPLES,
+        metavar="N",
+        help=f"bootstrap resamples of the paired intervals (default: {RESAMPLES})",
+    )
+    parser.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=BOOTSTRAP_SEED,
+        metavar="SEED",
+        help=f"seed of the bootstrap resampling (default: {BOOTSTRAP_SEED})",
     )
     parser.add_argument(
         "--wandb",
@@ -863,25 +1257,45 @@ def build_report(
     wandb_project: str = "cmfnet",
     name: str = "report",
     scoring: Optional[str] = None,
+    reference: Optional[str] = None,
+    resamples: int = RESAMPLES,
+    bootstrap_seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, Any]:
-    """Write ``<name>.md``, ``<name>.csv`` and the figures into ``out`` (and the W&B run if
-    asked); returns ``{"report", "markdown", "csv", "figures", "wandb_run"}`` paths/objects."""
+    """Write ``<name>.md``, ``<name>.csv``, ``<name>_paired.csv`` and the figures into ``out``
+    (and the W&B run if asked); returns ``{"report", "markdown", "csv", "paired_csv", "figures",
+    "wandb_run"}`` paths/objects. ``reference`` (a method or model config name, see
+    :func:`reference_method`) None: :data:`REFERENCE`, and no comparison when the sweeps have
+    none; a ``reference`` given that the sweeps lack is refused."""
     from cmfnet.io import write_text_atomic
 
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: expected a plain file name such as 'report'")
+    if resamples < 1:
+        raise ValueError(f"--bootstrap must be at least 1 resample, got {resamples}")
     report = load_report(sweep_dirs, scoring)
+    compared_with = reference_method(report, reference or REFERENCE)
+    if reference is not None and compared_with not in report.methods:
+        raise ValueError(
+            f"--reference {reference!r}: no such method or model in these sweeps "
+            f"(methods: {', '.join(report.methods) or 'none'})"
+        )
     out = claim_report_folder(Path(out))
     stats = all_stats(report)
+    pairing = pair_with_reference(report, stats, compared_with, resamples, bootstrap_seed)
     figures, figure_notes = write_figures(report, stats, out)
     markdown, table = out / f"{name}.md", out / f"{name}.csv"
-    write_text_atomic(markdown, report_markdown(report, stats, figures, figure_notes))
+    paired_table = out / f"{name}_paired.csv"
+    write_text_atomic(markdown, report_markdown(report, stats, pairing, figures, figure_notes))
     write_text_atomic(table, report_csv(long_rows(report, stats)))
-    wandb_run = log_to_wandb(report, stats, out, figures, wandb_project) if use_wandb else None
+    write_text_atomic(paired_table, report_csv(paired_long_rows(report, pairing), PAIRED_COLUMNS))
+    wandb_run = (
+        log_to_wandb(report, stats, pairing, out, figures, wandb_project) if use_wandb else None
+    )
     return {
         "report": report,
         "markdown": markdown,
         "csv": table,
+        "paired_csv": paired_table,
         "figures": [out / figure for figure in figures],
         "wandb_run": wandb_run,
     }
@@ -896,12 +1310,16 @@ def run(args: argparse.Namespace) -> int:
         wandb_project=args.wandb_project,
         name=args.name,
         scoring=args.scoring,
+        reference=args.reference,
+        resamples=args.bootstrap,
+        bootstrap_seed=args.bootstrap_seed,
     )
     report = written["report"]
     print(
         f"{len(report.runs)} completed runs, {len(report.failures)} failed jobs "
         f"-> {written['markdown']}, "
-        f"{written['csv'].name}, {len(written['figures'])} figures"
+        f"{written['csv'].name}, {written['paired_csv'].name}, "
+        f"{len(written['figures'])} figures"
     )
     if written["wandb_run"] is not None:
         print(f"W&B run: {written['wandb_run']}")

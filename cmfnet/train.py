@@ -25,7 +25,7 @@ from cmfnet import signals
 from cmfnet.checkpoint import resolve_ckpt_path, tested_checkpoint
 from cmfnet.config import redacted_argv, register_resolvers, sanitize_config
 from cmfnet.errors import one_line
-from cmfnet.io import write_json_atomic
+from cmfnet.io import write_json_atomic, write_text_atomic
 from cmfnet.lit.datamodule import datamodule_from_config
 from cmfnet.lit.images import save_examples
 from cmfnet.lit.loggers import (
@@ -36,7 +36,7 @@ from cmfnet.lit.loggers import (
     redact_console_until_finish,
 )
 from cmfnet.lit.startup import startup_times
-from cmfnet.metrics import METRIC_KEYS, OUTPUTS
+from cmfnet.metrics import METRIC_KEYS, OUTPUTS, VOLUME_SCORES_FILE, volume_scores_csv
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.performance import apply_performance
@@ -111,6 +111,10 @@ def train(cfg: DictConfig) -> dict:
         trainer.validate(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule)
     save_examples(module.example_images, out / "examples.npz")
+    # every test volume's scores, which `cmfnet report` pairs across methods
+    write_text_atomic(
+        out / VOLUME_SCORES_FILE, volume_scores_csv(module.volume_scores.get("test", {}))
+    )
     tested = module.results.get("test", {})
     # volumes whose scored target's max is not the advance data range (a clamping scoring)
     recorded = METRIC_KEYS + tuple(f"{out}_max_mismatches" for out in OUTPUTS)
@@ -120,6 +124,7 @@ def train(cfg: DictConfig) -> dict:
             name: {k: scores.get(k) for k in recorded}
             for name, scores in tested["scorings"].items()
         }
+    metrics["precision"] = str(cfg.trainer.precision)  # as config.yaml records it
     metrics["params"] = summary.total_params
     metrics["wandb_run_id"] = next(
         (lg.experiment.id for lg in loggers if hasattr(lg.experiment, "id")), None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -18,10 +19,20 @@ from conftest import REPO
 
 from cmfnet.cli import main
 from cmfnet.lit.history import history_csv
+from cmfnet.metrics import VOLUME_SCORES_FILE, read_volume_scores, volume_scores_csv
 from cmfnet.ownership import mark, owner_kind
-from cmfnet.report import CellStats, build_report, curve_panels, format_cell, load_report
+from cmfnet.report import (
+    PAIRED_COLUMNS,
+    CellStats,
+    build_report,
+    curve_panels,
+    format_cell,
+    load_report,
+)
 
 HR, LR = 32, 16
+#: per-volume SR PSNR around a run's mean (which they keep): 6 test volumes
+SPREAD = (-1.5, -1.0, -0.5, 0.5, 1.0, 1.5)
 
 
 def metrics(
@@ -60,12 +71,16 @@ def write_job(
     overrides: list[str] | None = None,
     examples_seed: int | None = None,
     history: list[float] | None = None,
+    volumes: list[float] | None = None,
 ) -> Path:
-    """A job folder: metrics.json, optional .hydra/overrides.yaml, a tiny examples.npz and a
-    history.csv with the given val SR PSNR per epoch."""
+    """A job folder: metrics.json, optional .hydra/overrides.yaml, a tiny examples.npz, a
+    history.csv with the given val SR PSNR per epoch and a test_volumes.csv with the given SR
+    PSNR per volume (:func:`write_volumes`)."""
     job = sweep / name
     job.mkdir(parents=True)
     (job / "metrics.json").write_text(json.dumps(record))
+    if volumes is not None:
+        write_volumes(job, volumes, record.get("scoring", "fastmri"))
     if history is not None:
         rows = [
             {"epoch": e, "step": 10 * (e + 1), "train/loss": 1.0 / (e + 1), "val/sr_psnr": v}
@@ -92,6 +107,23 @@ def write_job(
     return job
 
 
+def write_volumes(job: Path, sr_psnr: list[float], scoring: str = "fastmri") -> None:
+    """test_volumes.csv as a run writes it: SR PSNR per volume as given, rec PSNR 2 dB more,
+    SSIM = PSNR / 40, NMSE = 1 / PSNR."""
+    scores = {
+        (scoring, output): {
+            f"vol{i:02d}.h5": {"psnr": psnr + extra, "ssim": (psnr + extra) / 40, "nmse": 1 / psnr}
+            for i, psnr in enumerate(sr_psnr)
+        }
+        for output, extra in (("sr", 0.0), ("rec", 2.0))
+    }
+    (job / VOLUME_SCORES_FILE).write_text(volume_scores_csv(scores))
+
+
+def around(mean: float) -> list[float]:
+    return [mean + offset for offset in SPREAD]
+
+
 @pytest.fixture
 def sweep(tmp_path) -> Path:
     """2 scales x 1 accel; cmfnet beats edsr at x2 but not x4; zero_filled is worst; two seeds
@@ -105,12 +137,14 @@ def sweep(tmp_path) -> Path:
         metrics("cmfnet", 2, 4, sr_psnr=33.0),
         examples_seed=1,
         history=[30.0, 32.0, 33.0],
+        volumes=around(33.0),
     )
     write_job(
         root,
         "1_model=cmfnet,scale=2,seed=7",
         metrics("cmfnet", 2, 4, seed=7, sr_psnr=34.0),
         history=[31.0, 34.0],
+        volumes=around(34.0),
     )
     write_job(
         root,
@@ -118,17 +152,29 @@ def sweep(tmp_path) -> Path:
         metrics("edsr", 2, 4, sr_psnr=32.0),
         examples_seed=2,
         history=[29.0, 32.0],
+        volumes=around(32.0),
     )
     write_job(
         root,
         "3_model=zero_filled,scale=2",
         metrics("zero_filled", 2, 4, sr_psnr=25.0),
         examples_seed=3,
+        volumes=around(25.0),
     )
     write_job(
-        root, "4_model=cmfnet,scale=4", metrics("cmfnet", 4, 4, sr_psnr=28.0), examples_seed=4
+        root,
+        "4_model=cmfnet,scale=4",
+        metrics("cmfnet", 4, 4, sr_psnr=28.0),
+        examples_seed=4,
+        volumes=around(28.0),
     )
-    write_job(root, "5_model=edsr,scale=4", metrics("edsr", 4, 4, sr_psnr=29.5), examples_seed=5)
+    write_job(
+        root,
+        "5_model=edsr,scale=4",
+        metrics("edsr", 4, 4, sr_psnr=29.5),
+        examples_seed=5,
+        volumes=around(29.5),
+    )
     write_job(
         root,
         "6_model=t2net,scale=4",
@@ -204,6 +250,8 @@ def test_csv_is_tidy_long_format_with_seed_columns(sweep, tmp_path):
         "accel",
         "data",
         "mask",
+        "scoring",
+        "precision",
         "output",
         "metric",
         "mean",
@@ -229,7 +277,8 @@ def test_csv_is_tidy_long_format_with_seed_columns(sweep, tmp_path):
 
 def test_report_is_idempotent(sweep, tmp_path):
     build_report([sweep], tmp_path / "out")
-    first = {name: (tmp_path / "out" / name).read_bytes() for name in ("report.md", "report.csv")}
+    names = ("report.md", "report.csv", "report_paired.csv")
+    first = {name: (tmp_path / "out" / name).read_bytes() for name in names}
     build_report([sweep], tmp_path / "out")
     assert {name: (tmp_path / "out" / name).read_bytes() for name in first} == first
 
@@ -472,6 +521,18 @@ def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
     )
     assert (sweep / "qualitative_x4_r4.png").stat().st_size > 10_000
     assert (sweep / "learning_curves.png").stat().st_size > 10_000
+    # each job saved its test volumes' scores; the report pairs zero_filled with cmfnet on them
+    for job in sweep.glob("*_model=*"):
+        kept = read_volume_scores(job / VOLUME_SCORES_FILE)
+        recorded = json.loads((job / "metrics.json").read_text())
+        assert recorded["precision"] == "32-true"
+        for output in ("sr", "rec"):
+            values = [v["psnr"] for v in kept[("fastmri", output)].values()]
+            assert statistics.fmean(values) == pytest.approx(recorded[f"{output}_psnr"])
+    rows = paired_csv(sweep / "report_paired.csv")
+    zero = rows[("zero_filled", "4", "sr", "psnr")]
+    assert zero["note"] == "" and int(zero["n_volumes"]) == len(kept[("fastmri", "sr")]) >= 1
+    assert float(zero["ci_low"]) <= float(zero["diff"]) <= float(zero["ci_high"])
 
 
 def test_metrics_json_is_strict_json_and_a_diverged_run_still_reports(tmp_path):
@@ -504,3 +565,202 @@ def test_history_rows_read_back_keep_epoch_and_step_as_integers(tmp_path):
     text = history_csv([{"epoch": 0, "step": 3, "train/loss": 0.5, "val/sr_psnr": 20.25}])
     (tmp_path / "history.csv").write_text(text)
     assert history_csv(read_history(tmp_path / "history.csv")) == text
+
+
+# --------------------------------------------------------------------------------------------
+# paired comparisons with the reference method, and tables that never mix regimes
+# --------------------------------------------------------------------------------------------
+
+#: ten test volumes whose scores differ a lot from each other (exact in binary)
+TEN = [20.0 + 2 * i for i in range(10)]
+
+
+def paired_cells(
+    markdown: str, output: str = "SR", reference: str = "CMF-Net"
+) -> dict[tuple[str, str], dict[str, str]]:
+    """``{(method, setting): {column header: cell}}`` of one output's paired comparison."""
+    title = f"## Paired differences from `{reference}`: {output} output"
+    section = markdown.split(title, 1)[1].split("\n## ", 1)[0]
+    header, *rows = [line for line in section.splitlines() if line.startswith("| ")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return {
+        (r[0], r[1]): dict(zip(names, r))
+        for r in ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    }
+
+
+def regime_tables(markdown: str, title: str) -> dict[str, dict[str, dict[str, str]]]:
+    """``{regime heading: {method: {column header: cell}}}`` of the tables under ``## title``."""
+    section = markdown.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    return {
+        part.split("\n", 1)[0]: cells("## " + part, part.split("\n", 1)[0])
+        for part in section.split("### ")[1:]
+    }
+
+
+def paired_csv(path: Path) -> dict[tuple[str, str, str, str], dict[str, str]]:
+    """``{(method, scale, output, metric): row}`` of a report_paired.csv."""
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert rows and list(rows[0]) == list(PAIRED_COLUMNS)
+    return {(r["method"], r["scale"], r["output"], r["metric"]): r for r in rows}
+
+
+def test_volume_scores_file_reads_back_exactly(tmp_path):
+    scores = {("fastmri", "sr"): {"a.h5": {"psnr": 0.1 + 0.2, "ssim": float("nan"), "nmse": 1e-9}}}
+    (tmp_path / VOLUME_SCORES_FILE).write_text(volume_scores_csv(scores))
+    back = read_volume_scores(tmp_path / VOLUME_SCORES_FILE)
+    assert back[("fastmri", "sr")]["a.h5"]["psnr"] == 0.1 + 0.2
+    assert math.isnan(back[("fastmri", "sr")]["a.h5"]["ssim"])
+    (tmp_path / VOLUME_SCORES_FILE).write_text("volume,psnr\na.h5,1\n")
+    with pytest.raises(ValueError, match="test_volumes.csv: unreadable per-volume scores"):
+        read_volume_scores(tmp_path / VOLUME_SCORES_FILE)
+
+
+def test_paired_comparison_known_answers_in_the_table_and_csv(tmp_path):
+    """edsr is cmfnet + 1 dB on every volume (interval [1, 1], p = 2/2^10); zero_filled differs
+    from cmfnet symmetrically (interval around 0: n.s.); unet_edsr saved no per-volume scores."""
+    root = tmp_path / "sweep"
+    symmetric = [-3.0, 3.0, -2.0, 2.0, -1.0, 1.0, -0.5, 0.5, -0.25, 0.25]
+    write_job(root, "0_model=cmfnet", metrics("cmfnet", 4, 4), volumes=TEN)
+    write_job(root, "1_model=edsr", metrics("edsr", 4, 4), volumes=[v + 1 for v in TEN])
+    write_job(
+        root,
+        "2_model=zero_filled",
+        metrics("zero_filled", 4, 4),
+        volumes=[v + d for v, d in zip(TEN, symmetric)],
+    )
+    write_job(root, "3_model=unet_edsr", metrics("unet_edsr", 4, 4))
+    written = build_report([root], tmp_path / "out")
+    markdown = written["markdown"].read_text()
+    table = {method: row for (method, _), row in paired_cells(markdown).items()}
+    assert list(table) == ["zero_filled", "edsr", "unet_edsr"]  # not the reference itself
+    assert table["edsr"]["setting"] == "x4 / R4" and table["edsr"]["volumes × seeds"] == "10 × 1"
+    assert table["edsr"]["Δ PSNR (dB) [95% CI]"] == "+1.00 [+1.00, +1.00]"  # no n.s. marker
+    assert table["edsr"]["p (PSNR)"] == "0.002"  # 2 / 2**10
+    assert table["edsr"]["Δ SSIM [95% CI]"] == "+0.0250 [+0.0250, +0.0250]"
+    assert table["zero_filled"]["Δ PSNR (dB) [95% CI]"].endswith(" n.s.")
+    assert table["zero_filled"]["Δ PSNR (dB) [95% CI]"].startswith("+0.00 [-")
+    assert table["unet_edsr"]["Δ PSNR (dB) [95% CI]"] == "n/a"
+    assert table["unet_edsr"]["volumes × seeds"] == "-"
+    note = f"unet_edsr, x4 / R4: `{root / '3_model=unet_edsr'}` has no test_volumes.csv"
+    assert note in markdown.split("## Paired differences from `CMF-Net`: SR output", 1)[1]
+    assert "10000 resamples, seed 0" in markdown  # the defaults, as the report states them
+
+    rows = paired_csv(written["paired_csv"])
+    edsr = rows[("edsr", "4", "sr", "psnr")]
+    assert [float(edsr[k]) for k in ("diff", "ci_low", "ci_high")] == [1.0, 1.0, 1.0]
+    assert float(edsr["p"]) == pytest.approx(2 / 2**10)
+    assert (edsr["n_volumes"], edsr["n_seeds"], edsr["significant"]) == ("10", "1", "True")
+    assert edsr["reference"] == "CMF-Net" and edsr["note"] == ""
+    zero = rows[("zero_filled", "4", "rec", "psnr")]
+    assert float(zero["ci_low"]) < 0 < float(zero["ci_high"]) and zero["significant"] == "False"
+    missing = rows[("unet_edsr", "4", "sr", "ssim")]
+    assert missing["diff"] == "" and "has no test_volumes.csv" in missing["note"]
+    assert {key[0] for key in rows} == {"edsr", "zero_filled", "unet_edsr"}
+
+
+def test_seeds_are_paired_on_the_common_ones_and_shown(sweep, tmp_path):
+    """The fixture: cmfnet has seeds 42 and 7 at x2, edsr only 42 (1 dB below cmfnet's 42).
+    Seed 7 is not read: its missing per-volume scores do not matter."""
+    (sweep / "1_model=cmfnet,scale=2,seed=7" / VOLUME_SCORES_FILE).unlink()
+    written = build_report([sweep], tmp_path / "out")
+    markdown = written["markdown"].read_text()
+    table = paired_cells(markdown)
+    assert list(table) == [
+        ("zero_filled", "x2 / R4"),
+        ("edsr", "x2 / R4"),
+        ("edsr", "x4 / R4"),
+    ]  # t2net failed: nothing to compare
+    assert table[("edsr", "x2 / R4")]["volumes × seeds"] == "6 × 1"
+    assert table[("edsr", "x2 / R4")]["Δ PSNR (dB) [95% CI]"] == "-1.00 [-1.00, -1.00]"
+    assert table[("edsr", "x4 / R4")]["Δ PSNR (dB) [95% CI]"] == "+1.50 [+1.50, +1.50]"
+    assert "- edsr, x2 / R4: seed(s) 7 left out (run by one side only)" in markdown
+    rows = paired_csv(written["paired_csv"])
+    assert rows[("edsr", "2", "sr", "psnr")]["n_seeds"] == "1"
+    assert float(rows[("edsr", "4", "sr", "psnr")]["diff"]) == pytest.approx(1.5)
+    assert ("T2Net", "4", "sr", "psnr") not in rows  # failed: nothing to compare
+
+
+def test_two_seeds_each_give_volumes_times_seeds(tmp_path):
+    root = tmp_path / "sweep"
+    for i, seed in enumerate((42, 43)):
+        write_job(root, f"{i}_cmfnet", metrics("cmfnet", 4, 4, seed=seed), volumes=TEN)
+        gain = 2.0 if seed == 42 else 0.0  # 1 dB on average over the seeds, on every volume
+        write_job(
+            root,
+            f"{i + 2}_edsr",
+            metrics("edsr", 4, 4, seed=seed),
+            volumes=[v + gain for v in TEN],
+        )
+    rows = paired_csv(build_report([root], tmp_path / "out")["paired_csv"])
+    edsr = rows[("edsr", "4", "sr", "psnr")]
+    assert (edsr["n_volumes"], edsr["n_seeds"]) == ("10", "2")
+    assert [float(edsr[k]) for k in ("diff", "ci_low", "ci_high")] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "field, values",
+    [
+        ("precision", ("32-true", "bf16-mixed")),
+        ("scoring", ("fastmri", "fastmri_nonneg")),
+        ("data", ("synthetic", "fastmri_knee")),
+    ],
+)
+def test_runs_of_another_precision_scoring_or_data_get_their_own_tables(tmp_path, field, values):
+    """cmfnet in one regime, edsr and a second cmfnet run (same seed) in the other: two tables
+    per output, each under a heading naming its regime; nothing is paired across them."""
+    root = tmp_path / "sweep"
+    first, second = values
+    write_job(root, "0_cmfnet", metrics("cmfnet", 4, 4, **{field: first}), volumes=TEN)
+    write_job(root, "1_edsr", metrics("edsr", 4, 4, sr_psnr=31.0, **{field: second}), volumes=TEN)
+    write_job(root, "2_cmfnet", metrics("cmfnet", 4, 4, sr_psnr=29.0, **{field: second}))
+    markdown = build_report([root], tmp_path / "out")["markdown"].read_text()
+    assert "never mixed" in markdown and "Superseded" not in markdown
+    tables = regime_tables(markdown, "Super-resolution")
+    assert len(tables) == 2
+    by_value = {v: rows for v in values for t, rows in tables.items() if f"{field} {v}," in t + ","}
+    assert list(by_value[first]) == ["CMF-Net"]
+    assert list(by_value[second]) == ["edsr", "CMF-Net"]
+    assert by_value[first]["CMF-Net"]["x4 / R4 PSNR ↑"].startswith("**30.00**")
+    assert by_value[second]["CMF-Net"]["x4 / R4 PSNR ↑"].startswith("29.00")
+    paired = markdown.split("## Paired differences from `CMF-Net`: SR output", 1)[1]
+    assert "n/a" in paired and "has no test_volumes.csv" in paired  # edsr vs its own regime's
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
+    assert {r[field] for r in rows if r["method"] == "edsr"} == {second}
+
+
+def test_precision_of_older_runs_is_read_from_their_config(tmp_path):
+    root = tmp_path / "sweep"
+    write_job(root, "0_cmfnet", metrics("cmfnet", 4, 4, precision="bf16-mixed"))
+    older = write_job(root, "1_cmfnet", metrics("cmfnet", 4, 4, seed=43))
+    (older / "config.yaml").write_text("trainer:\n  precision: bf16-mixed\n")
+    report = load_report([root])
+    assert {run.column.precision for run in report.runs} == {"bf16-mixed"}
+    assert len(report.regimes) == 1
+
+
+def test_reference_and_bootstrap_options(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["report", str(sweep), "--no-wandb", "--out", str(out)]
+    assert main([*args, "--reference", "edsr", "--bootstrap", "500", "--bootstrap-seed", "3"]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "## Paired differences from `edsr`: SR output" in markdown
+    assert "500 resamples, seed 3" in markdown
+    assert paired_csv(out / "report_paired.csv")[("CMF-Net", "2", "sr", "psnr")]["diff"] == "1.0"
+    assert main([*args, "--reference", "CMF-Net"]) == 0  # the name in the tables, or its model
+    assert "## Paired differences from `CMF-Net`: SR output" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--reference", "unet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--reference 'unet': no such method or model" in err
+    assert "(methods: zero_filled, edsr, T2Net, CMF-Net)" in err
+    assert main([*args, "--bootstrap", "0"]) == 2
+    assert "--bootstrap must be at least 1" in capsys.readouterr().err
+
+
+def test_without_the_reference_method_the_comparison_says_so(tmp_path):
+    root = tmp_path / "sweep"
+    write_job(root, "0_edsr", metrics("edsr", 4, 4), volumes=TEN)
+    markdown = build_report([root], tmp_path / "out")["markdown"].read_text()
+    assert "No runs of `CMF-Net`; `--reference METHOD` picks another." in markdown

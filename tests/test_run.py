@@ -16,6 +16,7 @@ from conftest import REPO, descendant_pids, pid_alive
 from omegaconf import OmegaConf
 
 from cmfnet.lit.history import read_history
+from cmfnet.metrics import VOLUME_SCORES_FILE, read_volume_scores
 
 pytestmark = pytest.mark.slow
 
@@ -387,5 +388,8 @@ def test_ddp_on_two_cpu_processes_scores_the_test_set_as_one_process_does(tmp_pa
     single = json.loads((tmp_path / "scores.json").read_text())["per_volume"]
     assert len(single) == 1  # one test volume of 3 slices: 2 ranks see 2 slices each
     (scores,) = single.values()
+    kept = read_volume_scores(run / VOLUME_SCORES_FILE)[("fastmri", "sr")]  # both ranks' slices
+    assert list(kept) == list(single)
     for metric in ("psnr", "ssim", "nmse"):
         assert scores[metric] == pytest.approx(recorded[f"sr_{metric}"], rel=1e-5), metric
+        assert kept[next(iter(single))][metric] == pytest.approx(scores[metric], rel=1e-5)

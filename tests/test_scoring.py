@@ -86,6 +86,11 @@ def batches(seed: int = 0):
 
 
 def run_test_stage(scoring: Scoring, also_score: dict | None = None) -> dict:
+    return scored_module(scoring, also_score).results["test"]
+
+
+def scored_module(scoring: Scoring, also_score: dict | None = None) -> JointRecSRModule:
+    """A module whose test stage scored :func:`batches`."""
     data = batches()
     module = JointRecSRModule(
         FixedOutputs([outputs for _, outputs in data]),
@@ -99,7 +104,7 @@ def run_test_stage(scoring: Scoring, also_score: dict | None = None) -> dict:
     for sample, _ in data:
         module._eval_step(sample, "test")
     module._finish_eval("test")
-    return module.results["test"]
+    return module
 
 
 def by_hand(scoring: str) -> dict[str, float]:
@@ -146,6 +151,21 @@ def test_also_score_gives_the_same_numbers_as_scoring_that_way():
     assert both["scorings"]["release"] == alone
     assert both["sr_psnr"] == run_test_stage(Scoring())["sr_psnr"]
     assert "rec_psnr" in both
+
+
+def test_the_test_stage_keeps_every_volumes_scores_in_each_scoring():
+    release = Scoring("release", outputs=["sr"], target_clamp=6.0, stats_gain=SCALE)
+    module = scored_module(Scoring(), also_score={"release": release})
+    kept = module.volume_scores["test"]
+    assert sorted(kept) == [("fastmri", "rec"), ("fastmri", "sr"), ("release", "sr")]
+    results = module.results["test"]
+    for metric in ("psnr", "ssim", "nmse"):  # one volume: its scores are the means
+        assert kept[("fastmri", "sr")]["vol.h5"][metric] == results[f"sr_{metric}"]
+        assert kept[("fastmri", "rec")]["vol.h5"][metric] == results[f"rec_{metric}"]
+        assert (
+            kept[("release", "sr")]["vol.h5"][metric]
+            == results["scorings"]["release"][f"sr_{metric}"]
+        )
 
 
 def test_target_clamp_bounds_by_hand():

@@ -87,6 +87,8 @@ class JointRecSRModule(L.LightningModule):
         self.example_images: list[dict] = []
         self._example_keys: Optional[list[tuple[str, int]]] = None
         self.results: dict[str, dict] = {}
+        #: stage -> {(scoring name, output): {volume: {metric: value}}}, every rank's slices
+        self.volume_scores: dict[str, dict[tuple[str, str], dict]] = {}
         self.run_config = run_config
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -248,16 +250,19 @@ class JointRecSRModule(L.LightningModule):
     def _finish_eval(self, stage: str) -> None:
         """Score every volume, all ranks' slices summed; :attr:`results` ``[stage]`` holds the
         run's scoring's means and stds and, under ``"scorings"``, those of each further scoring
-        by name. ``<out>_max_mismatches`` counts the volumes whose scored target's maximum is
+        by name, and :attr:`volume_scores` ``[stage]`` every volume's scores.
+        ``<out>_max_mismatches`` counts the volumes whose scored target's maximum is
         not the data range given in advance (:meth:`~cmfnet.metrics.VolumeSums.max_mismatches`:
         none unless a scoring clamps the target); each such count is also logged as a warning.
         """
         by_scoring: dict[str, dict] = {name: {} for name in self._scorings}
+        self.volume_scores[stage] = {}
         for (name, out), collected in self._metrics.items():
             merged = collected.reduce()  # every rank, in the same order
             if not len(merged):
                 continue
             scores = merged.compute()
+            self.volume_scores[stage][(name, out)] = scores["per_volume"]
             summary = by_scoring[name]
             for metric in METRICS:
                 summary[score_key(out, metric)] = scores[metric]["mean"]
