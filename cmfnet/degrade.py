@@ -103,3 +103,12 @@ def degrade_slice(
         aux_lr=magnitude_image(k_aux),
         target_hr=np.asarray(hr, dtype=np.float32),
     )
+
+
+def degrade_magnitude_slice(target_hr: np.ndarray, aux_hr: np.ndarray, scale: int) -> LowResPair:
+    """:func:`degrade_slice` of a magnitude-only pair (NIfTI data sets: ISLES, IXI), each
+    (H, W) real: the magnitudes are the HR images (zero phase) and the target's own magnitude
+    is the HR target."""
+    return degrade_slice(
+        target_hr.astype(np.complex64), aux_hr.astype(np.complex64), scale, target_hr=target_hr
+    )

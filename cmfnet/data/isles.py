@@ -24,7 +24,7 @@ import numpy as np
 
 from cmfnet.data.errors import DataError
 from cmfnet.data.paired import PairedSliceDataset, dominant_value
-from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
+from cmfnet.degrade import LowResPair, degrade_magnitude_slice, lowres_shape
 from cmfnet.errors import one_line
 from cmfnet.kspace import center_crop
 
@@ -207,12 +207,7 @@ class ISLESPairDataset(PairedSliceDataset):
         aux, target = self.pairs[pair_idx]
         target_hr = read_nifti_slice(target, slice_idx, self.hr_size)
         aux_hr = read_nifti_slice(aux, slice_idx, self.hr_size)
-        return degrade_slice(
-            target_hr.astype(np.complex64),
-            aux_hr.astype(np.complex64),
-            self.scale,
-            target_hr=target_hr,
-        )
+        return degrade_magnitude_slice(target_hr, aux_hr, self.scale)
 
     def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:
         aux, target = self.pairs[pair_idx]

@@ -50,7 +50,7 @@ from scipy.ndimage import map_coordinates
 from cmfnet.data.errors import DataError
 from cmfnet.data.isles import NiftiVolume, _load, read_nifti_info
 from cmfnet.data.paired import PairedSliceDataset, dominant_value
-from cmfnet.degrade import LowResPair, degrade_slice, lowres_shape
+from cmfnet.degrade import LowResPair, degrade_magnitude_slice, lowres_shape
 from cmfnet.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -344,12 +344,7 @@ class IXIPairDataset(PairedSliceDataset):
 
     def build_lowres(self, pair_idx: int, slice_idx: int) -> LowResPair:
         target_hr, aux_hr = self.hr_slices(pair_idx, slice_idx)
-        return degrade_slice(
-            target_hr.astype(np.complex64),
-            aux_hr.astype(np.complex64),
-            self.scale,
-            target_hr=target_hr,
-        )
+        return degrade_magnitude_slice(target_hr, aux_hr, self.scale)
 
     def pair_paths(self, pair_idx: int) -> tuple[Path, Path]:
         aux, target = self.pairs[pair_idx]
