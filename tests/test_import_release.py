@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import CodeOnUnpickle
 
 from cmfnet.checkpoint import build_model_from_checkpoint
 from cmfnet.cli import main
@@ -352,20 +353,6 @@ def test_out_holding_a_users_file_is_refused_and_the_file_untouched(
     # a folder import-release made is used again
     assert MARKER in {p.name for p in imported.iterdir()}
     assert cli("import-release", release_ckpt, "--out", imported, "--quiet") == 0
-
-
-def _touch_marker(path: str) -> None:
-    Path(path).touch()
-
-
-class CodeOnUnpickle:
-    """Unpickling this object would run `_touch_marker` (arbitrary code)."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (_touch_marker, (self.marker,))
 
 
 def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(

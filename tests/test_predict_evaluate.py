@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, REPO
+from conftest import CONF_DIR, REPO, CodeOnUnpickle
 from omegaconf import OmegaConf
 
 from cmfnet.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
@@ -405,20 +405,6 @@ def test_predict_out_refuses_a_users_folder_and_replaces_only_its_own_files(
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
-
-
-def _touch_marker(path: str) -> None:
-    Path(path).touch()
-
-
-class CodeOnUnpickle:
-    """Unpickling this object would run `_touch_marker` (arbitrary code)."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (_touch_marker, (self.marker,))
 
 
 def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, capsys):
