@@ -67,6 +67,7 @@ def make(name: str, scale: int = 4, tiny: bool = True) -> nn.Module:
     meta device (no memory, no initialisation cost), which is enough for parameter counts and
     MAC counting. An MTrans stage is built for ``MTRANS_SIDE`` x ``MTRANS_SIDE`` images."""
     cfg = compose_model_cfg(name, scale, "tiny" if tiny else "full")
+    torch.manual_seed(0)  # the same weights whatever ran before in this process (xdist)
     if name.startswith("mtrans"):
         cfg.reconstruction.input_size = MTRANS_SIDE
     with nullcontext() if tiny else torch.device("meta"):
