@@ -23,8 +23,8 @@ import nibabel as nib
 import numpy as np
 
 from cmfnet.data.errors import DataError
-from cmfnet.data.paired import PairedSliceDataset, dominant_value
-from cmfnet.degrade import LowResPair, degrade_magnitude_slice, lowres_shape
+from cmfnet.data.paired import PairedSliceDataset, checked_hr_size, dominant_value
+from cmfnet.degrade import LowResPair, degrade_magnitude_slice
 from cmfnet.errors import one_line
 from cmfnet.kspace import center_crop
 
@@ -160,11 +160,7 @@ class ISLESPairDataset(PairedSliceDataset):
         cache_lowres: bool = True,
     ):
         super().__init__(root, transform, cache_lowres)
-        self.hr_size = (int(hr_size[0]), int(hr_size[1]))
-        try:
-            lowres_shape(self.hr_size, scale)
-        except ValueError as err:
-            raise DataError(f"data.hr_size: {err}") from err
+        self.hr_size = checked_hr_size(hr_size, scale)
         self.scale = scale
         names = (
             sorted(p.name for p in self.root.iterdir() if p.is_dir())

@@ -49,8 +49,8 @@ from scipy.ndimage import map_coordinates
 
 from cmfnet.data.errors import DataError
 from cmfnet.data.isles import NiftiVolume, _load, read_nifti_info
-from cmfnet.data.paired import PairedSliceDataset, dominant_value
-from cmfnet.degrade import LowResPair, degrade_magnitude_slice, lowres_shape
+from cmfnet.data.paired import PairedSliceDataset, checked_hr_size, dominant_value
+from cmfnet.degrade import LowResPair, degrade_magnitude_slice
 from cmfnet.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -208,11 +208,7 @@ class IXIPairDataset(PairedSliceDataset):
         cache_lowres: bool = True,
     ):
         super().__init__(root, transform, cache_lowres)
-        self.hr_size = (int(hr_size[0]), int(hr_size[1]))
-        try:
-            lowres_shape(self.hr_size, scale)
-        except ValueError as err:
-            raise DataError(f"data.hr_size: {err}") from err
+        self.hr_size = checked_hr_size(hr_size, scale)
         if split not in SPLITS:
             raise DataError(f"data.splits.{split}.split: '{split}' is not one of {SPLITS}")
         for key, value in (("aux_contrast", aux_contrast), ("target_contrast", target_contrast)):

@@ -12,8 +12,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from cmfnet.data.errors import DataError
 from cmfnet.data.transforms import VolumeMax
-from cmfnet.degrade import LowResPair
+from cmfnet.degrade import LowResPair, lowres_shape
 from cmfnet.errors import one_line
+
+
+def checked_hr_size(hr_size: Sequence[int], scale: int) -> tuple[int, int]:
+    """``data.hr_size`` (the in-plane crop of NIfTI data sets) as (H, W), checked divisible by
+    ``scale``; DataError naming the setting otherwise."""
+    size = (int(hr_size[0]), int(hr_size[1]))
+    try:
+        lowres_shape(size, scale)
+    except ValueError as err:
+        raise DataError(f"data.hr_size: {err}") from err
+    return size
 
 
 def dominant_value(values: np.ndarray) -> tuple[int, ...] | None:
