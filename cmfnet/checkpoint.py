@@ -40,7 +40,7 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable, unsafe or not written by cmfnet."""
 
 
-def _load_error(path: Path, err: Exception) -> CheckpointError:
+def checkpoint_load_error(path: Path, err: Exception) -> CheckpointError:
     """Classify a ``torch.load`` failure into a one-line message naming ``path``."""
     unsafe = _UNSAFE_GLOBAL.search(str(err))
     if unsafe:
@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ...
-        raise _load_error(path, err) from err
+        raise checkpoint_load_error(path, err) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
             f"{path}: not a Lightning checkpoint (holds a {type(checkpoint).__name__}, not a dict)"

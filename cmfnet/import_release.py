@@ -205,7 +205,7 @@ def load_release_checkpoint(path: Path) -> dict:
     as plain data, any other pickled object is refused naming it."""
     import torch
 
-    from cmfnet.checkpoint import _load_error
+    from cmfnet.checkpoint import checkpoint_load_error
 
     if not path.is_file():
         raise ReleaseImportError(f"{path}: checkpoint not found")
@@ -214,8 +214,8 @@ def load_release_checkpoint(path: Path) -> dict:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ReleaseImportError(
-            f"{_load_error(path, err)}; only hyperparameters pickled as argparse.Namespace, "
-            "Lightning's AttributeDict or pathlib paths are read, as plain data"
+            f"{checkpoint_load_error(path, err)}; only hyperparameters pickled as "
+            "argparse.Namespace, Lightning's AttributeDict or pathlib paths are read, as plain data"
         ) from err
     if not isinstance(checkpoint, dict):
         raise ReleaseImportError(
