@@ -10,7 +10,11 @@ Each filter names one message and why it is noise here:
 - W&B's "anonymous setting has no effect" is avoided in :class:`cmfnet.lit.loggers.WandbRunLogger`;
 - Lightning's hint that ``srun`` is on the PATH but not used: cmfnet chose not to use it (a
   run outside SLURM, or ``launcher=slurm``, whose jobs do run under srun); the hint also
-  echoes the command line, secret overrides included.
+  echoes the command line, secret overrides included;
+- Lightning's advice to log epoch metrics with ``sync_dist=True`` under DDP: cmfnet's
+  validation and test metrics are computed from every rank's slices, gathered before they are
+  logged (:class:`cmfnet.lit.module.JointRecSRModule`), so each rank already logs the same
+  value.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import warnings
 NOISE_LOG_MESSAGES = {"lightning.pytorch.utilities.rank_zero": ("litlogger",)}
 NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 #: UserWarnings (Lightning's PossibleUserWarning is one) that are noise here.
-NOISE_USER_WARNINGS = (r"The `srun` command is available on your system but is not used",)
+NOISE_USER_WARNINGS = (
+    r"The `srun` command is available on your system but is not used",
+    r"It is recommended to use `self.log\('(val|test)/.*sync_dist=True",
+)
 
 
 class _DropMessages(logging.Filter):

@@ -139,3 +139,35 @@ class CodeOnUnpickle:
 
     def __reduce__(self):
         return (_touch_marker, (self.marker,))
+
+
+def assert_scored_as_one_process(run: Path, cwd: Path) -> None:
+    """The test metrics a DDP run recorded in ``run`` (gathered over its ranks) equal a
+    single-process ``cmfnet predict`` + ``cmfnet evaluate`` of its best checkpoint, volume by
+    volume and on average. ``cwd``: the folder the run's relative data paths start from."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from cmfnet.cli import main as cli
+    from cmfnet.metrics import VOLUME_SCORES_FILE, read_volume_scores
+
+    recorded = json.loads((run / "metrics.json").read_text())
+    assert recorded["status"] == "completed"
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    test_root = Path(OmegaConf.load(run / "config.yaml").data.splits.test.root)
+    if not test_root.is_absolute():
+        test_root = cwd / test_root
+    out = cwd / f"{run.name}-alone"
+    assert cli(["predict", str(best), "--split", "test", "--out", str(out), "--quiet"]) == 0
+    scores_file = cwd / f"{run.name}-alone.json"
+    evaluate = ["evaluate", "--target", str(test_root), "--predictions", str(out)]
+    assert cli([*evaluate, "--only-predicted", "--json", str(scores_file)]) == 0
+    single = json.loads(scores_file.read_text())["per_volume"]
+    assert len(single) == 1  # one test volume of 3 slices: 2 ranks see 2 slices each
+    ((volume, scores),) = single.items()
+    kept = read_volume_scores(run / VOLUME_SCORES_FILE)[("fastmri", "sr")]  # both ranks' slices
+    assert list(kept) == [volume]
+    for metric in ("psnr", "ssim", "nmse"):
+        assert scores[metric] == pytest.approx(recorded[f"sr_{metric}"], rel=1e-5), metric
+        assert kept[volume][metric] == pytest.approx(scores[metric], rel=1e-5), metric

@@ -1,22 +1,25 @@
 """``launcher=slurm`` on a real one-node SLURM cluster (``scripts/slurm_local_cluster.sh``; CI
-starts it): a requeued job (``scontrol requeue``: SIGTERM) and a job that reaches its time limit
-(SIGUSR2, then submitit requeues it) continue from their last.ckpt to the metrics of an
-uninterrupted run; the sweep waits, shows SLURM's state and ends 0; ``cmfnet resume`` leaves a
-job SLURM holds alone; W&B closes without an error and no secret reaches its files. Skipped,
-with the reason, where no cluster answers."""
+starts it): a requeued job (``scontrol requeue``: SIGTERM) that then loses its node (every
+process killed without a signal it could handle, the node set DOWN, SLURM requeues the job) and
+a job that reaches its time limit (SIGUSR2, then submitit requeues it) continue from their
+last.ckpt to the metrics of an uninterrupted run; the sweep waits, shows SLURM's state and ends
+0; ``cmfnet resume`` leaves a job SLURM holds alone; W&B closes without an error and no secret
+reaches its files. A 2-task DDP job runs as two SLURM tasks and scores its test set as one
+process does. Skipped, with the reason, where no cluster answers."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, assert_scored_as_one_process
 
 from cmfnet.lit.history import read_history
 
@@ -84,8 +87,8 @@ def reference(tmp_path_factory, cluster) -> dict:
     return metrics(cwd / "run")
 
 
-def start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "run.py"), "-m", "launcher=slurm", *SMOKE, *RESOURCES]
+def start_sweep(cwd: Path, *args: str, job: tuple[str, ...] = SMOKE) -> subprocess.Popen:
+    command = [sys.executable, str(REPO / "run.py"), "-m", "launcher=slurm", *job, *RESOURCES]
     with open(cwd / "sweep.log", "w") as output:
         return subprocess.Popen(
             [*command, *args, f"hydra.sweep.dir={cwd / 'sweep'}"],
@@ -134,6 +137,32 @@ def finish_releasing(job_id: str, proc: subprocess.Popen, timeout: float = 420) 
         time.sleep(0.5)
 
 
+def fail_node(job_id: str) -> None:
+    """What a node failure does to a job: every process of it stops at once (SIGSTOP, so none
+    can handle what follows), the node goes DOWN (SLURM requeues the job), and the processes die
+    by SIGKILL, leaving no record of the stop. The node comes back (ReturnToService=2 or
+    ``State=RESUME``)."""
+    rows = subprocess.run(
+        ["scontrol", "listpids", job_id], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[1:]  # after the header: PID JOBID STEPID LOCALID GLOBALID
+    pids = [int(row.split()[0]) for row in rows if row.split() and row.split()[0].isdigit()]
+    assert pids, f"scontrol listpids {job_id} listed no process"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    down = ["scontrol", "update", "NodeName=vm", "State=DOWN", "Reason=cmfnet-test-node-failure"]
+    subprocess.run(down, check=True)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 60
+    while time.time() < deadline and cluster_problem():
+        subprocess.run(["scontrol", "update", "NodeName=vm", "State=RESUME"], capture_output=True)
+        time.sleep(1)
+    assert cluster_problem() is None, cluster_problem()
+
+
 def job_folder(cwd: Path) -> Path:
     return next((cwd / "sweep").glob("0_*"))
 
@@ -159,7 +188,7 @@ def check_continued(cwd: Path, proc: subprocess.Popen, reference: dict, signal_n
     return log
 
 
-def test_a_requeued_job_continues_in_its_w_and_b_run_and_resume_leaves_it_to_slurm(
+def test_a_job_that_loses_its_node_then_is_requeued_continues_in_one_w_and_b_run(
     tmp_path, reference
 ):
     proc = start_sweep(tmp_path, f"+hf_token={SECRET}")
@@ -169,6 +198,24 @@ def test_a_requeued_job_continues_in_its_w_and_b_run_and_resume_leaves_it_to_slu
         proc,
         tmp_path,
         "the first last.ckpt",
+    )
+    fail_node(job_id)  # no record: the restart is known by SLURM_RESTART_COUNT only
+    wait_until(lambda: "BeginTime" in squeue(job_id), proc, tmp_path, "the node-failure requeue")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    run_log = next(tmp_path.glob("sweep/0_*")) / "run.log"
+    history = run_log.parent / "history.csv"
+    wait_until(
+        lambda: "job restarted by SLURM without a record" in run_log.read_text(),
+        proc,
+        tmp_path,
+        "the restart after the node failure",
+    )
+    epochs_before = len(read_history(history))
+    wait_until(
+        lambda: len(read_history(history)) >= epochs_before + 2,
+        proc,
+        tmp_path,
+        "two epochs after the restart",
     )
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM, as pre-emption
     wait_until(lambda: "BeginTime" in squeue(job_id), proc, tmp_path, "the requeue")
@@ -187,11 +234,11 @@ def test_a_requeued_job_continues_in_its_w_and_b_run_and_resume_leaves_it_to_slu
     finish_releasing(job_id, proc)
     log = check_continued(tmp_path, proc, reference, "SIGTERM")
     # the sweep's own log names the job by its SLURM id and never calls it failed (its
-    # PENDING spell may fall between two polls on a loaded machine; resume saw it above)
+    # PENDING spells may fall between two polls on a loaded machine; resume saw one above)
     assert f"SLURM job {job_id} ended" in log and "failed" not in log.lower()
     job = job_folder(tmp_path)
     runs = sorted(p.name for p in (job / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({name.rsplit("-", 1)[1] for name in runs}) == 1, runs
+    assert len(runs) == 3 and len({name.rsplit("-", 1)[1] for name in runs}) == 1, runs
     assert metrics(job)["wandb_run_id"] == runs[0].rsplit("-", 1)[1]
     leaked = [
         p for p in (job / "wandb").rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()
@@ -212,3 +259,29 @@ def test_a_job_past_its_time_limit_is_requeued_and_continues(tmp_path, reference
     assert "requeueing the job (submitit)" in (job_folder(tmp_path) / "run.log").read_text()
     # the sweep saw it run, then run again (more than once on a busy machine: each run has 1 min)
     assert log.count(": RUNNING") >= 2, log
+
+
+def test_a_two_task_ddp_job_runs_under_slurm_and_scores_as_one_process(tmp_path, cluster):
+    """trainer=ddp with hydra.launcher.tasks_per_node=2: SLURM starts both processes and
+    Lightning's SLURM environment gives them their ranks (no process of Lightning's own)."""
+    proc = start_sweep(
+        tmp_path,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "hydra.launcher.tasks_per_node=2",
+        "logger=csv",
+        job=("experiment=smoke", "scale=2"),
+    )
+    proc.wait(timeout=420)
+    log = (tmp_path / "sweep.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    outs = {p.name: p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.*")}
+    rank_of = {n: o for n, o in outs.items() if n.endswith("_log.out")}
+    assert len(rank_of) == 2 and any("global_rank=1(2)" in o for o in rank_of.values()), outs
+    errs = "".join(o for n, o in outs.items() if n.endswith("_log.err"))
+    assert "MEMBER: 2/2" in errs and "Traceback" not in errs, errs[-3000:]
+    assert "sync_dist=True" not in errs
+    job = job_folder(tmp_path)
+    assert not list(job.glob("train_ddp_process_*.log"))  # SLURM started rank 1, not Lightning
+    assert_scored_as_one_process(job, tmp_path)
