@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -203,6 +203,16 @@ def redact_argument(arg: str, secrets: set[str]) -> str:
     for secret in secrets:
         arg = arg.replace(secret, REDACTED)
     return arg
+
+
+def shown_overrides(overrides: Sequence[str]) -> str:
+    """A job's overrides as a sweep's log line shows them: Hydra's ``filter_overrides`` (no
+    ``hydra.`` keys), with the values of secret-looking overrides and secret environment values
+    redacted."""
+    from hydra.core.utils import filter_overrides
+
+    secrets = _secret_values()
+    return " ".join(redact_argument(arg, secrets) for arg in filter_overrides(list(overrides)))
 
 
 @contextmanager

@@ -646,6 +646,18 @@ def test_a_secret_interpolated_into_the_config_is_redacted_in_every_file(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_sweep_logs_a_jobs_overrides_without_its_secrets(monkeypatch):
+    """The launchers' job lines (``#0: SLURM job 12: ...``) show overrides as
+    ``shown_overrides`` gives them."""
+    from cmfnet.config import shown_overrides
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "env-secret-42424242")
+    shown = shown_overrides(
+        ["model=cmfnet", "+hf_token=typed-secret", "data.root=/x/env-secret-42424242", "hydra.a=1"]
+    )
+    assert shown == "model=cmfnet +hf_token=<redacted> data.root=/x/<redacted>"
+
+
 def test_a_secret_typed_on_the_command_line_is_in_no_file_wandb_would_upload(tmp_path):
     """W&B records the command line in its run file; the secret-looking override and a secret
     environment value typed as a value must appear there, and in the logged config, only redacted.

@@ -236,6 +236,7 @@ def test_a_job_that_loses_its_node_then_is_requeued_continues_in_one_w_and_b_run
     # the sweep's own log names the job by its SLURM id and never calls it failed (its
     # PENDING spells may fall between two polls on a loaded machine; resume saw one above)
     assert f"SLURM job {job_id} ended" in log and "failed" not in log.lower()
+    assert SECRET not in log and "+hf_token=<redacted>" in log  # the sweep's own console too
     job = job_folder(tmp_path)
     runs = sorted(p.name for p in (job / "wandb").glob("offline-run-*"))
     assert len(runs) == 3 and len({name.rsplit("-", 1)[1] for name in runs}) == 1, runs

@@ -28,12 +28,13 @@ from typing import Any, Optional, Sequence
 import cloudpickle
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from cmfnet import signals
+from cmfnet.config import shown_overrides
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,7 @@ def _run_in_worker(payload: bytes, overrides: list[str], job_num: int) -> JobRet
         with open_dict(sweep_config.hydra.job) as job:
             job.id = f"{job.name}_{job_num}"
             job.num = job_num
-        log.info(
-            "job #%d on device %s: %s", job_num, _DEVICE, " ".join(filter_overrides(overrides))
-        )
+        log.info("job #%d on device %s: %s", job_num, _DEVICE, shown_overrides(overrides))
         result = run_job(
             hydra_context=hydra_context,
             task_function=task_function,

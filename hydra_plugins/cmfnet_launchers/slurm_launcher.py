@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf
 
+from cmfnet.config import shown_overrides
 from cmfnet.slurm import held_jobs, record_job_ids
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ class CmfnetSlurmLauncher(SlurmLauncher):
         jobs = executor.map_array(self, *zip(*arguments))
         record_job_ids(sweep_dir, {num: job.job_id for num, job in zip(numbers, jobs)})
         for num, overrides, job in zip(numbers, job_overrides, jobs):
-            log.info(
-                "\t#%d: SLURM job %s: %s", num, job.job_id, " ".join(filter_overrides(overrides))
-            )
+            log.info("\t#%d: SLURM job %s: %s", num, job.job_id, shown_overrides(overrides))
         return self.wait(jobs, numbers)
 
     def wait(self, jobs: List[Any], numbers: List[int]) -> List[JobReturn]:
