@@ -14,7 +14,9 @@ Each filter names one message and why it is noise here:
 - Lightning's advice to log epoch metrics with ``sync_dist=True`` under DDP: cmfnet's
   validation and test metrics are computed from every rank's slices, gathered before they are
   logged (:class:`cmfnet.lit.module.JointRecSRModule`), so each rank already logs the same
-  value.
+  value;
+- alembic's "setup plugin ..." lines, one per plugin, each time Optuna opens a search's SQLite
+  study (``hparams_search``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from __future__ import annotations
 import logging
 import warnings
 
-NOISE_LOG_MESSAGES = {"lightning.pytorch.utilities.rank_zero": ("litlogger",)}
+NOISE_LOG_MESSAGES = {
+    "lightning.pytorch.utilities.rank_zero": ("litlogger",),
+    "alembic.runtime.plugins": ("setup plugin",),
+}
 NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 #: UserWarnings (Lightning's PossibleUserWarning is one) that are noise here.
 NOISE_USER_WARNINGS = (

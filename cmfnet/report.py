@@ -19,7 +19,8 @@ writes into ``--out`` (default: the first sweep folder):
   metric (:data:`PAIRED_COLUMNS`: ``diff, ci_low, ci_high, p, n_volumes, n_seeds,
   significant``; empty numbers and a ``note`` where the pair cannot be made).
 - ``psnr_vs_accel.png``, ``learning_curves.png`` (validation SR PSNR per epoch, from each run's
-  ``history.csv``) and ``qualitative_x{scale}_r{accel}.png`` (:mod:`cmfnet.figures`).
+  ``history.csv``) and ``qualitative_x{scale}_r{accel}.png`` (:mod:`cmfnet.figures`); for a
+  hyperparameter search, ``search_<study>.png`` (:mod:`cmfnet.search_plot`).
 - with ``--wandb`` (default), a W&B run (offline unless ``WANDB_MODE`` says otherwise) in the
   sweep's group ``<sweep_name>/<timestamp>`` holding the tables and figures.
 
@@ -1267,6 +1268,7 @@ def build_report(
     :func:`reference_method`) None: :data:`REFERENCE`, and no comparison when the sweeps have
     none; a ``reference`` given that the sweeps lack is refused."""
     from cmfnet.io import write_text_atomic
+    from cmfnet.search_plot import write_search_plots
 
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: expected a plain file name such as 'report'")
@@ -1283,6 +1285,7 @@ def build_report(
     stats = all_stats(report)
     pairing = pair_with_reference(report, stats, compared_with, resamples, bootstrap_seed)
     figures, figure_notes = write_figures(report, stats, out)
+    figures += write_search_plots(sweep_dirs, out)  # a hyperparameter search's trials
     markdown, table = out / f"{name}.md", out / f"{name}.csv"
     paired_table = out / f"{name}_paired.csv"
     write_text_atomic(markdown, report_markdown(report, stats, pairing, figures, figure_notes))

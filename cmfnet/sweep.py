@@ -542,6 +542,7 @@ class ResultsTableCallback(Callback):
     def __init__(self) -> None:
         self.ended = False
         self.replaced: dict = {}  # the signal handlers replaced while the multirun runs
+        self.continue_with = ""  # how a stopped multirun continues
 
     def __getstate__(self) -> dict:  # pickled into a launcher's workers: the handlers stay here
         return {**self.__dict__, "replaced": {}}
@@ -549,6 +550,12 @@ class ResultsTableCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.replaced = signals.install()
         sweep_dir = Path(config.hydra.sweep.dir)
+        # A sweeper that keeps a study (hparams_search) continues it itself.
+        self.continue_with = (
+            "the same command"
+            if config.hydra.sweeper.get("storage")
+            else f"cmfnet resume {sweep_dir}"
+        )
         atexit.register(self.write_if_stopped, sweep_dir)  # on_multirun_end does not run then
         try:
             write_job_list(sweep_dir, config)
@@ -586,11 +593,11 @@ class ResultsTableCallback(Callback):
         rows = write_results(sweep_dir)
         done = sum(row.get("status") == "completed" for row in rows)
         log.warning(
-            "sweep stopped: %d of %d jobs completed (see %s); continue it with: cmfnet resume %s",
+            "sweep stopped: %d of %d jobs completed (see %s); continue it with: %s",
             done,
             len(rows),
             sweep_dir / "results.md",
-            sweep_dir,
+            self.continue_with,
         )
         for line in held_by_slurm(rows):
             log.warning("%s", line)

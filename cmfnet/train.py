@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cmfnet import signals
@@ -60,8 +61,9 @@ def is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit (unless the model has no parameters to train), test, and return the metrics.
+def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
+    """Fit (unless the model has no parameters to train), test, and return the metrics and the
+    best validation SR PSNR (:func:`validation_score`).
 
     The callbacks are built first, as the job's start-up clock starts with them
     (:class:`~cmfnet.lit.startup.StartupTimer`). The config is then resolved once, so that
@@ -107,8 +109,10 @@ def train(cfg: DictConfig) -> dict:
         )
         ckpt = tested_checkpoint(cfg.test_checkpoint, trainer.checkpoint_callback)
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        score = validation_score(trainer.checkpoint_callback)
     else:
-        trainer.validate(module, datamodule=datamodule)
+        validated = trainer.validate(module, datamodule=datamodule)
+        score = finite_or_none(validated[0].get("val/sr_psnr") if validated else None)
         trainer.test(module, datamodule=datamodule)
     save_examples(module.example_images, out / "examples.npz")
     # every test volume's scores, which `cmfnet report` pairs across methods
@@ -131,7 +135,23 @@ def train(cfg: DictConfig) -> dict:
     )
     metrics["skipped_batches"] = module.skipped_batches
     metrics.update(startup_times(callbacks))
-    return metrics
+    return metrics, score
+
+
+def finite_or_none(value: Any) -> Optional[float]:
+    """``value`` (a number or a one-element tensor) as a float; None when missing or not
+    finite."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def validation_score(callback: Optional[ModelCheckpoint]) -> Optional[float]:
+    """The best validation SR PSNR of the fit: the score ``ModelCheckpoint`` keeps for its best
+    checkpoint (restored with it when a run resumes). None without that callback, or when no
+    epoch gave a finite score (a diverged run)."""
+    return finite_or_none(callback.best_model_score if callback is not None else None)
 
 
 def job_record(
@@ -160,16 +180,20 @@ def run_task(cfg: DictConfig) -> Optional[float]:
     SIGTERM (:mod:`cmfnet.signals`) records ``status: interrupted``, keeps the epoch-end
     ``checkpoints/last.ckpt`` (resuming from it is deterministic) and ends the process, and so
     the sweep, with status 130 or 143. A requeued submitit job continues from its last.ckpt
-    (:func:`cmfnet.sweep.resume_requeued_job`). Returns the test SR PSNR (for sweepers that
-    optimise).
+    (:func:`cmfnet.sweep.resume_requeued_job`). Returns the best validation SR PSNR (what
+    ModelCheckpoint monitors; an optimising sweeper maximises it, ``hparams_search``), or None
+    for a failed job or one with no finite score, which the Optuna sweeper records as a failed
+    trial.
     """
     out = output_dir()
     failure: Optional[BaseException] = None
+    score: Optional[float] = None
     stop: Optional[BaseException] = None
     with signals.stop_on_signals():
         try:
             resume_requeued_job(cfg, out, HydraConfig.get().overrides.task)
-            metrics = {**train(cfg), "status": "completed"}
+            metrics, score = train(cfg)
+            metrics["status"] = "completed"
         except BaseException as err:  # recorded below, a stop signal's exit included
             failure = err
         with (
@@ -204,7 +228,7 @@ def run_task(cfg: DictConfig) -> Optional[float]:
         raise SystemExit(1)
     if failure is None:
         print(outputs_summary(out, metrics), flush=True)
-    return metrics.get("sr_psnr")
+    return score
 
 
 def outputs_summary(out: Path, metrics: dict) -> str:
