@@ -143,12 +143,15 @@ def test_a_search_stopped_by_sigterm_continues_with_the_same_study(tmp_path):
     assert "`search_cmfnet_lr.png`" in written["markdown"].read_text()
 
 
-def test_the_gpus_launcher_runs_a_batch_of_trials_side_by_side(tmp_path):
+def test_the_gpus_launcher_runs_a_batch_and_a_failed_trial_is_recorded_as_failed(tmp_path):
+    # The sampler's seed 0 draws lr -1 (refused by the settings check: the job fails), then 1e-3.
     proc = start(
         tmp_path,
         *SEARCH[:-1],
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.seed=0",
+        "optimizer.lr=choice(-1.0,0.001)",
         "launcher=gpus",
         "hydra.launcher.devices=cpu",
         "hydra.launcher.cpu_workers=2",
@@ -157,5 +160,10 @@ def test_the_gpus_launcher_runs_a_batch_of_trials_side_by_side(tmp_path):
     assert proc.returncode == 0, log_tail(tmp_path)
     assert "GPU pool launcher: 2 jobs on 2 slot(s)" in (tmp_path / "search.log").read_text()
     trials = the_study(tmp_path / "search").trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
-    assert_values_are_best_validation_psnr(tmp_path / "search", trials)
+    states = [(t.state.name, t.params["optimizer.lr"]) for t in trials]
+    assert states == [("FAIL", -1.0), ("COMPLETE", 0.001)]
+    failed = json.loads(
+        (job_of(tmp_path / "search", trials[0].params) / "metrics.json").read_text()
+    )
+    assert failed["status"] == "failed" and "optimizer.lr must be" in failed["error"]
+    assert_values_are_best_validation_psnr(tmp_path / "search", trials[1:])
