@@ -143,8 +143,8 @@ def test_the_example_figure_has_per_panel_scores_and_a_colour_bar(tmp_path, monk
     import matplotlib.pyplot as plt
     import torch
 
-    from cmfnet.figures import plot_comparison
     from cmfnet.lit.images import example_comparisons
+    from cmfnet.mri.figures import plot_comparison
 
     examples = [
         {
