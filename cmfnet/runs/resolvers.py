@@ -19,12 +19,11 @@ from cmfnet.runs.config import (
     process_id,
     scaled_width,
 )
-from cmfnet.runs.settings import run_tags
 
 #: Every resolver the configs use: name -> (function, whether its value is cached in the
 #: config). ``cuda_available``, ``fastest_precision`` and ``on_cuda`` are resolved in the job, so
-#: a ``launcher=gpus`` job sees the one GPU it is pinned to. ``multirun_group`` and
-#: ``run_tags`` group and tag a run in W&B (``conf/logger/wandb.yaml``) with the values
+#: a ``launcher=gpus`` job sees the one GPU it is pinned to. ``data_read`` and
+#: ``multirun_group`` name, group and tag a run in W&B (``conf/logger/wandb.yaml``) with the values
 #: ``metrics.json`` records (:data:`cmfnet.runs.settings.RUN_IDENTITY`).
 RESOLVERS: dict[str, tuple[Callable[..., Any], bool]] = {
     "fastmri_center_fraction": (fastmri_center_fraction, False),
@@ -38,7 +37,6 @@ RESOLVERS: dict[str, tuple[Callable[..., Any], bool]] = {
     "compact_number": (compact_number, False),
     "data_read": (data_read, False),
     "multirun_group": (multirun_group, False),
-    "run_tags": (run_tags, False),
 }
 
 

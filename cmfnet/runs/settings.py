@@ -39,8 +39,8 @@ def check_settings(cfg: DictConfig) -> None:
             raise ValueError(f"{key} must be {wanted}, got {value!r}")
 
 
-#: What identifies a run, in this order: metrics.json, the W&B tags (``${run_tags:}`` in
-#: ``conf/logger/wandb.yaml``), the sweep's results tables and the report read these keys. Each
+#: What identifies a run, in this order: metrics.json, the sweep's results tables and the report
+#: read these keys (the W&B tags in ``conf/logger/wandb.yaml`` are checked against them). Each
 #: value is read from the job's config and its Hydra choices.
 RUN_IDENTITY: dict[str, Callable[[DictConfig, Mapping[str, Any]], Any]] = {
     "model": lambda cfg, choices: choices.get("model", "model"),
@@ -59,8 +59,3 @@ def run_identity(cfg: DictConfig) -> dict:
     """:data:`RUN_IDENTITY` of the job's config (in the job: it reads Hydra's choices)."""
     choices = HydraConfig.get().runtime.choices
     return {key: read(cfg, choices) for key, read in RUN_IDENTITY.items()}
-
-
-def run_tags(*, _root_: DictConfig) -> list[str]:
-    """``${run_tags:}``: the W&B tags of a run, ``key=value`` for each key of its identity."""
-    return [f"{key}={value}" for key, value in run_identity(_root_).items()]
