@@ -7,7 +7,7 @@ To add a subcommand, define the two functions and call :func:`register` (or add 
 ``COMMANDS``) below.
 
 An error raised by ``run`` (a bad setting or path) is printed as one line,
-``cmfnet <subcommand>: error: ...`` (:func:`cmfnet.errors.one_line`), and gives exit status 2,
+``cmfnet <subcommand>: error: ...`` (:func:`cmfnet.runs.errors.one_line`), and gives exit status 2,
 like argparse's own errors.
 """
 
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from cmfnet.errors import one_line
+from cmfnet.runs.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,9 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _synth_preview(out, counts: dict[str, int]) -> None:
     """Draw the middle slice of the first pair of each non-empty split into ``out/preview.png``."""
-    from cmfnet.data.fastmri import read_pairs_csv, read_slice, read_volume_info
-    from cmfnet.figures import plot_synthetic_preview
+    from cmfnet.data.fastmri import read_slice, read_volume_info
+    from cmfnet.data.pairs_csv import read_pairs_csv
+    from cmfnet.mri.figures import plot_synthetic_preview
 
     rows = []
     for split, count in counts.items():
@@ -159,26 +160,34 @@ def register_module(name: str, help: str, module: str) -> None:
 
 
 register_module(
-    "report", "build paper-style tables and figures from a sweep folder", "cmfnet.report"
+    "report",
+    "build paper-style tables and figures from a sweep folder",
+    "cmfnet.commands.report.cli",
 )
 register_module(
-    "bench", "measure training/inference throughput, memory and the data path", "cmfnet.bench"
+    "bench",
+    "measure training/inference throughput, memory and the data path",
+    "cmfnet.commands.bench.cli",
 )
 register_module(
-    "predict", "write reconstructions of a data split as fastMRI-style HDF5", "cmfnet.predict"
+    "predict",
+    "write reconstructions of a data split as fastMRI-style HDF5",
+    "cmfnet.commands.predict",
 )
 register_module(
-    "evaluate", "fastMRI metrics of predictions against targets, per acquisition", "cmfnet.evaluate"
+    "evaluate",
+    "fastMRI metrics of predictions against targets, per acquisition",
+    "cmfnet.commands.evaluate",
 )
 register_module(
     "import-release",
     "turn a checkpoint of the CMF-Net authors' release into one predict and evaluate take",
-    "cmfnet.import_release",
+    "cmfnet.commands.import_release.cli",
 )
 register_module(
     "resume",
     "re-run the jobs of a sweep that did not complete, each in its own folder",
-    "cmfnet.sweep",
+    "cmfnet.sweeps.resume",
 )
 
 

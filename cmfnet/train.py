@@ -22,11 +22,6 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cmfnet import signals
-from cmfnet.checkpoint import resolve_ckpt_path, tested_checkpoint
-from cmfnet.config import redacted_argv, register_resolvers, sanitize_config
-from cmfnet.errors import one_line
-from cmfnet.io import write_json_atomic, write_text_atomic
 from cmfnet.lit.datamodule import datamodule_from_config
 from cmfnet.lit.images import save_examples
 from cmfnet.lit.loggers import (
@@ -37,17 +32,26 @@ from cmfnet.lit.loggers import (
     redact_console_until_finish,
 )
 from cmfnet.lit.startup import startup_times
-from cmfnet.metrics import METRIC_KEYS, OUTPUTS, VOLUME_SCORES_FILE, volume_scores_csv
 from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
-from cmfnet.performance import apply_performance
-from cmfnet.quiet import silence_third_party_noise
-from cmfnet.settings import check_settings, run_identity
-from cmfnet.sweep import interrupted_record, resume_requeued_job
+from cmfnet.mri.metrics import (
+    METRIC_KEYS,
+    OUTPUTS,
+    VOLUME_SCORES_FILE,
+    metric_digits,
+    volume_scores_csv,
+)
+from cmfnet.runs import signals
+from cmfnet.runs.checkpoint import resolve_ckpt_path, tested_checkpoint
+from cmfnet.runs.config import redacted_argv, sanitize_config
+from cmfnet.runs.errors import one_line
+from cmfnet.runs.io import write_json_atomic, write_text_atomic
+from cmfnet.runs.quiet import silence_third_party_noise
+from cmfnet.runs.settings import check_settings, run_identity
+from cmfnet.sweeps.rerun import interrupted_record, resume_requeued_job
 
 log = logging.getLogger(__name__)
 
-register_resolvers()
 silence_third_party_noise()
 
 
@@ -83,7 +87,7 @@ def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
     model = build_model(cfg.model)
     summary = model_summary(model, input_hw=tuple(cfg.summary_input_hw), scale=cfg.scale)
     log.info("model summary\n%s", format_summary(summary))
-    model = apply_performance(model, **cfg.performance)
+    model = hydra.utils.instantiate(cfg.performance)(model)
     loss = hydra.utils.instantiate(cfg.loss)
     # Built as a partial, then called: Hydra would merge a run_config passed to instantiate
     # into the config and build every _target_ in it.
@@ -159,7 +163,8 @@ def job_record(
 ) -> dict:
     """metrics.json of a job that did not complete: ``failed`` with the one-line error (the
     traceback goes to error.log), or ``interrupted`` by a stop signal
-    (:func:`cmfnet.sweep.interrupted_record`); with the run's identity where the config gives it."""
+    (:func:`cmfnet.sweeps.rerun.interrupted_record`); with the run's identity where the config
+    gives it."""
     if stop is None:
         record = {"status": "failed", "error": one_line(err)}
         (out / "error.log").write_text("".join(traceback.format_exception(err)))
@@ -177,10 +182,10 @@ def run_task(cfg: DictConfig) -> Optional[float]:
 
     A failing job records ``status: failed`` with the error and, inside a multirun, lets the
     other jobs go on; a single run prints the one-line error and exits with status 1. SIGINT or
-    SIGTERM (:mod:`cmfnet.signals`) records ``status: interrupted``, keeps the epoch-end
+    SIGTERM (:mod:`cmfnet.runs.signals`) records ``status: interrupted``, keeps the epoch-end
     ``checkpoints/last.ckpt`` (resuming from it is deterministic) and ends the process, and so
     the sweep, with status 130 or 143. A requeued submitit job continues from its last.ckpt
-    (:func:`cmfnet.sweep.resume_requeued_job`). Returns the best validation SR PSNR (what
+    (:func:`cmfnet.sweeps.rerun.resume_requeued_job`). Returns the best validation SR PSNR (what
     ModelCheckpoint monitors; an optimising sweeper maximises it, ``hparams_search``), or None
     for a failed job or one with no finite score, which the Optuna sweeper records as a failed
     trial.
@@ -235,14 +240,14 @@ def outputs_summary(out: Path, metrics: dict) -> str:
     """Where a finished run's outputs are: its folder, metrics.json (with the test SR scores),
     the example images, the offline W&B run and the line that uploads it."""
 
-    def score(key: str, digits: int) -> str:
+    def score(key: str) -> str:
         value = metrics.get(key)
-        return f"{value:.{digits}f}" if isinstance(value, float) else "-"
+        return f"{value:.{metric_digits(key)}f}" if isinstance(value, float) else "-"
 
     lines = [
         f"run folder: {out}",
-        f"  metrics:  {out / 'metrics.json'} (test SR PSNR {score('sr_psnr', 2)} dB, "
-        f"SSIM {score('sr_ssim', 4)}, scoring {metrics.get('scoring', 'fastmri')})",
+        f"  metrics:  {out / 'metrics.json'} (test SR PSNR {score('sr_psnr')} dB, "
+        f"SSIM {score('sr_ssim')}, scoring {metrics.get('scoring', 'fastmri')})",
     ]
     images = sorted((out / "images").glob("*.png"))
     if images:

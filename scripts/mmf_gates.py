@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from cmfnet.checkpoint import build_model_from_checkpoint
-from cmfnet.config import register_resolvers
 from cmfnet.lit.datamodule import collate_samples, datamodule_from_config
 from cmfnet.models.cmfnet import MutualFusion
+from cmfnet.runs.checkpoint import build_model_from_checkpoint
 
 
 def branch_gates(fusion: MutualFusion, sr: torch.Tensor, rec: torch.Tensor) -> tuple[float, float]:
@@ -86,7 +85,6 @@ def gated_jobs(folders: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    register_resolvers()
     if not argv:
         print(__doc__)
         return 2

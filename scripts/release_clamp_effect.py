@@ -1,7 +1,7 @@
 """How much ``scoring=release`` changes the SR target of a protocol's test set.
 
 The release scoring differs from fastMRI's only in its target: clamped to
-``scale * (mean +- 6 std)`` of the zero-filled LR input (cmfnet/scoring.py). That depends on the
+``scale * (mean +- 6 std)`` of the zero-filled LR input (cmfnet/mri/scoring.py). That depends on the
 data and the masks, not on the model, so one pass over the test set says for every model at once
 whether, and how much, the release's numbers can differ from ours:
 
@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from cmfnet.config import register_resolvers
 from cmfnet.lit.datamodule import datamodule_from_config
-from cmfnet.scoring import Scoring
+from cmfnet.mri.scoring import Scoring
 
 REPO = Path(__file__).resolve().parent.parent
 CELLS = [(2, 4), (2, 8), (4, 4), (4, 8)]
@@ -69,7 +68,6 @@ def clamp_effect(overrides: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    register_resolvers()
     torch.set_grad_enabled(False)
     print("cell  | test pixels | clamped | volumes | max lowered | largest max change | gain 1")
     for scale, accel in CELLS:

@@ -30,7 +30,7 @@ def write_fastmri_file(
 ) -> None:
     """Write complex HR images (slices, H, H) in fastMRI single-coil layout: readout
     oversampled 2x, ``cols`` phase-encode columns, reconstruction_esc from the stored k-space."""
-    from cmfnet.kspace import center_crop, fft2c, ifft2c
+    from cmfnet.mri.kspace import center_crop, fft2c, ifft2c
 
     slices, rec, _ = image.shape
     field = np.zeros((slices, 2 * rec, cols), dtype=np.complex64)
@@ -150,7 +150,7 @@ def assert_scored_as_one_process(run: Path, cwd: Path) -> None:
     from omegaconf import OmegaConf
 
     from cmfnet.cli import main as cli
-    from cmfnet.metrics import VOLUME_SCORES_FILE, read_volume_scores
+    from cmfnet.mri.metrics import VOLUME_SCORES_FILE, read_volume_scores
 
     recorded = json.loads((run / "metrics.json").read_text())
     assert recorded["status"] == "completed"

@@ -9,10 +9,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from cmfnet.bench_datapath import private_bytes
+from cmfnet.commands.bench.datapath import private_bytes
 from cmfnet.data.fastmri import FastMRIPairDataset
 from cmfnet.data.transforms import JointRecSRTransform
-from cmfnet.masks import RandomMaskFunc
+from cmfnet.mri.masks import RandomMaskFunc
 
 #: how each rank reads its share, as Lightning's sampler does in one epoch
 SAMPLER = {"num_replicas": 2, "shuffle": True, "seed": 3}

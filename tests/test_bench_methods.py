@@ -8,9 +8,13 @@ import json
 import pytest
 import torch
 
-from cmfnet.bench import compose_bench_config
-from cmfnet.bench_methods import TRAINING_BYTES_PER_PARAMETER, count_method, measure_methods
 from cmfnet.cli import main
+from cmfnet.commands.bench.methods import (
+    TRAINING_BYTES_PER_PARAMETER,
+    count_method,
+    measure_methods,
+)
+from cmfnet.commands.bench.settings import compose_bench_config
 from cmfnet.models import build_model
 
 
@@ -29,12 +33,12 @@ def test_the_memory_floor_shows_full_mtrans_far_above_cmfnet_before_anything_is_
 
 
 def test_a_method_whose_floor_does_not_fit_is_skipped_with_the_reason_and_not_run(monkeypatch):
-    import cmfnet.bench as bench
+    import cmfnet.commands.bench.model_step as model_step
 
     def never(*args, **kwargs):
         raise AssertionError("a skipped method was measured")
 
-    monkeypatch.setattr(bench, "measure_model_isolated", never)
+    monkeypatch.setattr(model_step, "measure_model_isolated", never)
     overrides = ["methods=[mtrans_edsr]", "methods_memory_fraction=1e-9", "experiment=smoke"]
     result = measure_methods(compose_bench_config(overrides), overrides, "cpu")
     assert [row["method"] for row in result["rows"]] == ["cmfnet", "mtrans_edsr"]

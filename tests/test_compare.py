@@ -1,12 +1,13 @@
-"""cmfnet.compare: paired differences over test volumes with known answers (constant, symmetric,
-seed-paired), the bootstrap's seeding, the signed-rank p, and the pairs that cannot be made."""
+"""cmfnet.commands.report.compare: paired differences over test volumes with known answers
+(constant, symmetric, seed-paired), the bootstrap's seeding, the signed-rank p, and the pairs
+that cannot be made."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cmfnet.compare import (
+from cmfnet.commands.report.compare import (
     ALPHA,
     NotComparable,
     bootstrap_interval,

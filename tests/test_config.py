@@ -1,6 +1,7 @@
 """Configs compose through Hydra's compose API and every model x data x mask instantiates."""
 
 import itertools
+from pathlib import Path
 
 import hydra
 import pytest
@@ -11,10 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
-from cmfnet.config import register_resolvers, sanitize_config
+from cmfnet.commands.report.records import METHOD_ORDER
 from cmfnet.models import JointModel, build_model
-
-register_resolvers()
+from cmfnet.runs.config import sanitize_config
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 DATA = ["synthetic", "fastmri_knee", "isles", "ixi"]
@@ -22,31 +22,29 @@ MASKS = ["random", "equispaced", "equispaced_fraction"]
 EXPERIMENTS = [None, "smoke", "quickstart", "paper_small"]
 
 
+@pytest.fixture(autouse=True)
+def in_own_folder(tmp_path, monkeypatch):
+    """Each test in its own folder, where :func:`_compose` puts the run's folders (two xdist
+    workers never share one)."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _compose(*overrides: str):
+    """The composed train config, its output and cache folders in the current folder."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
-        cfg.paths.output_dir = "/tmp/cmfnet-test-out"
-        cfg.paths.cache_dir = "/tmp/cmfnet-test-cache"
-        cfg.hydra.runtime.output_dir = "/tmp/cmfnet-test-out"
+        cfg.paths.output_dir = str(Path.cwd() / "out")
+        cfg.paths.cache_dir = str(Path.cwd() / "cache")
+        cfg.hydra.runtime.output_dir = cfg.paths.output_dir
     return cfg
 
 
 def test_every_model_is_offered():
-    assert {
-        "cmfnet",
-        "cmfnet_no_mfa",
-        "cmfnet_no_mmf",
-        "cmfnet_no_mfa_mmf",
-        "cmfnet_single",
-        "cmfnet_mmf_additive",
-        "zero_filled",
-        "edsr",
-        "unet_edsr",
-        "unet_edsr_mc",
-        "t2net",
-    } <= set(MODELS)
+    """Every method the report places in its tables (the paper's, the ablations, the
+    references) has a model config."""
+    assert set(METHOD_ORDER) <= set(MODELS)
 
 
 @pytest.mark.parametrize("model, data, mask", list(itertools.product(MODELS, DATA, MASKS)))
@@ -243,7 +241,7 @@ def test_secrets_never_survive_sanitising(monkeypatch):
     ],
 )
 def test_top_level_settings_of_the_wrong_type_are_named(override, message):
-    from cmfnet.settings import check_settings
+    from cmfnet.runs.settings import check_settings
 
     with pytest.raises(ValueError) as raised:
         check_settings(_compose(override))
@@ -264,7 +262,7 @@ def test_loader_settings_of_the_wrong_type_are_named(key, value, tmp_path):
 
 
 def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
-    from cmfnet.config import folder_name
+    from cmfnet.runs.config import folder_name
 
     assert folder_name("data.root=/data/knee,scale=2") == "data.root=_data_knee,scale=2"
     long = "mask.path=/" + "x" * 400
@@ -285,7 +283,7 @@ def test_job_folder_names_stay_one_folder_with_paths_in_values_and_stay_short():
 
 
 def test_secret_overrides_stay_out_of_folder_names_and_printed_text(capsys, monkeypatch):
-    from cmfnet.config import folder_name, redacted_console, secrets_in_use
+    from cmfnet.runs.config import folder_name, redacted_console, secrets_in_use
 
     assert folder_name("+hf_token=abc-secret-1,scale=2") == "scale=2"
     monkeypatch.setenv("MY_API_KEY", "env-secret-value")
@@ -309,7 +307,7 @@ def test_fastmri_knee_expects_pd_guiding_pdfs_in_every_split():
 
 def test_scaled_width_rounds_to_a_multiple_and_lowres_side_follows_the_data():
     cfg = _compose("width_factor=0.25")
-    from cmfnet.config import lowres_side, scaled_width
+    from cmfnet.runs.config import lowres_side, scaled_width
 
     assert scaled_width(180, 6, _root_=cfg) == 48  # 45 -> the nearest multiple of the 6 heads
     assert scaled_width(60, 6, _root_=cfg) == 18 and scaled_width(64, _root_=cfg) == 16

@@ -20,13 +20,12 @@ from conftest import smooth_images, write_fastmri_file
 from ddp_rank import large_split, rank_items, run_rank
 from torch.utils.data import DataLoader
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.fastmri import FastMRIPairDataset
 from cmfnet.data.slice_cache import SliceCache, claim_slices_folder
-from cmfnet.errors import one_line
 from cmfnet.lit.datamodule import JointDataModule, collate_samples
-from cmfnet.masks import RandomMaskFunc
-from cmfnet.ownership import MARKER, ForeignPathError, mark, owner_kind
+from cmfnet.mri.masks import RandomMaskFunc
+from cmfnet.runs.errors import DataError, one_line
+from cmfnet.runs.ownership import MARKER, ForeignPathError, mark, owner_kind
 
 
 def _datamodule(root, workers, fill_cache=True, shared=False):

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from cmfnet.data.transforms import JointRecSRTransform
-from cmfnet.degrade import degrade_slice, lowres_kspace, lowres_shape, undersample
-from cmfnet.kspace import center_crop, fft2c, ifft2c
-from cmfnet.masks import RandomMaskFunc
+from cmfnet.mri.degrade import degrade_slice, lowres_kspace, lowres_shape, undersample
+from cmfnet.mri.kspace import center_crop, fft2c, ifft2c
+from cmfnet.mri.masks import RandomMaskFunc
 
 
 def _image(size=32, seed=0):
@@ -101,7 +101,7 @@ def test_the_training_loader_drops_only_a_trailing_batch_of_one(fastmri_pairs):
 
     from cmfnet.data.fastmri import FastMRIPairDataset
     from cmfnet.lit.datamodule import JointDataModule
-    from cmfnet.masks import RandomMaskFunc
+    from cmfnet.mri.masks import RandomMaskFunc
 
     split = functools.partial(
         FastMRIPairDataset,

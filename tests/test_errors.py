@@ -1,4 +1,5 @@
-"""`cmfnet.errors.one_line`: every failure cmfnet reports is one line that says what and where."""
+"""`cmfnet.runs.errors.one_line`: every failure cmfnet reports is one line that says what and
+where."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import hydra.utils
 import pytest
 from omegaconf import OmegaConf
 
-from cmfnet.checkpoint import CheckpointError, load_checkpoint
-from cmfnet.data.errors import DataError
-from cmfnet.errors import one_line
+from cmfnet.runs.checkpoint import CheckpointError, load_checkpoint
+from cmfnet.runs.errors import DataError, one_line
 
 
 class LibraryError(Exception):
@@ -61,7 +61,7 @@ def test_a_wrapper_that_only_quotes_its_cause_gives_the_cause():
     ours = raised(
         lambda: hydra.utils.instantiate(
             {
-                "_target_": "cmfnet.masks.RandomMaskFunc",
+                "_target_": "cmfnet.mri.masks.RandomMaskFunc",
                 "center_fractions": [0.08],
                 "accelerations": [1],
             }
@@ -105,7 +105,7 @@ def test_a_dataloader_workers_re_raise_reads_as_the_original():
         "Caught DataError in DataLoader worker process 0.\n"
         "Original Traceback (most recent call last):\n"
         '  File "fastmri.py", line 1, in read_slice\n'
-        "cmfnet.data.errors.DataError: f.h5: slice 1 k-space contains NaN or inf\n"
+        "cmfnet.runs.errors.DataError: f.h5: slice 1 k-space contains NaN or inf\n"
     )
     assert one_line(DataError(message)) == "f.h5: slice 1 k-space contains NaN or inf"
     assert one_line(DataError("Caught nothing\nsecond line")) == "Caught nothing"

@@ -4,10 +4,11 @@ import pytest
 import torch
 from conftest import smooth_images, write_fastmri_file
 
-from cmfnet.data.errors import DataError
-from cmfnet.data.fastmri import FastMRIPairDataset, parse_ismrmrd_header, read_pairs_csv
+from cmfnet.data.fastmri import FastMRIPairDataset, parse_ismrmrd_header
+from cmfnet.data.pairs_csv import read_pairs_csv
 from cmfnet.data.transforms import JointRecSRTransform, JointSample
-from cmfnet.masks import RandomMaskFunc
+from cmfnet.mri.masks import RandomMaskFunc
+from cmfnet.runs.errors import DataError
 
 
 def _dataset(root, scale=2, csv="pairs.csv", seeded=True, **kwargs):

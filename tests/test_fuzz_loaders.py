@@ -2,7 +2,7 @@
 
 Every case builds a small valid data set, corrupts it in one way drawn by hypothesis, then builds
 the dataset AND reads every item. The only acceptable outcomes are a one-line
-:class:`~cmfnet.data.errors.DataError` naming the corrupted file, or (for corruptions that leave
+:class:`~cmfnet.runs.errors.DataError` naming the corrupted file, or (for corruptions that leave
 the data readable and meaningful) samples whose tensors are all finite. Any other exception (a
 bare h5py, nibabel, numpy or csv error) fails the test.
 
@@ -30,11 +30,11 @@ from conftest import HEADER_TEMPLATE, smooth_images, write_fastmri_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.fastmri import FastMRIPairDataset
 from cmfnet.data.isles import ISLESPairDataset
 from cmfnet.data.transforms import JointRecSRTransform, JointSample
-from cmfnet.masks import RandomMaskFunc
+from cmfnet.mri.masks import RandomMaskFunc
+from cmfnet.runs.errors import DataError
 
 FUZZ = settings(
     max_examples=int(os.environ.get("CMFNET_FUZZ_EXAMPLES", "25")),

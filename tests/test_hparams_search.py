@@ -17,8 +17,8 @@ import optuna
 import pytest
 from conftest import REPO
 
+from cmfnet.commands.report.cli import build_report
 from cmfnet.lit.history import read_history
-from cmfnet.report import build_report
 
 pytestmark = pytest.mark.slow
 

@@ -21,18 +21,18 @@ import pytest
 import torch
 from conftest import CodeOnUnpickle
 
-from cmfnet.checkpoint import build_model_from_checkpoint
 from cmfnet.cli import main
-from cmfnet.data.synth import generate_dataset
-from cmfnet.import_release import release_layout
-from cmfnet.models import CMFNet
-from cmfnet.ownership import MARKER, owner_kind
-from cmfnet.predict import (
+from cmfnet.commands.import_release.layout import release_layout
+from cmfnet.commands.predict import (
     PredictionInputs,
     build_dataset,
     build_mask_func,
     degradation_from_config,
 )
+from cmfnet.data.synth import generate_dataset
+from cmfnet.models import CMFNet
+from cmfnet.runs.checkpoint import build_model_from_checkpoint
+from cmfnet.runs.ownership import MARKER, owner_kind
 
 RELEASE_TENSORS = Path(__file__).parent / "data" / "cmf_net_release_tensors.txt"
 #: the release's net (its own code, run outside this repository) on release_reference_weights()
@@ -209,7 +209,7 @@ def test_import_uses_every_tensor_and_reproduces_the_source_outputs(
     assert settings["clamp"] == (6.0, "release default")
     assert settings["sr_stats_gain"] == (4.0, "release default")
     assert (config["accel"], config["center_fraction"], config["seed"]) == (4, 0.08, 42)
-    assert config["mask"]["_target_"] == "cmfnet.masks.RandomMaskFunc"
+    assert config["mask"]["_target_"] == "cmfnet.mri.masks.RandomMaskFunc"
     assert config["data"]["clamp"] == 6.0 and config["data"]["sr_stats_gain"] == 4.0
 
 
@@ -239,7 +239,7 @@ def test_namespace_hyperparameters_with_paths_are_read_as_data_and_options_win(
     assert settings["center_fraction"] == (0.08, "checkpoint")
     assert settings["mask"] == ("equispaced", "checkpoint")
     _, config = build_model_from_checkpoint(out / "checkpoints" / "imported.ckpt")
-    assert config["mask"]["_target_"] == "cmfnet.masks.EquispacedMaskFunc"
+    assert config["mask"]["_target_"] == "cmfnet.mri.masks.EquispacedMaskFunc"
     assert config["mask"]["accelerations"] == [8]
 
 

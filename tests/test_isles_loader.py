@@ -2,10 +2,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.isles import ISLESPairDataset
 from cmfnet.data.transforms import JointRecSRTransform
-from cmfnet.masks import RandomMaskFunc
+from cmfnet.mri.masks import RandomMaskFunc
+from cmfnet.runs.errors import DataError
 
 
 def _dataset(root, **kwargs):

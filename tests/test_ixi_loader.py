@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.ixi import IXIPairDataset, resample_slice, split_subjects
 from cmfnet.data.transforms import JointRecSRTransform
 from cmfnet.lit.datamodule import suggest_data_choice
-from cmfnet.masks import RandomMaskFunc
+from cmfnet.mri.masks import RandomMaskFunc
+from cmfnet.runs.errors import DataError
 
 T2_SHAPE = (24, 24, 8)
 T1_SHAPE = (8, 24, 30)

@@ -5,7 +5,7 @@ import torch
 fastmri = pytest.importorskip("fastmri")
 from fastmri.data import transforms as fmt  # noqa: E402
 
-from cmfnet.kspace import center_crop, complex_abs, fft2c, ifft2c  # noqa: E402
+from cmfnet.mri.kspace import center_crop, complex_abs, fft2c, ifft2c  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(4, 6), (5, 7), (3, 16, 9)])

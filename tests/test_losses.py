@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from cmfnet.losses import JointL1Loss
+from cmfnet.mri.losses import JointL1Loss
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 subsample = pytest.importorskip("fastmri.data.subsample")
 
-from cmfnet import masks  # noqa: E402
+from cmfnet.mri import masks  # noqa: E402
 
 PAIRS = [
     (masks.RandomMaskFunc, subsample.RandomMaskFunc),

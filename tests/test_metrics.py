@@ -3,7 +3,7 @@ import pytest
 
 evaluate = pytest.importorskip("fastmri.evaluate")
 
-from cmfnet import metrics  # noqa: E402
+from cmfnet.mri import metrics  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -47,7 +47,8 @@ def test_metrics_reject_mismatched_shapes():
 
 
 def test_the_score_keys_are_every_output_and_metric_each_followed_by_its_std():
-    """metrics.json, the sweep's results.csv and the report all read these keys (cmfnet.metrics)."""
+    """metrics.json, the sweep's results.csv and the report all read these keys
+    (cmfnet.mri.metrics)."""
     assert metrics.METRIC_KEYS == (
         "sr_psnr",
         "sr_psnr_std",

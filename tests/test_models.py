@@ -1,4 +1,5 @@
-"""Tests of the networks: contract shapes, gradients, sizes against MODEL.md, ablations, configs."""
+"""Tests of the networks: contract shapes, gradients, sizes against docs/model.md, ablations,
+configs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from cmfnet.config import register_resolvers
 from cmfnet.models import (
     EDSR,
     CMFNet,
@@ -53,7 +53,6 @@ TRAINABLE_CONFIGS = [name for name in MODEL_CONFIGS if name != "zero_filled"]
 def compose_model_cfg(name: str, scale: int, size: str):
     """The ``model`` node that ``conf/train.yaml`` composes for ``model=<name> scale=<scale>
     size=<size>`` (``size=tiny``: the model's preset in ``conf/model_preset/``)."""
-    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[f"model={name}", f"scale={scale}", f"size={size}"]).model
 
@@ -163,10 +162,10 @@ def test_invalid_constructor_arguments_raise(factory, message):
         factory()
 
 
-# --- CMF-Net sizes (MODEL.md is the spec) ------------------------------------------------------
+# --- CMF-Net sizes (docs/model.md states them) ------------------------------------------------
 
 
-def test_cmfnet_block_parameter_counts_match_model_md():
+def test_cmfnet_block_parameter_counts_match_docs_model_md():
     model = make("cmfnet", tiny=False)
     assert isinstance(model, CMFNet)
     assert n_params(model.head_target) == n_params(model.head_aux) == 640
@@ -190,14 +189,14 @@ def test_cmfnet_x2_differs_from_x4_by_one_upsampling_stage():
     assert n_params(x4) - n_params(x2) == one_stage == 9 * 8 * 32 + 32
 
 
-def test_cmfnet_macs_match_model_md():
+def test_cmfnet_macs_match_docs_model_md():
     model = make("cmfnet", tiny=False)
     assert model_summary(model, (80, 80)).macs == pytest.approx(80e9, rel=0.01)
     assert model_summary(model, (56, 56)).macs == pytest.approx(39e9, rel=0.01)
 
 
 def reference_cmfnet_forward(model: CMFNet, target, aux):
-    """MODEL.md's data flow written out from the model's blocks."""
+    """docs/model.md's data flow written out from the model's blocks."""
     t0 = model.head_target(target)
     f = t0
     if model.use_aux:
@@ -218,7 +217,7 @@ def reference_cmfnet_forward(model: CMFNet, target, aux):
 
 
 @pytest.mark.parametrize("name", CMF_CONFIGS)
-def test_cmfnet_data_flow_matches_model_md(name):
+def test_cmfnet_data_flow_matches_docs_model_md(name):
     model = make(name).eval()
     target, aux = images(2, 12, 12)
     with torch.no_grad():

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cmfnet.models.mtrans import (
-    MTRANS_PRESETS,
-    MTransReconstruction,
-    MTransSuperResolution,
-    PatchEmbedding,
-)
+from cmfnet.models.mtrans import MTRANS_PRESETS, MTransReconstruction, MTransSuperResolution
+from cmfnet.models.mtrans_blocks import PatchEmbedding
 
 CPU = MTRANS_PRESETS["cpu"]
 TINY = dict(head_channels=2, fine_patch_size=4, coarse_patch_size=8, depth=1, num_heads=2)

@@ -17,13 +17,10 @@ from hydra.types import RunMode
 from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf, open_dict
 
-from cmfnet.config import register_resolvers
 from cmfnet.data.synth_cache import GENERATOR, SYNTH_RECORD
 from cmfnet.lit.module import JointRecSRModule
 from cmfnet.lit.startup import STARTUP_KEYS, StartupTimer, startup_times
-from cmfnet.settings import run_identity
-
-register_resolvers()
+from cmfnet.runs.settings import run_identity
 
 
 @pytest.fixture

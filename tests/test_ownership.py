@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from test_reliability import cmfnet_env, read_metrics
+from helpers.run import run_py
+from test_reliability import read_metrics
 
 from cmfnet.cli import main
-from cmfnet.data.errors import DataError
 from cmfnet.data.synth import generate_dataset
 from cmfnet.data.synth_cache import ensure_dataset, synthetic_record
-from cmfnet.ownership import ForeignPathError, claim_folder, mark, owner_kind, remove_owned
+from cmfnet.runs.errors import DataError
+from cmfnet.runs.ownership import ForeignPathError, claim_folder, mark, owner_kind, remove_owned
 
 TINY = {
     "n_train": 2,
@@ -48,17 +46,6 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def run_py(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args],
-        cwd=cwd,
-        env=cmfnet_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +198,7 @@ def test_json_outputs_refuse_a_users_file_before_any_work(tmp_path, capsys):
     assert users.read_bytes() == USER_BYTES
     ours = tmp_path / "ours.json"
     ours.write_text(json.dumps({"written_by": "cmfnet bench"}))
-    from cmfnet.io import check_writable_file
+    from cmfnet.runs.io import check_writable_file
 
     check_writable_file(
         ours, "json=", written_by="cmfnet bench"

@@ -11,7 +11,7 @@ import torch
 
 from cmfnet.cli import main
 from cmfnet.models import CMFNet
-from cmfnet.performance import apply_performance, enable_activation_checkpointing
+from cmfnet.runs.performance import apply_performance, enable_activation_checkpointing
 
 
 def _tiny(seed=0):
@@ -162,7 +162,7 @@ def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch
 def test_bench_refuses_bad_settings_with_one_line_before_measuring(
     override, message, tmp_path, monkeypatch, capsys
 ):
-    import cmfnet.bench as bench
+    import cmfnet.commands.bench.cli as bench
 
     monkeypatch.setattr(
         bench, "measure_model_isolated", lambda *args: pytest.fail("measured despite a bad setting")
@@ -192,7 +192,7 @@ def test_bench_refuses_bad_settings_with_one_line_before_measuring(
 def test_a_bench_stopped_part_way_keeps_what_it_measured(tmp_path, monkeypatch, capsys):
     """A bench killed by a time limit (a lent GPU, a cluster job) must leave the rows measured
     so far."""
-    import cmfnet.bench as bench
+    import cmfnet.commands.bench.cli as bench
 
     def measured(overrides, option):
         return {
@@ -244,7 +244,7 @@ def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(
     gradient tensor must cost one read per step, after the backward pass, not one per tensor
     or one between the forward and the backward pass."""
     from cmfnet.lit.module import JointRecSRModule
-    from cmfnet.losses import JointL1Loss
+    from cmfnet.mri.losses import JointL1Loss
 
     model = _tiny()
     module = JointRecSRModule(model, JointL1Loss())
@@ -274,7 +274,7 @@ def test_a_training_step_reads_the_device_once_for_its_loss_and_gradient_checks(
 
 
 def test_bench_targets_judge_the_best_gpu_row_and_refuse_unknown_names():
-    from cmfnet.bench import check_targets
+    from cmfnet.commands.bench.judge import check_targets
 
     results = {
         "model_options": [
@@ -320,7 +320,7 @@ def test_bench_targets_judge_the_best_gpu_row_and_refuse_unknown_names():
     ],
 )
 def test_bf16_peak_is_looked_up_most_specific_name_first(name, peak):
-    from cmfnet.bench import bf16_peak_flops
+    from cmfnet.commands.bench.model_step import bf16_peak_flops
 
     assert bf16_peak_flops(name) == peak
 
@@ -343,9 +343,9 @@ def test_a_training_run_reads_the_device_once_per_step_apart_from_the_logger(
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
-    from cmfnet.data.paired import collate_as_is
+    from cmfnet.data.workers import collate_as_is
     from cmfnet.lit.module import JointRecSRModule
-    from cmfnet.losses import JointL1Loss
+    from cmfnet.mri.losses import JointL1Loss
 
     with initialize_config_dir(
         config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"
@@ -471,7 +471,7 @@ def test_bench_help_lists_its_settings_with_defaults_and_its_run_time(capsys):
 
 
 def test_the_datapath_projection_is_the_stated_arithmetic():
-    from cmfnet.bench_datapath import per_slice, project
+    from cmfnet.commands.bench.datapath import per_slice, project
 
     def one_rank(cpu_s, private_bytes):
         return {"ranks": [{"cpu_s": cpu_s, "private_bytes": private_bytes, "cached_bytes": 512e5}]}

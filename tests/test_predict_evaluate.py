@@ -22,16 +22,16 @@ import torch
 from conftest import CONF_DIR, REPO, CodeOnUnpickle
 from omegaconf import OmegaConf
 
-from cmfnet.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
 from cmfnet.cli import main
-from cmfnet.data.errors import DataError
 from cmfnet.data.fastmri import FastMRIPairDataset
 from cmfnet.data.synth import generate_dataset
 from cmfnet.data.transforms import JointRecSRTransform
-from cmfnet.kspace import center_crop, fft2c, ifft2c
-from cmfnet.masks import RandomMaskFunc, seed_from_name
-from cmfnet.metrics import nmse, psnr, ssim
-from cmfnet.ownership import MARKER, owner_kind
+from cmfnet.mri.kspace import center_crop, fft2c, ifft2c
+from cmfnet.mri.masks import RandomMaskFunc, seed_from_name
+from cmfnet.mri.metrics import nmse, psnr, ssim
+from cmfnet.runs.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from cmfnet.runs.errors import DataError
+from cmfnet.runs.ownership import MARKER, owner_kind
 
 SCALE = 4
 HR = 32
@@ -54,7 +54,7 @@ def run_config() -> dict:
         "center_fraction": 0.08,
         "seed": 42,
         "mask": {
-            "_target_": "cmfnet.masks.RandomMaskFunc",
+            "_target_": "cmfnet.mri.masks.RandomMaskFunc",
             "center_fractions": [0.08],
             "accelerations": [4],
             "seed": 42,
@@ -449,7 +449,7 @@ def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, ca
             },
         ),
         ("mask", {"_target_": "shutil.copy", "_args_": ["{source}", "{marker}"]}),
-        ("mask", {"_target_": "cmfnet.masks.np.save", "_args_": ["{marker}", [1]]}),
+        ("mask", {"_target_": "cmfnet.mri.masks.np.save", "_args_": ["{marker}", [1]]}),
     ],
 )
 def test_a_checkpoint_config_naming_foreign_code_is_refused_without_running_it(
@@ -703,7 +703,7 @@ def test_evaluate_refuses_a_json_path_it_cannot_write_before_scoring(
 
 
 def test_volume_metrics_name_the_volume_that_cannot_be_scored():
-    from cmfnet.metrics import VolumeMetrics
+    from cmfnet.mri.metrics import VolumeMetrics
 
     metrics = VolumeMetrics()
     metrics.add("good.h5", 0, np.ones((4, 4)), np.ones((4, 4)))
@@ -876,3 +876,23 @@ def test_predict_then_evaluate_scores_the_slices_a_pair_covers(
         hf.attrs["target_slices"] = np.array([1, 3])
     assert cli("evaluate", "--target", folder, "--predictions", out, "--only-predicted") == 2
     assert "target_slices [1, 3] are not slices of" in capsys.readouterr().err
+
+
+def test_a_checkpoint_naming_the_earlier_layouts_mask_predicts_as_today(
+    checkpoint, data_root, predictions, tmp_path
+):
+    """Checkpoints written before the package was grouped name the mask as
+    ``cmfnet.masks.RandomMaskFunc``: they load, and predict the same reconstructions."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = dict(state["cmfnet_config"])
+    config["mask"] = {**config["mask"], "_target_": "cmfnet.masks.RandomMaskFunc"}
+    earlier = tmp_path / "earlier.ckpt"
+    torch.save({**state, "cmfnet_config": config}, earlier)
+    out = tmp_path / "out"
+    assert cli("predict", earlier, "--data", split_dir(data_root), "--out", out, "--quiet") == 0
+    written = sorted(p.relative_to(predictions) for p in predictions.rglob("*.h5"))
+    assert written and written == sorted(p.relative_to(out) for p in out.rglob("*.h5"))
+    for name in written:
+        with h5py.File(predictions / name) as today, h5py.File(out / name) as before:
+            for key in ("reconstruction", "reconstruction_lr"):
+                assert np.array_equal(today[key][()], before[key][()])

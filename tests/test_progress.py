@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from test_reliability import cmfnet_env
+from helpers.run import run_env
 
 from cmfnet.lit.progress import (
     CheckedLossProgressBar,
@@ -68,7 +68,7 @@ def test_a_run_piped_to_a_file_shows_plain_progress_and_a_projection(tmp_path):
                 "callbacks.run_time_estimate.long_run_minutes=0",
             ],
             cwd=tmp_path,
-            env=cmfnet_env(tmp_path),
+            env=run_env(tmp_path),
             stdout=handle,
             stderr=subprocess.STDOUT,
             timeout=300,
@@ -105,7 +105,7 @@ def test_a_sweep_projects_its_own_time_from_its_job_list(tmp_path):
             "callbacks.run_time_estimate.after_steps=2",
         ],
         cwd=tmp_path,
-        env=cmfnet_env(tmp_path),
+        env=run_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
@@ -143,8 +143,8 @@ def test_the_example_figure_has_per_panel_scores_and_a_colour_bar(tmp_path, monk
     import matplotlib.pyplot as plt
     import torch
 
-    from cmfnet.figures import plot_comparison
     from cmfnet.lit.images import example_comparisons
+    from cmfnet.mri.figures import plot_comparison
 
     examples = [
         {

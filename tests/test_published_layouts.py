@@ -17,30 +17,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import CONF_DIR, REPO, smooth_images, write_fastmri_file
+from conftest import CONF_DIR, smooth_images, write_fastmri_file
+from helpers.run import run_py
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from cmfnet.data.errors import DataError
-from cmfnet.data.fastmri import (
-    FastMRIPairDataset,
-    find_pairs_csv,
-    pairs_csv_candidates,
-    read_pairs_csv,
-)
+from cmfnet.commands.predict import resolve_inputs
+from cmfnet.data.fastmri import FastMRIPairDataset
 from cmfnet.data.isles import find_modality
+from cmfnet.data.pairs_csv import find_pairs_csv, pairs_csv_candidates, read_pairs_csv
 from cmfnet.data.transforms import JointRecSRTransform
-from cmfnet.masks import RandomMaskFunc
-from cmfnet.predict import resolve_inputs
+from cmfnet.mri.masks import RandomMaskFunc
+from cmfnet.runs.errors import DataError
 
 KNEE_HR = 32  # 8x8 LR at the default scale 4
 KNEE_COLS = 40
@@ -327,22 +322,8 @@ def test_isles_patterns_match_the_files_only(tmp_path):
 
 def run_smoke(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python run.py experiment=smoke logger=csv hydra.run.dir=run OVERRIDES`` in ``cwd``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(CMFNET_CACHE_DIR=str(cwd / "cache"), OMP_NUM_THREADS="1", WANDB_MODE="offline")
-    return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "experiment=smoke",
-            "logger=csv",
-            "hydra.run.dir=run",
-            *overrides,
-        ],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return run_py(
+        cwd, "experiment=smoke", "logger=csv", "hydra.run.dir=run", *overrides, cache=cwd / "cache"
     )
 
 

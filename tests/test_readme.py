@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from test_reliability import cmfnet_env
+from helpers.run import run_env
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ def test_the_readme_shows_the_commands_users_need():
 
 
 def test_every_readme_command_runs_as_written(tmp_path):
-    env = cmfnet_env(
+    env = run_env(
         tmp_path, env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     )
     commands = readme_commands()

@@ -5,7 +5,6 @@ in any record, offline by default. docs/reliability.md lists each fault and the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -18,59 +17,23 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONF_DIR, REPO
+from helpers.run import run_env, run_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from cmfnet import io as cmfnet_io
 from cmfnet.data.transforms import JointSample
-from cmfnet.io import write_text_atomic
 from cmfnet.lit.history import read_history
 from cmfnet.lit.module import JointRecSRModule, NonFiniteLossError
-from cmfnet.losses import JointL1Loss
-from cmfnet.sweep import collect_results, rerun_command, rerun_overrides, write_results
+from cmfnet.mri.losses import JointL1Loss
+from cmfnet.runs import io as cmfnet_io
+from cmfnet.runs.io import write_text_atomic
+from cmfnet.sweeps.rerun import rerun_command, rerun_overrides
+from cmfnet.sweeps.results import collect_results, write_results
 
 FAKE_WANDB_KEY = "fake-wandb-key-0123456789abcdef0123"
 FAKE_SERVICE_TOKEN = "fake-service-token-9876543210"
-# Any attempt to reach the network goes to the discard port on localhost and fails at once.
-DISCARD = "http://127.0.0.1:9"
-NO_NETWORK = {
-    "HTTP_PROXY": DISCARD,
-    "HTTPS_PROXY": DISCARD,
-    "http_proxy": DISCARD,
-    "https_proxy": DISCARD,
-    "NO_PROXY": "",
-    "no_proxy": "",
-}
 SMOKE = ("experiment=smoke",)
-
-
-def cmfnet_env(cwd: Path, env: dict | None = None, drop: tuple[str, ...] = ()) -> dict:
-    """The environment of a run: the shared synthetic-data cache, one thread, no network, no
-    inherited ``WANDB_*`` setting (so W&B runs in the configured default, offline); ``env``
-    adds variables, ``drop`` removes inherited ones."""
-    base = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("WANDB_")}
-    return {
-        **base,
-        **NO_NETWORK,
-        "CMFNET_CACHE_DIR": str(cwd.parent / "shared-cache"),
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
-
-
-def run_cmfnet(
-    cwd: Path, *args: str, env: dict | None = None, drop: tuple[str, ...] = (), timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """``python run.py ARGS`` in ``cwd`` (see :func:`cmfnet_env`)."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args],
-        cwd=cwd,
-        env=cmfnet_env(cwd, env, drop),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def last_stderr_line(proc: subprocess.CompletedProcess) -> str:
@@ -262,7 +225,7 @@ def test_rerun_overrides_replace_mode_folder_and_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_killed_sweep_job_rerun_alone_into_its_folder_completes_the_table(tmp_path):
-    proc = run_cmfnet(tmp_path, "-m", "seed=1,2", *SMOKE, "logger=csv", "trainer.max_epochs=1")
+    proc = run_py(tmp_path, "-m", "seed=1,2", *SMOKE, "logger=csv", "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -272,7 +235,7 @@ def test_killed_sweep_job_rerun_alone_into_its_folder_completes_the_table(tmp_pa
     write_results(sweep)
     assert f"| {killed.name} | failed |" in (sweep / "results.md").read_text()
 
-    proc = run_cmfnet(tmp_path, *rerun_overrides(killed))
+    proc = run_py(tmp_path, *rerun_overrides(killed))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs, (
         "the rerun made a new folder"
@@ -319,7 +282,7 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_folders_and_tables(
         subprocess.Popen(
             [sys.executable, *args],
             cwd=tmp_path,
-            env=cmfnet_env(tmp_path),
+            env=run_env(tmp_path),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -351,7 +314,7 @@ EXPLODING_LR = ("scheduler.step_size=1", "scheduler.gamma=1e30", "trainer.max_ep
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_the_run_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
-    proc = run_cmfnet(tmp_path, *SMOKE, "logger=csv", *EXPLODING_LR, "hydra.run.dir=run")
+    proc = run_py(tmp_path, *SMOKE, "logger=csv", *EXPLODING_LR, "hydra.run.dir=run")
     assert proc.returncode == 1
     line = last_stderr_line(proc)
     assert re.fullmatch(
@@ -368,7 +331,7 @@ def test_non_finite_loss_stops_the_run_with_one_line_and_keeps_the_last_good_che
 
 @pytest.mark.slow
 def test_skip_nonfinite_skips_and_counts_the_bad_batches_and_the_run_completes(tmp_path):
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=csv",
@@ -480,10 +443,10 @@ def test_skip_nonfinite_also_skips_a_step_with_non_finite_gradients():
 
 @pytest.mark.slow
 def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
-    good = run_cmfnet(tmp_path, *SMOKE, "logger=none", "trainer.max_epochs=1", "hydra.run.dir=run")
+    good = run_py(tmp_path, *SMOKE, "logger=none", "trainer.max_epochs=1", "hydra.run.dir=run")
     assert good.returncode == 0, good.stderr[-2000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    other = run_cmfnet(
+    other = run_py(
         tmp_path,
         *SMOKE,
         "logger=none",
@@ -499,7 +462,7 @@ def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
     ), line
     assert "missing" in line and "unexpected" in line, line
     last.write_bytes(last.read_bytes()[:4096])
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=none",
@@ -532,7 +495,7 @@ def test_corrupted_data_file_gives_a_one_line_error_naming_it_through_run_py(tmp
     )
     broken = sorted((Path(root) / "singlecoil_val").glob("*_pdfs.h5"))[0]
     broken.write_bytes(broken.read_bytes()[:1000])
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=none",
@@ -573,7 +536,7 @@ def test_bad_slice_met_by_loader_workers_gives_a_one_line_error_naming_it(tmp_pa
         kspace = hf["kspace"][()]
         kspace[1, 3, 4] = np.nan
         hf["kspace"][...] = kspace
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=none",
@@ -609,7 +572,7 @@ def files_containing(folder: Path, secrets: tuple[str, ...]) -> dict[str, list[s
 def test_no_file_of_a_wandb_run_contains_a_secret_from_the_environment(tmp_path):
     """Fake W&B key and service token in the environment; every file under the run folder
     (configs, logs, checkpoints, examples, W&B's binary records) is searched."""
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=wandb",
@@ -631,7 +594,7 @@ def test_no_file_of_a_wandb_run_contains_a_secret_from_the_environment(tmp_path)
 def test_a_secret_interpolated_into_the_config_is_redacted_in_every_file(tmp_path):
     """The token reaches the config through ``${oc.env:...}``, under a secret-looking key and
     inside a harmless value: W&B and checkpoints get the redacted config; so must config.yaml."""
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=wandb",
@@ -649,7 +612,7 @@ def test_a_secret_interpolated_into_the_config_is_redacted_in_every_file(tmp_pat
 def test_a_sweep_logs_a_jobs_overrides_without_its_secrets(monkeypatch):
     """The launchers' job lines (``#0: SLURM job 12: ...``) show overrides as
     ``shown_overrides`` gives them."""
-    from cmfnet.config import shown_overrides
+    from cmfnet.runs.config import shown_overrides
 
     monkeypatch.setenv("MY_SERVICE_TOKEN", "env-secret-42424242")
     shown = shown_overrides(
@@ -662,7 +625,7 @@ def test_a_secret_typed_on_the_command_line_is_in_no_file_wandb_would_upload(tmp
     """W&B records the command line in its run file; the secret-looking override and a secret
     environment value typed as a value must appear there, and in the logged config, only redacted.
     Hydra's own ``.hydra/`` record keeps the command line as typed (the README says so)."""
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=wandb",
@@ -697,7 +660,7 @@ def test_offline_by_default_with_no_key_no_network_and_an_unwritable_home(tmp_pa
     home = blocker / "home"
     with pytest.raises(NotADirectoryError):
         (home / ".cache").mkdir(parents=True)
-    proc = run_cmfnet(
+    proc = run_py(
         tmp_path,
         *SMOKE,
         "logger=wandb",
@@ -722,12 +685,12 @@ def test_resuming_from_another_runs_finished_checkpoint_tests_its_weights_not_th
 ):
     """Lightning restores the donor run's best-checkpoint path; with no epoch left to train, the
     test must score the resumed weights, not a file in (or missing from) the donor's folder."""
-    donor = run_cmfnet(tmp_path, *SMOKE, "logger=none", "hydra.run.dir=donor")
+    donor = run_py(tmp_path, *SMOKE, "logger=none", "hydra.run.dir=donor")
     assert donor.returncode == 0, donor.stderr[-2000:]
     copied = tmp_path / "copied.ckpt"
     copied.write_bytes((tmp_path / "donor" / "checkpoints" / "last.ckpt").read_bytes())
     shutil.rmtree(tmp_path / "donor")
-    proc = run_cmfnet(tmp_path, *SMOKE, "logger=none", "hydra.run.dir=run", f"ckpt_path={copied}")
+    proc = run_py(tmp_path, *SMOKE, "logger=none", "hydra.run.dir=run", f"ckpt_path={copied}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = read_metrics(tmp_path / "run")
     assert metrics["status"] == "completed" and np.isfinite(metrics["sr_psnr"])
@@ -737,7 +700,7 @@ def test_resuming_from_another_runs_finished_checkpoint_tests_its_weights_not_th
 def test_the_tested_checkpoint_is_best_or_last_and_never_another_runs(tmp_path):
     from types import SimpleNamespace
 
-    from cmfnet.checkpoint import tested_checkpoint
+    from cmfnet.runs.checkpoint import tested_checkpoint
 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     own = SimpleNamespace(

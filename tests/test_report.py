@@ -18,17 +18,15 @@ import pytest
 from conftest import REPO
 
 from cmfnet.cli import main
+from cmfnet.commands.report.cli import build_report
+from cmfnet.commands.report.figures import curve_panels
+from cmfnet.commands.report.load import load_report
+from cmfnet.commands.report.paired import PAIRED_COLUMNS
+from cmfnet.commands.report.records import CellStats
+from cmfnet.commands.report.tables import format_cell
 from cmfnet.lit.history import history_csv
-from cmfnet.metrics import VOLUME_SCORES_FILE, read_volume_scores, volume_scores_csv
-from cmfnet.ownership import mark, owner_kind
-from cmfnet.report import (
-    PAIRED_COLUMNS,
-    CellStats,
-    build_report,
-    curve_panels,
-    format_cell,
-    load_report,
-)
+from cmfnet.mri.metrics import VOLUME_SCORES_FILE, read_volume_scores, volume_scores_csv
+from cmfnet.runs.ownership import mark, owner_kind
 
 HR, LR = 32, 16
 #: per-volume SR PSNR around a run's mean (which they keep): 6 test volumes
@@ -538,7 +536,7 @@ def test_report_on_a_real_two_job_smoke_multirun(tmp_path):
 def test_metrics_json_is_strict_json_and_a_diverged_run_still_reports(tmp_path):
     """NaN or infinite metrics (a diverged run) are written as null, never as JSON-breaking NaN or
     Infinity, and the report shows the run's other numbers."""
-    from cmfnet.io import write_json_atomic
+    from cmfnet.runs.io import write_json_atomic
 
     root = tmp_path / "sweep"
     job = write_job(root, "0_model=cmfnet", {})

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, assert_scored_as_one_process, descendant_pids, pid_alive
+from helpers.run import run_py
 from omegaconf import OmegaConf
 
 from cmfnet.lit.history import read_history
@@ -20,33 +21,12 @@ from cmfnet.lit.history import read_history
 pytestmark = pytest.mark.slow
 
 
-def run_py(
-    tmp_path: Path, *args: str, timeout: int = 300, check: bool = True
-) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CMFNET_CACHE_DIR": str(tmp_path.parent / "shared-cache"),
-        "WANDB_MODE": "offline",
-        "WANDB_API_KEY": "fake-secret-key-0123456789",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"run.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-        )
-    return proc
+#: the W&B settings of these runs: offline, with a key that must never be written anywhere
+WANDB = {"WANDB_MODE": "offline", "WANDB_API_KEY": "fake-secret-key-0123456789"}
 
 
 def test_smoke_run_writes_metrics_checkpoints_images_and_offline_wandb(tmp_path):
-    proc = run_py(tmp_path, "experiment=smoke", "hydra.run.dir=run")
+    proc = run_py(tmp_path, "experiment=smoke", "hydra.run.dir=run", env=WANDB, check=True)
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     offline_run = next((run / "wandb").glob("offline-run-*"))
@@ -101,6 +81,8 @@ def test_two_by_two_multirun_writes_job_folders_and_results(tmp_path):
         "experiment=smoke",
         "model=cmfnet_no_mmf",
         timeout=600,
+        env=WANDB,
+        check=True,
     )
     sweeps = list((tmp_path / "multirun" / "adhoc").iterdir())
     assert len(sweeps) == 1
@@ -136,7 +118,14 @@ def test_two_by_two_multirun_writes_job_folders_and_results(tmp_path):
 def test_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
     # scale=3 is impossible: that job fails, the other completes
     proc = run_py(
-        tmp_path, "-m", "scale=3,2", "experiment=smoke", "logger=csv", check=False, timeout=600
+        tmp_path,
+        "-m",
+        "scale=3,2",
+        "experiment=smoke",
+        "logger=csv",
+        check=False,
+        timeout=600,
+        env=WANDB,
     )
     sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
     statuses = {
@@ -151,7 +140,7 @@ def test_failing_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
 
 
 def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
-    proc = run_py(tmp_path, "experiment=smoke", "accel=1", "logger=none", check=False)
+    proc = run_py(tmp_path, "experiment=smoke", "accel=1", "logger=none", check=False, env=WANDB)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "error: accel must be a finite number > 1, got 1"
     proc = run_py(
@@ -161,13 +150,14 @@ def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
         f"data.root={tmp_path}/nope",
         "logger=none",
         check=False,
+        env=WANDB,
     )
     assert proc.returncode != 0
     assert (
         proc.stderr.strip().splitlines()[-1]
         == f"error: data.root={tmp_path}/nope: folder not found"
     )
-    proc = run_py(tmp_path, "model=no_such_model", check=False)
+    proc = run_py(tmp_path, "model=no_such_model", check=False, env=WANDB)
     assert proc.returncode != 0 and "Could not find 'model/no_such_model'" in proc.stderr
     (tmp_path / "text.npy").write_text(
         "not an array"
@@ -179,20 +169,21 @@ def test_bad_settings_give_one_line_errors_and_nonzero_exit(tmp_path):
         f"mask.path={tmp_path}/text.npy",
         "logger=none",
         check=False,
+        env=WANDB,
     )
     assert proc.returncode != 0
     assert (
         proc.stderr.strip().splitlines()[-1]
         == f"error: mask.path: {tmp_path}/text.npy is not a .npy file (no NumPy header)"
     )
-    proc = run_py(tmp_path, "experiment=smoke", "logger.wandb.mode=bogus", check=False)
+    proc = run_py(tmp_path, "experiment=smoke", "logger.wandb.mode=bogus", check=False, env=WANDB)
     assert (
         proc.stderr.strip()
         .splitlines()[-1]
         .startswith("error: logger.wandb.mode: 'bogus' is not one of offline, ")
     )
     proc = run_py(
-        tmp_path, "experiment=smoke", "accel=100", "logger=none", check=False
+        tmp_path, "experiment=smoke", "accel=100", "logger=none", check=False, env=WANDB
     )  # 16 LR columns
     assert proc.returncode != 0
     assert (
@@ -213,12 +204,14 @@ def test_a_fractional_acceleration_is_recorded_as_given(tmp_path):
         "logger=none",
         "trainer.max_epochs=1",
         "hydra.run.dir=run",
+        env=WANDB,
+        check=True,
     )
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["accel"] == 2.5
 
 
 def test_help_lists_the_groups(tmp_path):
-    out = run_py(tmp_path, "--help").stdout
+    out = run_py(tmp_path, "--help", env=WANDB, check=True).stdout
     for group in (
         "model:",
         "data:",
@@ -240,7 +233,7 @@ def test_killed_run_resumes_from_last_checkpoint_to_the_same_metrics(tmp_path):
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=null",
     ]
-    run_py(tmp_path, *common, "hydra.run.dir=full")
+    run_py(tmp_path, *common, "hydra.run.dir=full", env=WANDB, check=True)
     reference = json.loads((tmp_path / "full" / "metrics.json").read_text())
 
     env = {
@@ -266,7 +259,7 @@ def test_killed_run_resumes_from_last_checkpoint_to_the_same_metrics(tmp_path):
     assert not (tmp_path / "killed" / "metrics.json").exists(), (
         "the run finished before it could be killed"
     )
-    run_py(tmp_path, *common, "hydra.run.dir=killed", "ckpt_path=last")
+    run_py(tmp_path, *common, "hydra.run.dir=killed", "ckpt_path=last", env=WANDB, check=True)
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     for key in ("sr_psnr", "sr_ssim", "sr_nmse", "rec_psnr", "rec_ssim", "rec_nmse"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-6), key
@@ -291,6 +284,8 @@ def test_parallel_and_submitit_launchers_run_every_job(tmp_path, launcher):
         "experiment=smoke",
         "logger=csv",
         timeout=600,
+        env=WANDB,
+        check=True,
     )
     sweep = next((tmp_path / "multirun" / "adhoc").iterdir())
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -353,6 +348,8 @@ def test_ddp_on_two_cpu_processes_scores_the_test_set_as_one_process_does(tmp_pa
         "trainer.devices=2",
         "logger=none",
         "hydra.run.dir=run",
+        env=WANDB,
+        check=True,
     )
     assert (tmp_path / "run" / "train_ddp_process_1.log").is_file()  # a second rank really ran
     assert "sync_dist=True" not in proc.stderr  # the metrics are gathered: no advice to sync

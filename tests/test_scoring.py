@@ -1,4 +1,4 @@
-"""Scorings (cmfnet/scoring.py, conf/scoring/): the release's scoring against values computed by
+"""Scorings (cmfnet/mri/scoring.py, conf/scoring/): the release's scoring against values computed by
 hand, further test-time scorings (module.also_score), their configs, and `cmfnet report
 --scoring`."""
 
@@ -14,12 +14,12 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from cmfnet.config import register_resolvers
+from cmfnet.commands.report.cli import build_report
+from cmfnet.commands.report.load import load_report
 from cmfnet.data.transforms import JointSample
 from cmfnet.lit.module import JointRecSRModule
-from cmfnet.metrics import nmse, psnr, ssim
-from cmfnet.report import build_report, load_report
-from cmfnet.scoring import Scoring
+from cmfnet.mri.metrics import nmse, psnr, ssim
+from cmfnet.mri.scoring import Scoring
 
 SCALE, LR = 2, 8
 
@@ -202,7 +202,6 @@ def test_impossible_scorings_are_refused_naming_the_setting(kwargs, setting):
 def test_scoring_configs_compose_and_release_follows_the_scale():
     import hydra
 
-    register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         for scale in (2, 4):
             cfg = compose("train", overrides=["scoring=release", f"scale={scale}"])

@@ -1,4 +1,4 @@
-"""StreamingVolumeMetrics (cmfnet.metrics) against fastMRI's metrics and the numpy collector."""
+"""StreamingVolumeMetrics (cmfnet.mri.metrics) against fastMRI's metrics and the numpy collector."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cmfnet import metrics
+from cmfnet.mri import metrics
 
 evaluate = pytest.importorskip("fastmri.evaluate")
 
@@ -234,7 +234,7 @@ def test_items_carry_the_maxima_of_the_targets_scored(fastmri_pairs, cache_lowre
     to float32 rounding, with and without the cache; 0 before they are computed."""
     from cmfnet.data.fastmri import FastMRIPairDataset
     from cmfnet.data.transforms import JointRecSRTransform
-    from cmfnet.masks import RandomMaskFunc
+    from cmfnet.mri.masks import RandomMaskFunc
 
     data = FastMRIPairDataset(
         fastmri_pairs / "singlecoil_val",

@@ -15,15 +15,11 @@ import pytest
 import torch
 
 from cmfnet.cli import main
-from cmfnet.data import synth
-from cmfnet.data.synth import (
-    ISMRMRD_NAMESPACE,
-    column_limits,
-    generate_dataset,
-    generate_pair,
-    write_fastmri_volume,
-)
-from cmfnet.kspace import center_crop, ifft2c
+from cmfnet.data import synth, synth_anatomy
+from cmfnet.data.synth import generate_dataset, generate_pair
+from cmfnet.data.synth_anatomy import column_limits
+from cmfnet.data.synth_files import ISMRMRD_NAMESPACE, write_fastmri_volume
+from cmfnet.mri.kspace import center_crop, ifft2c
 
 H, W, S = 32, 36, 4
 SPLITS = ("train", "val", "test")
@@ -457,7 +453,7 @@ def test_mni_source_makes_no_network_access(tmp_path, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    synth._mni_anatomy.cache_clear()
+    synth_anatomy._mni_anatomy.cache_clear()
     out = generate_dataset(
         tmp_path / "mni",
         n_train=1,

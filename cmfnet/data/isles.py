@@ -22,11 +22,10 @@ from typing import Callable, Optional, Sequence
 import nibabel as nib
 import numpy as np
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.paired import PairedSliceDataset, checked_hr_size, dominant_value
-from cmfnet.degrade import LowResPair, degrade_magnitude_slice
-from cmfnet.errors import one_line
-from cmfnet.kspace import center_crop
+from cmfnet.mri.degrade import LowResPair, degrade_magnitude_slice
+from cmfnet.mri.kspace import center_crop
+from cmfnet.runs.errors import DataError, one_line
 
 
 @dataclass(frozen=True)

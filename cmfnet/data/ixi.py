@@ -32,7 +32,7 @@ reads them is our assumption: its NIfTI -> HDF5 step is not published). T2Net tr
 fifth slice of that range (20, 25, ..., 115 and 119); ``slice_step`` 5 takes 20, 25, ..., 115.
 Slices are centre-cropped or zero-padded to ``hr_size``. Magnitude images have no raw k-space,
 so, as for ISLES, the HR k-space is the FFT of the real image
-(:func:`cmfnet.degrade.degrade_slice`).
+(:func:`cmfnet.mri.degrade.degrade_slice`).
 """
 
 from __future__ import annotations
@@ -47,11 +47,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.isles import NiftiVolume, _load, read_nifti_info
 from cmfnet.data.paired import PairedSliceDataset, checked_hr_size, dominant_value
-from cmfnet.degrade import LowResPair, degrade_magnitude_slice
-from cmfnet.errors import one_line
+from cmfnet.mri.degrade import LowResPair, degrade_magnitude_slice
+from cmfnet.runs.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from typing import Callable, Dict, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from cmfnet.data.errors import DataError
 from cmfnet.data.transforms import VolumeMax
-from cmfnet.degrade import LowResPair, lowres_shape
-from cmfnet.errors import one_line
+from cmfnet.data.workers import LowResView, load_in_workers
+from cmfnet.mri.degrade import LowResPair, lowres_shape
+from cmfnet.runs.errors import DataError
 
 
 def checked_hr_size(hr_size: Sequence[int], scale: int) -> tuple[int, int]:
@@ -238,7 +238,7 @@ class PairedSliceDataset(Dataset):
         """(index, :meth:`lowres_pair`) of every index, degraded in ``workers`` DataLoader
         worker processes (:func:`load_in_workers`)."""
         if len(indices):
-            yield from load_in_workers(_LowResView(self, indices), workers, desc)
+            yield from load_in_workers(LowResView(self, indices), workers, desc)
 
     def fill_shared_cache(
         self, cache_dir: str | Path, workers: int = 0, desc: str = "caching slices"
@@ -277,43 +277,3 @@ class PairedSliceDataset(Dataset):
                 pair_idx, slice_idx, f"gives NaN/inf in '{field}' when normalised"
             )
         return sample
-
-
-class _LowResView(Dataset):
-    """Item k -> (index, dataset.lowres_pair(index)) for ``index = indices[k]``: lets DataLoader
-    workers degrade slices for the parent's cache."""
-
-    def __init__(self, dataset: PairedSliceDataset, indices: Sequence[int]):
-        self.dataset = dataset
-        self.indices = list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int) -> tuple[int, LowResPair]:
-        index = self.indices[k]
-        return index, self.dataset.lowres_pair(index)
-
-
-def load_in_workers(view: Dataset, workers: int, desc: str) -> Iterator:
-    """Every item of ``view``, loaded in ``workers`` DataLoader worker processes (0: this one)
-    with a progress bar on a terminal; a :class:`DataError` comes as the one line that reading
-    the item in this process gives."""
-    from tqdm.auto import tqdm
-
-    loader = DataLoader(
-        view,
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=collate_as_is,
-        generator=torch.Generator(),
-    )  # its own seed source: the global RNG stays untouched
-    try:
-        yield from tqdm(loader, total=len(view), desc=desc, unit="slice", disable=None, leave=False)
-    except DataError as err:
-        raise DataError(one_line(err)) from None
-
-
-def collate_as_is(item):
-    """Collate function that leaves an item untouched (numpy arrays stay numpy arrays)."""
-    return item

@@ -2,7 +2,7 @@
 page cache, however many DDP ranks (and jobs of a sweep) read it.
 
 Layout: ``<data.cache_dir>/slices/<key>/`` holds one ``.npy`` file per
-:class:`~cmfnet.degrade.LowResPair` field, shaped (slices, *field shape), beside
+:class:`~cmfnet.mri.degrade.LowResPair` field, shaped (slices, *field shape), beside
 ``identity.json`` (what it was made from) and ``COMPLETE``. ``<key>`` is a digest of everything
 the degraded slices depend on: the dataset class and its degradation settings, its slice list,
 each file's path, size and modification time, the source of the reading and degradation code,
@@ -36,12 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cmfnet.data.errors import DataError
-from cmfnet.data.paired import _LowResView, collate_as_is, load_in_workers
-from cmfnet.degrade import LowResPair
-from cmfnet.errors import one_line
-from cmfnet.io import permissions_for_new
-from cmfnet.ownership import ForeignPathError, claim_folder, mark, owner_kind, remove_owned
+from cmfnet.data.workers import LowResView, collate_as_is, load_in_workers
+from cmfnet.mri.degrade import LowResPair
+from cmfnet.runs.errors import DataError, one_line
+from cmfnet.runs.io import permissions_for_new
+from cmfnet.runs.ownership import ForeignPathError, claim_folder, mark, owner_kind, remove_owned
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ FIELDS = tuple(field.name for field in dataclasses.fields(LowResPair))
 COMPLETE_MARKER = "COMPLETE"
 IDENTITY = "identity.json"
 #: modules whose source decides the cached values besides the dataset's own module
-DEGRADATION_MODULES = ("cmfnet.degrade", "cmfnet.kspace")
+DEGRADATION_MODULES = ("cmfnet.mri.degrade", "cmfnet.mri.kspace")
 
 
 def claim_slices_folder(cache_dir: str | Path, attempts: int = 5) -> Path:
@@ -246,7 +245,7 @@ def first_slice(dataset, workers: int) -> LowResPair:
     if not workers:
         return dataset.checked_lowres(0)
     loader = DataLoader(
-        _LowResView(dataset, [0]),
+        LowResView(dataset, [0]),
         batch_size=None,
         num_workers=1,
         collate_fn=collate_as_is,

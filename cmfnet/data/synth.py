@@ -93,45 +93,50 @@ counts, and the same call reproduces byte-identical files.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import h5py
 import numpy as np
-from scipy import ndimage
 
-from cmfnet.io import write_text_atomic
-from cmfnet.kspace import center_crop, fft2c, ifft2c
-from cmfnet.ownership import claim_folder
+from cmfnet.data.synth_anatomy import (
+    SOURCES,
+    anatomy,
+    clipped_normal,
+    column_limits,
+    poly2,
+    smooth_field,
+    split_slabs,
+)
+from cmfnet.data.synth_files import FIELD_STRENGTH_T, build_ismrmrd_header, write_fastmri_volume
+from cmfnet.mri.kspace import fft2c
+from cmfnet.runs.io import write_text_atomic
+from cmfnet.runs.ownership import claim_folder
 
 __all__ = [
     "SIGNAL_SCALE",
     "TISSUES",
     "SEQUENCES",
     "SPLITS",
-    "ISMRMRD_NAMESPACE",
     "generate_dataset",
     "generate_pair",
-    "split_slabs",
-    "build_ismrmrd_header",
-    "write_fastmri_volume",
-    "mni_template_dir",
-    "column_limits",
 ]
 
+
 FORMAT_VERSION = 1
+
+
 SIGNAL_SCALE = 1e-4
-ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+
+
 SPLITS = ("train", "val", "test")
+
+
 _SPLIT_ID = {"train": 0, "val": 1, "test": 2}
-SOURCES = ("mni", "phantom")
+
 
 #: Tissue parameters at 3 T: T1 and T2 in ms, PD relative to water (see module docstring).
 TISSUES: dict[str, dict[str, float]] = {
@@ -141,6 +146,7 @@ TISSUES: dict[str, dict[str, float]] = {
     "fat": {"T1": 371.0, "T2": 133.0, "PD": 0.90},
     "lesion": {"T1": 1700.0, "T2": 180.0, "PD": 0.85},
 }
+
 
 #: Dual-echo turbo spin echo at 3 T. "aux" -> CORPD_FBK file, "target" -> CORPDFS_FBK file.
 SEQUENCES: dict[str, dict[str, object]] = {
@@ -154,272 +160,33 @@ SEQUENCES: dict[str, dict[str, object]] = {
     },
 }
 
-FIELD_STRENGTH_T = 3.0
-GYROMAGNETIC_HZ_PER_T = 42.577478e6
 
 # Per-subject variability (fractions of the FOV side unless stated).
 _JITTER_SD = 0.03  # relative tissue-parameter jitter
+
+
 _ROT_MAX_DEG = 5.0
+
+
 _SCALE_SD = 0.03
+
+
 _ANISO_SD = 0.02
+
+
 _SHIFT_SD = 0.015
+
+
 _ELASTIC_SD = 0.012
+
+
 _ELASTIC_CTRL = 6  # in-plane control points per axis
+
+
 _ELASTIC_Z_SPACING = 16  # slices per control point along z
+
+
 _BIAS_AMPLITUDE = 0.15
-_SLAB_FRACTIONS = {"val": 0.2, "train": 0.6, "test": 0.2}
-_SLAB_GAP = 3
-_MIN_AREA_FRACTION = 0.3
-_EDGE_FRACTION = 0.03  # unacquired phase-encode columns per side (fraction of W)
-
-_MNI_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Anatomy sources
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Anatomy:
-    """A source of tissue-fraction slices.
-
-    ``render(z_indices, ys, xs, pixel)`` returns (n_tissues, S, H, W) float64 fractions, where
-    ``ys``/``xs`` (S, H, W) are source coordinates and ``pixel`` the pixel size in source units.
-    Image rows move along ``row_sign`` * source-y and columns along ``col_sign`` * source-x.
-    """
-
-    name: str
-    tissues: tuple[str, ...]
-    n_slices: int
-    usable: tuple[int, int]
-    center: tuple[float, float]  # (y, x) in source units
-    side: float  # FOV side in source units
-    mm_per_unit: float
-    thickness_mm: float
-    row_sign: float
-    col_sign: float
-    render: Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
-    description: str
-
-    @property
-    def fov_mm(self) -> float:
-        return round(self.side * self.mm_per_unit, 6)
-
-
-def mni_template_dir() -> Path:
-    """Folder of the MNI ICBM152 2009 templates bundled in nilearn's wheel
-    (nilearn not imported)."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("source='mni' needs the nilearn package (its bundled MNI templates)")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
-    missing = [name for name in _MNI_FILES.values() if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(f"source='mni': bundled templates missing in {folder}: {missing}")
-    return folder
-
-
-@lru_cache(maxsize=1)
-def _mni_anatomy() -> _Anatomy:
-    import nibabel as nib
-
-    folder = mni_template_dir()
-    # (z, x, y) contiguous so that one axial slice is one contiguous block
-    vol = {
-        key: np.ascontiguousarray(
-            np.asarray(nib.load(str(folder / name)).dataobj).transpose(2, 0, 1)
-        )
-        for key, name in _MNI_FILES.items()
-    }
-    support = vol["t1"] > 0
-    area = support.sum(axis=(1, 2))
-    z_ok = np.nonzero(area >= _MIN_AREA_FRACTION * area.max())[0]
-    usable = (int(z_ok[0]), int(z_ok[-1]) + 1)
-    xs = np.nonzero(support.any(axis=(0, 2)))[0]
-    ys = np.nonzero(support.any(axis=(0, 1)))[0]
-    center = ((ys[0] + ys[-1]) / 2.0, (xs[0] + xs[-1]) / 2.0)
-
-    # tissue maps only for the usable slab (+ a margin for the z smoothing of the support)
-    z0, z1 = max(usable[0] - 3, 0), min(usable[1] + 3, support.shape[0])
-    gm = vol["gm"][z0:z1].astype(np.float32) / 255.0
-    wm = vol["wm"][z0:z1].astype(np.float32) / 255.0
-    soft = ndimage.gaussian_filter(support[z0:z1].astype(np.float32), 0.6)
-    total = np.clip(np.maximum(soft, gm + wm), 0.0, 1.0)
-    maps = np.empty((3,) + gm.shape, dtype=np.float32)
-    maps[0], maps[1] = gm, wm
-    np.clip(total - gm - wm, 0.0, 1.0, out=maps[2])
-    maps.setflags(write=False)
-
-    def render(z_indices: np.ndarray, yy: np.ndarray, xx: np.ndarray, pixel: float) -> np.ndarray:
-        sigma = 0.5 * math.sqrt(max(pixel * pixel - 1.0, 0.0))
-        out = np.empty((3,) + yy.shape, dtype=np.float64)
-        for s, z in enumerate(z_indices):
-            coords = np.stack([xx[s], yy[s]])  # slice arrays are indexed (x, y)
-            for t in range(3):
-                sl = maps[t, int(z) - z0].astype(np.float64)
-                if sigma > 0:
-                    sl = ndimage.gaussian_filter(sl, sigma)
-                out[t, s] = ndimage.map_coordinates(sl, coords, order=3, mode="constant", cval=0.0)
-        return np.clip(out, 0.0, 1.0)
-
-    return _Anatomy(
-        name="mni152_2009",
-        tissues=("gm", "wm", "csf"),
-        n_slices=int(support.shape[0]),
-        usable=usable,
-        center=(float(center[0]), float(center[1])),
-        side=220.0,
-        mm_per_unit=1.0,
-        thickness_mm=1.0,
-        row_sign=-1.0,  # rows: anterior (large y) at the top
-        col_sign=-1.0,  # columns: patient right (large x) on the left (radiological)
-        render=render,
-        description="MNI ICBM152 2009 nlin sym 09a GM/WM/CSF maps (nilearn bundled files)",
-    )
-
-
-# Modified Shepp-Logan geometry (x0, y0, a, b, angle_deg) + (z0, c) ellipsoid extent + tissue.
-_PHANTOM_ELLIPSES = (
-    (0.0, 0.0, 0.69, 0.92, 0.0, 0.0, 1.00, "fat"),
-    (0.0, -0.0184, 0.6624, 0.874, 0.0, 0.0, 0.98, "wm"),
-    (0.22, 0.0, 0.11, 0.31, -18.0, 0.05, 0.55, "csf"),
-    (-0.22, 0.0, 0.16, 0.41, 18.0, 0.05, 0.60, "csf"),
-    (0.0, 0.35, 0.21, 0.25, 0.0, 0.10, 0.55, "gm"),
-    (0.0, 0.1, 0.046, 0.046, 0.0, 0.0, 0.35, "lesion"),
-    (0.0, -0.1, 0.046, 0.046, 0.0, -0.05, 0.35, "lesion"),
-    (-0.08, -0.605, 0.046, 0.023, 0.0, -0.1, 0.40, "gm"),
-    (0.0, -0.605, 0.023, 0.023, 0.0, -0.1, 0.40, "gm"),
-    (0.06, -0.605, 0.023, 0.046, 0.0, -0.1, 0.40, "gm"),
-)
-_PHANTOM_TISSUES = ("fat", "wm", "csf", "gm", "lesion")
-_PHANTOM_NZ = 80
-_PHANTOM_Z = np.linspace(-0.7, 0.7, _PHANTOM_NZ)
-_PHANTOM_SUB = 3
-
-
-@lru_cache(maxsize=1)
-def _phantom_anatomy() -> _Anatomy:
-    tissue_index = {name: i for i, name in enumerate(_PHANTOM_TISSUES)}
-
-    def render(z_indices: np.ndarray, yy: np.ndarray, xx: np.ndarray, pixel: float) -> np.ndarray:
-        n_t = len(_PHANTOM_TISSUES)
-        out = np.zeros((n_t,) + yy.shape, dtype=np.float64)
-        offsets = (np.arange(_PHANTOM_SUB) + 0.5) / _PHANTOM_SUB - 0.5
-        for s, zi in enumerate(z_indices):
-            z = _PHANTOM_Z[int(zi)]
-            for dy in offsets:
-                for dx in offsets:
-                    y = yy[s] + dy * pixel
-                    x = xx[s] + dx * pixel
-                    label = np.full(y.shape, -1, dtype=np.int64)
-                    for x0, y0, a, b, ang, z0, c, tissue in _PHANTOM_ELLIPSES:
-                        rz = 1.0 - ((z - z0) / c) ** 2
-                        if rz <= 0:
-                            continue
-                        r = math.sqrt(rz)
-                        th = math.radians(ang)
-                        u = (x - x0) * math.cos(th) + (y - y0) * math.sin(th)
-                        v = -(x - x0) * math.sin(th) + (y - y0) * math.cos(th)
-                        inside = (u / (a * r)) ** 2 + (v / (b * r)) ** 2 <= 1.0
-                        label[inside] = tissue_index[tissue]
-                    for t in range(n_t):
-                        out[t, s] += label == t
-        return out / (_PHANTOM_SUB * _PHANTOM_SUB)
-
-    return _Anatomy(
-        name="phantom",
-        tissues=_PHANTOM_TISSUES,
-        n_slices=_PHANTOM_NZ,
-        usable=(0, _PHANTOM_NZ),
-        center=(0.0, 0.0),
-        side=2.2,
-        mm_per_unit=100.0,
-        thickness_mm=2.0,
-        row_sign=-1.0,
-        col_sign=1.0,
-        render=render,
-        description="modified Shepp-Logan ellipsoid phantom with per-ellipse tissues",
-    )
-
-
-def _anatomy(source: str) -> _Anatomy:
-    if source == "mni":
-        return _mni_anatomy()
-    if source == "phantom":
-        return _phantom_anatomy()
-    raise ValueError(f"source must be one of {SOURCES} (got {source!r})")
-
-
-def split_slabs(usable: tuple[int, int], gap: int = _SLAB_GAP) -> dict[str, tuple[int, int]]:
-    """Disjoint [lo, hi) slabs of slice indices, inferior to superior: val, train, test."""
-    lo, hi = usable
-    n = hi - lo - 2 * gap
-    if n < 5:
-        raise ValueError(f"usable slice range {usable} too small to split into three slabs")
-    n_val = round(n * _SLAB_FRACTIONS["val"])
-    n_test = round(n * _SLAB_FRACTIONS["test"])
-    n_train = n - n_val - n_test
-    val = (lo, lo + n_val)
-    train = (val[1] + gap, val[1] + gap + n_train)
-    test = (train[1] + gap, hi)
-    return {"train": train, "val": val, "test": test}
-
-
-# --------------------------------------------------------------------------------------------
-# Random smooth fields
-# --------------------------------------------------------------------------------------------
-
-
-def _smooth_field(
-    rng: np.random.Generator, out_shape: tuple[int, int, int], ctrl: tuple[int, int, int]
-) -> np.ndarray:
-    """Cubic-spline interpolation of clipped standard-normal control values: (S, H, W) float64.
-
-    The control grid spans the output grid end to end. Tensor-product spline interpolation is
-    separable, so it is applied as one (n_out x n_ctrl) weight matrix per axis.
-    """
-    coarse = np.clip(rng.standard_normal(ctrl), -2.5, 2.5)
-    weights = []
-    for c, n in zip(ctrl, out_shape):
-        pos = np.linspace(0.0, c - 1.0, n)[None, :]
-        eye = np.eye(c)
-        weights.append(
-            np.stack(
-                [ndimage.map_coordinates(eye[k], pos, order=3, mode="nearest") for k in range(c)],
-                axis=1,
-            )
-        )
-    return np.einsum("zc,yd,xe,cde->zyx", weights[0], weights[1], weights[2], coarse, optimize=True)
-
-
-def _poly2(coef: np.ndarray, v: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """coef[0] + coef[1] u + coef[2] v + coef[3] u^2 + coef[4] u v + coef[5] v^2."""
-    return coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v + coef[5] * v * v
-
-
-def _clipped_normal(rng: np.random.Generator, size=None, limit: float = 2.0):
-    return np.clip(rng.standard_normal(size), -limit, limit)
-
-
-def column_limits(width: int) -> tuple[int, int, int, int]:
-    """(maximum, center, padding_left, padding_right) of the acquired phase-encode columns."""
-    margin = max(1, int(round(_EDGE_FRACTION * width)))
-    n_acq = width - 2 * margin
-    maximum = n_acq - 1
-    center = n_acq // 2
-    padding_left = width // 2 - center
-    padding_right = padding_left + maximum + 1
-    return maximum, center, padding_left, padding_right
-
-
-# --------------------------------------------------------------------------------------------
-# One subject
-# --------------------------------------------------------------------------------------------
 
 
 def _signal(tissue: Mapping[str, float], tr: float, te: float) -> float:
@@ -443,7 +210,7 @@ def generate_pair(
     columns zeroed), ``template_slices`` (int64 z indices), ``tissue_params`` (jittered),
     ``noise_sigma`` (k-space sd per real/imag part), ``anatomy`` (the source description).
     """
-    anat = _anatomy(source)
+    anat = anatomy(source)
     slab = split_slabs(anat.usable)[split]
     if slices > slab[1] - slab[0]:
         raise ValueError(
@@ -459,13 +226,13 @@ def generate_pair(
     start = int(rng.integers(slab[0], slab[1] - slices + 1))
     z_idx = np.arange(start, start + slices, dtype=np.int64)
     theta = math.radians(rng.uniform(-_ROT_MAX_DEG, _ROT_MAX_DEG))
-    scale = math.exp(_SCALE_SD * float(_clipped_normal(rng)))
-    aniso = math.exp(_ANISO_SD * float(_clipped_normal(rng)))
-    shift = _SHIFT_SD * anat.side * _clipped_normal(rng, 2)
+    scale = math.exp(_SCALE_SD * float(clipped_normal(rng)))
+    aniso = math.exp(_ANISO_SD * float(clipped_normal(rng)))
+    shift = _SHIFT_SD * anat.side * clipped_normal(rng, 2)
     n_zc = max(2, math.ceil(slices / _ELASTIC_Z_SPACING) + 1)
     ctrl = (n_zc, _ELASTIC_CTRL, _ELASTIC_CTRL)
-    disp_r = _ELASTIC_SD * anat.side * _smooth_field(rng, (slices, h, h), ctrl)
-    disp_c = _ELASTIC_SD * anat.side * _smooth_field(rng, (slices, h, h), ctrl)
+    disp_r = _ELASTIC_SD * anat.side * smooth_field(rng, (slices, h, h), ctrl)
+    disp_c = _ELASTIC_SD * anat.side * smooth_field(rng, (slices, h, h), ctrl)
 
     pixel = anat.side / h
     grid = (np.arange(h) + 0.5) / h - 0.5  # [-0.5, 0.5)
@@ -483,7 +250,7 @@ def generate_pair(
     # --- tissue parameters with per-subject jitter (shared by both echoes)
     params = {}
     for name in anat.tissues:
-        jit = 1.0 + _JITTER_SD * _clipped_normal(rng, 3)
+        jit = 1.0 + _JITTER_SD * clipped_normal(rng, 3)
         base = TISSUES[name]
         params[name] = {
             "T1": base["T1"] * jit[0],
@@ -495,12 +262,12 @@ def generate_pair(
     u = 2.0 * grid[None, None, :]  # [-1, 1) columns
     v = 2.0 * grid[None, :, None]  # rows
     zc = np.linspace(-1.0, 1.0, slices)[:, None, None] if slices > 1 else np.zeros((1, 1, 1))
-    bias_coef = _clipped_normal(rng, 6) * np.array([0.0, 0.5, 0.5, 0.3, 0.3, 0.3])
-    bias = _poly2(bias_coef, v, u)
+    bias_coef = clipped_normal(rng, 6) * np.array([0.0, 0.5, 0.5, 0.3, 0.3, 0.3])
+    bias = poly2(bias_coef, v, u)
     bias = 1.0 + _BIAS_AMPLITUDE * bias / max(float(np.abs(bias).max()), 1e-12) * 0.9
-    phase_coef = np.concatenate([[rng.uniform(-math.pi, math.pi)], 0.5 * _clipped_normal(rng, 5)])
-    phase_z = 0.3 * float(_clipped_normal(rng))
-    shared_phase = _poly2(phase_coef, v, u) + phase_z * zc
+    phase_coef = np.concatenate([[rng.uniform(-math.pi, math.pi)], 0.5 * clipped_normal(rng, 5)])
+    phase_z = 0.3 * float(clipped_normal(rng))
+    shared_phase = poly2(phase_coef, v, u) + phase_z * zc
 
     maximum, center, pad_l, pad_r = column_limits(w)
     top, left = (2 * h - h) // 2, (w - h) // 2
@@ -518,7 +285,7 @@ def generate_pair(
     kspaces = {}
     for role, ss_noise in (("aux", ss_aux), ("target", ss_target)):
         nrng = np.random.default_rng(ss_noise)
-        own_phase = _poly2(0.2 * _clipped_normal(nrng, 6), v, u)
+        own_phase = poly2(0.2 * clipped_normal(nrng, 6), v, u)
         image = magnitudes[role] * np.exp(1j * (shared_phase + own_phase))
         field = np.zeros((slices, 2 * h, w), dtype=np.complex128)
         field[:, top : top + h, left : left + h] = image
@@ -538,156 +305,6 @@ def generate_pair(
         "fractions": fractions.astype(np.float32),
         "encoding_limits": {"maximum": maximum, "center": center},
     }
-
-
-# --------------------------------------------------------------------------------------------
-# ISMRMRD header and HDF5 writer
-# --------------------------------------------------------------------------------------------
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return repr(float(value))
-    return str(value)
-
-
-def build_ismrmrd_header(
-    *,
-    hr_size: int,
-    width: int,
-    slices: int,
-    fov_mm: float,
-    thickness_mm: float,
-    maximum: int,
-    center: int,
-    tr_ms: float,
-    te_ms: float,
-    protocol: str,
-    patient_id: str = "synthetic",
-    description: str = "cmfnet synthetic data",
-    user_strings: Mapping[str, str] | None = None,
-) -> str:
-    """ISMRMRD XML header (elements in schema order) for a 2H x W single-coil Cartesian scan."""
-    ns = ISMRMRD_NAMESPACE
-    ET.register_namespace("", ns)
-
-    def el(parent, tag, text=None):
-        node = ET.SubElement(parent, f"{{{ns}}}{tag}")
-        if text is not None:
-            node.text = _fmt(text)
-        return node
-
-    def xyz(parent, tag, x, y, z):
-        node = el(parent, tag)
-        el(node, "x", x)
-        el(node, "y", y)
-        el(node, "z", z)
-
-    def limit(parent, tag, lo, hi, mid):
-        node = el(parent, tag)
-        el(node, "minimum", lo)
-        el(node, "maximum", hi)
-        el(node, "center", mid)
-
-    root = ET.Element(f"{{{ns}}}ismrmrdHeader")
-    subj = el(root, "subjectInformation")
-    el(subj, "patientID", patient_id)
-    meas = el(root, "measurementInformation")
-    el(meas, "measurementID", patient_id)
-    el(meas, "patientPosition", "HFS")
-    el(meas, "protocolName", protocol)
-    el(meas, "seriesDescription", description)
-    sysinfo = el(root, "acquisitionSystemInformation")
-    el(sysinfo, "systemVendor", "cmfnet-synthetic")
-    el(sysinfo, "systemModel", "simulated dual-echo TSE")
-    el(sysinfo, "systemFieldStrength_T", float(FIELD_STRENGTH_T))
-    el(sysinfo, "relativeReceiverNoiseBandwidth", 0.793)
-    el(sysinfo, "receiverChannels", 1)
-    el(sysinfo, "institutionName", "cmfnet")
-    cond = el(root, "experimentalConditions")
-    el(cond, "H1resonanceFrequency_Hz", int(round(GYROMAGNETIC_HZ_PER_T * FIELD_STRENGTH_T)))
-    enc = el(root, "encoding")
-    space = el(enc, "encodedSpace")
-    xyz(space, "matrixSize", 2 * hr_size, width, 1)
-    xyz(space, "fieldOfView_mm", 2.0 * fov_mm, fov_mm * width / hr_size, float(thickness_mm))
-    recon = el(enc, "reconSpace")
-    xyz(recon, "matrixSize", hr_size, hr_size, 1)
-    xyz(recon, "fieldOfView_mm", float(fov_mm), float(fov_mm), float(thickness_mm))
-    lims = el(enc, "encodingLimits")
-    limit(lims, "kspace_encoding_step_1", 0, maximum, center)
-    limit(lims, "kspace_encoding_step_2", 0, 0, 0)
-    limit(lims, "average", 0, 0, 0)
-    limit(lims, "slice", 0, slices - 1, slices // 2)
-    limit(lims, "contrast", 0, 0, 0)
-    limit(lims, "phase", 0, 0, 0)
-    limit(lims, "repetition", 0, 0, 0)
-    limit(lims, "set", 0, 0, 0)
-    limit(lims, "segment", 0, 0, 0)
-    el(enc, "trajectory", "cartesian")
-    el(enc, "echoTrainLength", 8)
-    seq = el(root, "sequenceParameters")
-    el(seq, "TR", float(tr_ms))
-    el(seq, "TE", float(te_ms))
-    el(seq, "flipAngle_deg", 90.0)
-    el(seq, "sequence_type", "TurboSpinEcho")
-    el(seq, "echo_spacing", 12.0)
-    if user_strings:
-        user = el(root, "userParameters")
-        for name, value in user_strings.items():
-            par = el(user, "userParameterString")
-            el(par, "name", name)
-            el(par, "value", value)
-    body = ET.tostring(root, encoding="unicode")
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + body
-
-
-def _atomic_target(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
-
-
-def write_fastmri_volume(
-    path: str | os.PathLike,
-    kspace: np.ndarray,
-    header: str,
-    recon_size: tuple[int, int],
-    attrs: Mapping[str, object] | None = None,
-) -> Path:
-    """Write one fastMRI single-coil volume atomically (``name.tmp`` then ``os.replace``).
-
-    ``kspace``: complex (slices, 2H, W), stored as complex64. ``reconstruction_esc`` (float32,
-    (slices, *recon_size)) is computed here from the stored complex64 k-space as
-    |center_crop(ifft2c(kspace))|; attrs ``max`` and ``norm`` are that volume's max and
-    Frobenius norm. Extra ``attrs`` are stored as given (strings, numbers, 1-D arrays).
-    """
-    path = Path(path)
-    kspace = np.ascontiguousarray(kspace, dtype=np.complex64)
-    if kspace.ndim != 3:
-        raise ValueError(f"kspace must be (slices, rows, cols), got shape {kspace.shape}")
-    image = ifft2c(kspace.astype(np.complex128))
-    recon = np.abs(center_crop(image, recon_size)).astype(np.float32)
-    tmp = _atomic_target(path)
-    try:
-        with h5py.File(tmp, "w", track_order=True) as hf:
-            hf.create_dataset(
-                "ismrmrd_header", data=header, dtype=h5py.string_dtype("utf-8"), track_times=False
-            )
-            hf.create_dataset("kspace", data=kspace, track_times=False)
-            hf.create_dataset("reconstruction_esc", data=recon, track_times=False)
-            for key, value in (attrs or {}).items():
-                hf.attrs[key] = value
-            hf.attrs["max"] = float(recon.max())
-            hf.attrs["norm"] = float(np.linalg.norm(recon.astype(np.float64)))
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# Data set
-# --------------------------------------------------------------------------------------------
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -761,7 +378,7 @@ def generate_dataset(
     counts, slices, hr_size, width, seed, noise = _validate(
         out_dir, n_train, n_val, n_test, slices, hr_size, width, seed, source, noise
     )
-    anat = _anatomy(source)
+    anat = anatomy(source)
     slabs = split_slabs(anat.usable)
     for split in SPLITS:
         size = slabs[split][1] - slabs[split][0]

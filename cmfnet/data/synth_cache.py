@@ -1,7 +1,7 @@
 """Generate the synthetic data set once into the project's cache folder, safely under parallel jobs.
 
 The cache folder (``data.cache_dir``, default ``.cache/cmfnet``) is claimed and marked by cmfnet
-(:mod:`cmfnet.ownership`); each data set is a sub-folder ``synthetic/<settings>`` that appears
+(:mod:`cmfnet.runs.ownership`); each data set is a sub-folder ``synthetic/<settings>`` that appears
 complete or not at all. Nothing here removes a folder that cmfnet did not make.
 """
 
@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from cmfnet.data.errors import DataError
-from cmfnet.io import permissions_for_new
-from cmfnet.ownership import claim_folder, mark, owner_kind, remove_owned
+from cmfnet.runs.errors import DataError
+from cmfnet.runs.io import permissions_for_new
+from cmfnet.runs.ownership import claim_folder, mark, owner_kind, remove_owned
 
 COMPLETE_MARKER = "COMPLETE"
 SYNTH_RECORD = "synth.json"

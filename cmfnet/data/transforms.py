@@ -7,8 +7,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from cmfnet.degrade import LowResPair, undersample
-from cmfnet.masks import seed_from_name
+from cmfnet.mri.degrade import LowResPair, undersample
+from cmfnet.mri.masks import seed_from_name
 
 #: inputs are clamped to [-INPUT_CLAMP, INPUT_CLAMP] once normalised (fastMRI's value), unless
 #: the run sets ``data.clamp``
@@ -75,7 +75,7 @@ class JointRecSRTransform:
     """Callable turning a :class:`LowResPair` into a :class:`JointSample`.
 
     Args:
-        mask_func: a mask function from :mod:`cmfnet.masks`.
+        mask_func: a mask function from :mod:`cmfnet.mri.masks`.
         seed_masks_by_name: seed each mask by the volume's file name (validation and test), so
             every machine sees the same masks; otherwise draw a fresh mask per sample (training).
         clamp: inputs are clamped to [-clamp, clamp] after normalisation

@@ -13,13 +13,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cmfnet.config import is_int
-from cmfnet.data.errors import DataError
 from cmfnet.data.ixi import IXI_NAME
 from cmfnet.data.paired import PairedSliceDataset
 from cmfnet.data.slice_cache import claim_slices_folder
 from cmfnet.data.synth_cache import ensure_dataset
 from cmfnet.data.transforms import JointRecSRTransform
+from cmfnet.runs.config import is_int
+from cmfnet.runs.errors import DataError
 
 SPLITS = ("train", "val", "test")
 

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from cmfnet.io import write_text_atomic
+from cmfnet.runs.io import write_text_atomic
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

@@ -1,5 +1,5 @@
 """Example images of a run: the validation examples (slices spread across the volumes) drawn
-with the report's comparison figure (:func:`cmfnet.figures.plot_comparison`), and the test
+with the report's comparison figure (:func:`cmfnet.mri.figures.plot_comparison`), and the test
 examples saved as arrays (:func:`save_examples`)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from cmfnet.figures import SliceComparison, plot_comparison
+from cmfnet.mri.figures import SliceComparison, plot_comparison
 
 
 def example_comparisons(examples: list[dict]) -> list[SliceComparison]:

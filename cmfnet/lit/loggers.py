@@ -17,8 +17,8 @@ import hydra
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, open_dict
 
-from cmfnet.config import redacted_console, secrets_in_use
-from cmfnet.errors import one_line
+from cmfnet.runs.config import redacted_console, secrets_in_use
+from cmfnet.runs.errors import one_line
 
 log = logging.getLogger(__name__)
 _redaction = ExitStack()  # the console redaction of the run in progress (closed by finish_wandb)
@@ -97,7 +97,7 @@ def continue_wandb_run(logger_cfgs: Optional[DictConfig], out: Path) -> None:
 def redact_console_until_finish() -> None:
     """From here until :func:`finish_wandb`, every secret this process was given is redacted
     from what is printed, before W&B's console capture (installed when the run started) sees
-    it (:func:`cmfnet.config.redacted_console`)."""
+    it (:func:`cmfnet.runs.config.redacted_console`)."""
     _redaction.close()
     _redaction.enter_context(redacted_console(secrets_in_use()))
 

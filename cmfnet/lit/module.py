@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn.utils import get_total_norm
 
 from cmfnet.data.transforms import JointSample
-from cmfnet.metrics import METRICS, StreamingVolumeMetrics, score_key, std_key
-from cmfnet.scoring import Scoring
+from cmfnet.mri.metrics import METRICS, StreamingVolumeMetrics, score_key, std_key
+from cmfnet.mri.scoring import Scoring
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class JointRecSRModule(L.LightningModule):
     """Trains ``model(target_input, aux_input) -> (rec, sr)`` with a joint loss.
 
     Validation and test de-normalise both outputs (``x * std + mean``) and score them per
-    volume with fastMRI's metrics, as the :class:`~cmfnet.scoring.Scoring` says (default: both
+    volume with fastMRI's metrics, as the :class:`~cmfnet.mri.scoring.Scoring` says (default: both
     outputs against the untouched targets); the SR scores are the headline. Each batch is
-    scored on the module's device as it comes (:class:`~cmfnet.metrics.StreamingVolumeMetrics`:
+    scored on the module's device as it comes (:class:`~cmfnet.mri.metrics.StreamingVolumeMetrics`:
     no image is kept or sent between ranks), with the volumes' maxima that the samples carry
     (``sr_max``, ``rec_max``) as SSIM's data range. The first validation (and test) slices are
     kept in :attr:`example_images` for figures.
@@ -252,7 +252,7 @@ class JointRecSRModule(L.LightningModule):
         run's scoring's means and stds and, under ``"scorings"``, those of each further scoring
         by name, and :attr:`volume_scores` ``[stage]`` every volume's scores.
         ``<out>_max_mismatches`` counts the volumes whose scored target's maximum is
-        not the data range given in advance (:meth:`~cmfnet.metrics.VolumeSums.max_mismatches`:
+        not the data range given in advance (:meth:`~cmfnet.mri.metrics.VolumeSums.max_mismatches`:
         none unless a scoring clamps the target); each such count is also logged as a warning.
         """
         by_scoring: dict[str, dict] = {name: {} for name in self._scorings}

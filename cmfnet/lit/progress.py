@@ -100,13 +100,13 @@ def batch_size_of(batch: Any) -> int:
 
 def sweep_position() -> Optional[tuple[int, int]]:
     """(this job's index, number of jobs) inside a Hydra multirun whose job list is known
-    (:data:`cmfnet.sweep.JOB_LIST`), else None."""
+    (:data:`cmfnet.sweeps.jobs.JOB_LIST`), else None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    from cmfnet.sweep import read_job_list
+    from cmfnet.sweeps.jobs import read_job_list
 
     config = HydraConfig.get()
     jobs = read_job_list(Path(config.sweep.dir))["jobs"]

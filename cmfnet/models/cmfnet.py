@@ -1,8 +1,8 @@
 """CMF-Net: Cross-contrast Mutual Fusion Network (Ding et al., Pattern Recognition 2024).
 
 Joint reconstruction (de-aliasing at LR size) and super-resolution of an undersampled
-target contrast, guided by a fully sampled auxiliary contrast. The project's design note
-MODEL.md describes it block by block, with parameter counts.
+target contrast, guided by a fully sampled auxiliary contrast. docs/model.md describes it
+block by block, with parameter counts.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ handed to whichever worker is free, so as many jobs run at once as there are dev
 GPU (or ``devices: cpu``), ``cpu_workers`` jobs run side by side on the CPU. Workers exit on
 their own when the launching process dies.
 
-SIGINT or SIGTERM stops the sweep (:mod:`cmfnet.signals`): the launching process cancels the
+SIGINT or SIGTERM stops the sweep (:mod:`cmfnet.runs.signals`): the launching process cancels the
 jobs not begun and passes the signal on to every worker; each job in progress records itself as
 interrupted and its worker exits; a worker still running after ``stop_timeout_s`` is killed.
 The launching process then exits with 128 + the signal number.
@@ -33,8 +33,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from cmfnet import signals
-from cmfnet.config import shown_overrides
+from cmfnet.runs import signals
+from cmfnet.runs.config import shown_overrides
 
 log = logging.getLogger(__name__)
 

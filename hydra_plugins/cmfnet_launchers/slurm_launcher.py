@@ -1,7 +1,7 @@
 """``launcher=slurm``: Hydra's submitit SLURM launcher, waiting on SLURM's own word.
 
 Jobs are submitted as by ``hydra_submitit_launcher`` (one array job); their SLURM ids go into
-the sweep folder (:func:`cmfnet.slurm.record_job_ids`). The launching process then asks
+the sweep folder (:func:`cmfnet.runs.slurm.record_job_ids`). The launching process then asks
 ``squeue`` every ``poll_interval_s`` which jobs SLURM still holds, and logs each change once
 (a job requeued after a pre-emption or its time limit is shown pending again, with its id). A
 job is over only when SLURM no longer holds it: a result its earlier run left (an error
@@ -23,8 +23,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf
 
-from cmfnet.config import shown_overrides
-from cmfnet.slurm import held_jobs, record_job_ids
+from cmfnet.runs.config import shown_overrides
+from cmfnet.runs.slurm import held_jobs, record_job_ids
 
 log = logging.getLogger(__name__)
 
