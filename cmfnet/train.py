@@ -43,6 +43,7 @@ from cmfnet.mri.metrics import (
 )
 from cmfnet.runs import signals
 from cmfnet.runs.checkpoint import resolve_ckpt_path, tested_checkpoint
+from cmfnet.runs.checkpoint_io import AtomicCheckpointIO
 from cmfnet.runs.config import redacted_argv, sanitize_config
 from cmfnet.runs.errors import one_line
 from cmfnet.runs.io import write_json_atomic, write_text_atomic
@@ -100,7 +101,11 @@ def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out)
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=trainer_plugins(cfg.trainer),
+        default_root_dir=str(out),
     )
     with redacted_argv():  # the first log starts the W&B run, which records the command line
         log_run_header(loggers, run_config, summary)
@@ -140,6 +145,13 @@ def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
     metrics["skipped_batches"] = module.skipped_batches
     metrics.update(startup_times(callbacks))
     return metrics, score
+
+
+def trainer_plugins(trainer_cfg: DictConfig) -> list:
+    """The trainer's plugins: those its config names (``launcher=slurm``'s cluster environment)
+    and, always, :class:`~cmfnet.runs.checkpoint_io.AtomicCheckpointIO`, so that no kill leaves
+    a half-written checkpoint."""
+    return [*hydra.utils.instantiate(trainer_cfg.get("plugins") or []), AtomicCheckpointIO()]
 
 
 def finite_or_none(value: Any) -> Optional[float]:

@@ -442,7 +442,7 @@ def test_skip_nonfinite_also_skips_a_step_with_non_finite_gradients():
 
 
 @pytest.mark.slow
-def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
+def test_a_mismatched_last_checkpoint_is_named_and_a_truncated_one_gives_way(tmp_path):
     good = run_py(tmp_path, *SMOKE, "logger=none", "trainer.max_epochs=1", "hydra.run.dir=run")
     assert good.returncode == 0, good.stderr[-2000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -461,7 +461,8 @@ def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
         f"error: ckpt_path=last: {last} does not fit this run's model (EDSR): "
     ), line
     assert "missing" in line and "unexpected" in line, line
-    last.write_bytes(last.read_bytes()[:4096])
+    truncated = last.read_bytes()[:4096]
+    last.write_bytes(truncated)
     proc = run_py(
         tmp_path,
         *SMOKE,
@@ -469,11 +470,14 @@ def test_truncated_last_checkpoint_gives_a_one_line_error_naming_it(tmp_path):
         "trainer.max_epochs=2",
         "hydra.run.dir=run",
         "ckpt_path=last",
+    )  # continues from the run's newest readable checkpoint, keeping the unreadable one
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{last} is unreadable; kept as last.ckpt.unreadable; continuing from best-" in (
+        proc.stdout + proc.stderr
     )
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    line = last_stderr_line(proc)
-    assert line.startswith("error: ") and str(last) in line, line
+    assert (last.parent / "last.ckpt.unreadable").read_bytes() == truncated
+    history = read_history(tmp_path / "run" / "history.csv")
+    assert [row["epoch"] for row in history] == [0, 1]  # epoch 1 trained once, after epoch 0
 
 
 @pytest.mark.slow

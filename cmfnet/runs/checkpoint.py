@@ -215,10 +215,48 @@ def mismatch_summary(model, weights: dict) -> str:
     return "; ".join(parts) or "incompatible state dict"
 
 
+def archive_defect(path: Path) -> Optional[str]:
+    """Why ``path`` is not a complete checkpoint (a torch zip archive whose members pass their
+    CRC check), or None when it is one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"truncated or not a checkpoint ({err})"
+    return None if broken is None else f"corrupted ({broken} fails its CRC check)"
+
+
+def readable_fallback(last: Path) -> Optional[Path]:
+    """The newest complete checkpoint beside an unreadable ``last``, or None. The unreadable
+    file is kept, renamed ``<name>.unreadable`` (numbered if that exists), so that Lightning's
+    next ``last.ckpt`` does not replace it."""
+    others = sorted(
+        (p for p in last.parent.glob("*.ckpt") if p != last and archive_defect(p) is None),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    if not others:
+        return None
+    kept = last.with_name(f"{last.name}.unreadable")
+    number = 1
+    while kept.exists():
+        kept, number = last.with_name(f"{last.name}.unreadable-{number}"), number + 1
+    last.rename(kept)
+    log.warning(
+        "%s is unreadable; kept as %s; continuing from %s, the newest readable checkpoint of "
+        "this run (the epochs after it are trained again)",
+        last,
+        kept.name,
+        others[0].name,
+    )
+    return others[0]
+
+
 def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: nn.Module) -> Optional[str]:
     """``last`` means this run folder's ``checkpoints/last.ckpt``; a path must exist, be a
-    complete checkpoint (a torch zip archive whose members pass their CRC check) and hold
-    weights that fit ``module`` (the run's configured network)."""
+    complete checkpoint (:func:`archive_defect`) and hold weights that fit ``module`` (the run's
+    configured network). An unreadable ``last.ckpt`` (killed during a write that was not atomic,
+    a full disk) gives way to the run's newest readable checkpoint (:func:`readable_fallback`)."""
     import torch
 
     if ckpt_path in (None, ""):
@@ -226,17 +264,12 @@ def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: nn.Module) ->
     path = out / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise DataError(
-            f"ckpt_path={ckpt_path}: {path} is truncated or not a checkpoint ({err})"
-        ) from err
-    if broken is not None:
-        raise DataError(
-            f"ckpt_path={ckpt_path}: {path} is corrupted ({broken} fails its CRC check)"
-        )
+    defect = archive_defect(path)
+    if defect is not None and ckpt_path == "last":
+        fallback = readable_fallback(path)
+        path, defect = (path, defect) if fallback is None else (fallback, None)
+    if defect is not None:
+        raise DataError(f"ckpt_path={ckpt_path}: {path} is {defect}")
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
             "state_dict", {}
