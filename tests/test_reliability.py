@@ -746,3 +746,26 @@ def test_all_finite_matches_an_element_wise_check(value, finite):
 
     assert all_finite(value) is finite
     assert non_finite_field((torch.zeros(2), value)) == (None if finite else "1")
+
+
+def test_a_run_continued_from_its_folder_logs_into_its_newest_wandb_run(tmp_path):
+    """``ckpt_path=last`` (``cmfnet resume``, a SLURM requeue) keeps the W&B run id of the run
+    folder's newest W&B run, so that ``wandb sync`` appends the parts into one run."""
+    from omegaconf import OmegaConf
+
+    from cmfnet.lit.loggers import continue_wandb_run
+
+    (tmp_path / "wandb" / "offline-run-20261206_010101-first1").mkdir(parents=True)
+    (tmp_path / "wandb" / "offline-run-20261206_020202-again2").mkdir()
+    loggers = OmegaConf.create(
+        {
+            "wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "id": None},
+            "csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"},
+        }
+    )
+    continue_wandb_run(loggers, tmp_path)
+    assert loggers.wandb.id == "again2" and loggers.wandb.resume == "allow"
+    assert "id" not in loggers.csv
+    given = OmegaConf.create({"wandb": {"_target_": "WandbLogger", "id": "mine"}})
+    continue_wandb_run(given, tmp_path)
+    assert given.wandb.id == "mine"
