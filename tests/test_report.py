@@ -762,3 +762,38 @@ def test_without_the_reference_method_the_comparison_says_so(tmp_path):
     write_job(root, "0_edsr", metrics("edsr", 4, 4), volumes=TEN)
     markdown = build_report([root], tmp_path / "out")["markdown"].read_text()
     assert "No runs of `CMF-Net`; `--reference METHOD` picks another." in markdown
+
+
+def test_variants_are_paired_with_the_reference_under_the_same_overrides(tmp_path):
+    """A sweep over a learning rate makes one method per (model, lr); each is compared with the
+    reference's run at the same lr: CMF-Net is 1 dB below the reference at lr 1e-3 and 2 dB
+    below at 1e-4 on every volume."""
+    root = tmp_path / "sweep"
+    for i, (model, lr, shift) in enumerate(
+        [
+            ("cmfnet", "0.001", -1.0),
+            ("cmfnet_no_mmf", "0.001", 0.0),
+            ("cmfnet", "0.0001", -2.0),
+            ("cmfnet_no_mmf", "0.0001", 0.0),
+        ]
+    ):
+        write_job(
+            root,
+            f"{i}_model={model},optimizer.lr={lr}",
+            metrics(model, 4, 8),
+            overrides=[f"model={model}", f"optimizer.lr={lr}", "sweeps=diagnosis_optimiser"],
+            volumes=[v + shift for v in TEN],
+        )
+    written = build_report([root], tmp_path / "out", reference="cmfnet_no_mmf")
+    markdown = written["markdown"].read_text()
+    table = paired_cells(markdown, reference="cmfnet_no_mmf")
+    diffs = {method: row["Δ PSNR (dB) [95% CI]"] for (method, _), row in table.items()}
+    assert diffs == {
+        "CMF-Net [optimizer.lr=0.001]": "-1.00 [-1.00, -1.00]",
+        "CMF-Net [optimizer.lr=0.0001]": "-2.00 [-2.00, -2.00]",
+    }
+    rows = paired_csv(written["paired_csv"])
+    assert rows[("CMF-Net [optimizer.lr=0.0001]", "4", "sr", "psnr")]["reference"] == (
+        "cmfnet_no_mmf [optimizer.lr=0.0001]"
+    )
+    assert "paired with `cmfnet_no_mmf` under the same overrides" in markdown

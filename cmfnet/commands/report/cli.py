@@ -109,7 +109,7 @@ def build_report(
         raise ValueError(f"--bootstrap must be at least 1 resample, got {resamples}")
     report = load_report(sweep_dirs, scoring)
     compared_with = reference_method(report, reference or REFERENCE)
-    if reference is not None and compared_with not in report.methods:
+    if reference is not None and not report.has_method(compared_with):
         raise ValueError(
             f"--reference {reference!r}: no such method or model in these sweeps "
             f"(methods: {', '.join(report.methods) or 'none'})"

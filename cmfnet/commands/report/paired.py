@@ -68,13 +68,24 @@ class Comparison:
 
 @dataclass
 class Pairing:
-    """The reference method, the bootstrap's settings and every :class:`Comparison` by
-    ``(method, column, output, metric)``."""
+    """The reference method, the bootstrap's settings, every :class:`Comparison` by
+    ``(method, column, output, metric)`` and the reference run each method was paired with
+    (:func:`reference_for`)."""
 
     reference: str
     resamples: int
     seed: int
     results: dict[tuple[str, Column, str, str], Comparison] = field(default_factory=dict)
+    paired_with: dict[str, str] = field(default_factory=dict)
+
+
+def reference_for(report: Report, reference: str, method: str) -> str:
+    """The reference method ``method`` is paired with: where the sweeps vary further overrides
+    (``CMF-Net [optimizer.lr=0.001]``), the reference's method with the same overrides if it ran
+    them, so that a variant is compared with the reference under the same recipe; else
+    ``reference`` itself."""
+    same = reference + report.variant_of(method)
+    return same if same in report.methods else reference
 
 
 def seed_scores(
@@ -118,11 +129,13 @@ def pair_with_reference(
     pairing = Pairing(reference, resamples, seed)
     cache: dict[Path, dict] = {}
     for column in report.columns:
-        theirs = report.runs_of(reference, column)
         for method in report.methods:
+            against = reference_for(report, reference, method)
             ours = report.runs_of(method, column)
-            if method == reference or not ours:
+            if method == against or not ours:
                 continue
+            pairing.paired_with[method] = against
+            theirs = report.runs_of(against, column)
             left_out = seeds_left_out([r.seed for r in ours], [r.seed for r in theirs])
             # only the runs of common seeds are read (all when none is common, to say so)
             mine = [r for r in ours if r.seed not in left_out] or ours
@@ -131,8 +144,8 @@ def pair_with_reference(
                 for metric in COMPARED_METRICS:
                     if (method, column, output, metric) not in stats:
                         continue
-                    if (reference, column, output, metric) not in stats:
-                        result = Comparison(None, f"no {reference} {output} scores in this setting")
+                    if (against, column, output, metric) not in stats:
+                        result = Comparison(None, f"no {against} {output} scores in this setting")
                     else:
                         try:
                             paired = pair_runs(
@@ -201,8 +214,15 @@ def paired_markdown(report: Report, pairing: Pairing, output: str) -> list[str]:
     """The section comparing every method with the reference on one output."""
     reference = pairing.reference
     lines = [f"## Paired differences from `{reference}`: {OUTPUT_NAMES[output]} output", ""]
-    if reference not in report.methods:
+    if not report.has_method(reference):
         return lines + [f"No runs of `{reference}`; `--reference METHOD` picks another.", ""]
+    if any(against != reference for against in pairing.paired_with.values()):
+        lines += [
+            f"A method that varies further overrides is paired with `{reference}` under the "
+            "same overrides (`method [overrides]` minus "
+            f"`{reference} [overrides]`).",
+            "",
+        ]
     if not any(key[2] == output for key in pairing.results):
         return lines + ["Nothing to compare.", ""]
     for regime in report.regimes:
@@ -244,7 +264,7 @@ def paired_long_rows(report: Report, pairing: Pairing) -> list[dict[str, Any]]:
                         {
                             "method": method,
                             "model": report.method_models[method],
-                            "reference": pairing.reference,
+                            "reference": pairing.paired_with.get(method, pairing.reference),
                             **setting_fields(column, output, metric),
                             **numbers,
                             "note": comparison.note,

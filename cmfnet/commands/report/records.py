@@ -188,6 +188,18 @@ class Report:
 
         return sorted(self.method_models, key=key)
 
+    def variant_of(self, method: str) -> str:
+        """What makes ``method`` a variant of its model's method: the overrides its sweep varies
+        besides the model (``" [optimizer.lr=0.001]"`` of ``"CMF-Net [optimizer.lr=0.001]"``),
+        or ``""``."""
+        model = self.method_models[method]
+        base = PAPER_NAMES.get(model, model)
+        return method[len(base) :] if method.startswith(f"{base} [") else ""
+
+    def has_method(self, name: str) -> bool:
+        """Whether ``name`` is a method here, as such or with the overrides of a variant."""
+        return any(m == name or m == name + self.variant_of(m) for m in self.methods)
+
     @property
     def columns(self) -> list[Column]:
         """Settings of completed runs and of placed failures, by data, mask, scale, accel."""
