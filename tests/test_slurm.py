@@ -128,6 +128,20 @@ def wait_until(condition, proc: subprocess.Popen, cwd: Path, what: str, timeout:
     raise AssertionError(f"{what} never happened (exit {proc.poll()}): {log}")
 
 
+def node_idle() -> bool:
+    """Whether the node is idle, with nothing of an earlier job still being cleaned up."""
+    out = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True)
+    return out.stdout.split() == ["idle"]
+
+
+def release_if_launch_failed(job_id: str) -> None:
+    """SLURM holds a requeued job whose launch failed (``launch failed requeued held``, e.g. on
+    a node still cleaning up after a failure) until ``scontrol release``, as an administrator
+    would do."""
+    if "launch failed" in squeue(job_id):
+        subprocess.run(["scontrol", "release", job_id], capture_output=True)
+
+
 def finish_releasing(job_id: str, proc: subprocess.Popen, timeout: float = 420) -> None:
     """Wait for the sweep, starting each requeued run of the job at once (SLURM delays it)."""
     deadline = time.time() + timeout
@@ -169,7 +183,7 @@ def job_folder(cwd: Path) -> Path:
 
 def check_continued(cwd: Path, proc: subprocess.Popen, reference: dict, signal_name: str):
     """The sweep ended 0 and its job continued from its last.ckpt to the reference."""
-    proc.wait(timeout=60)
+    proc.wait(timeout=180)
     log = (cwd / "sweep.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     job = job_folder(cwd)
@@ -200,12 +214,20 @@ def test_a_job_that_loses_its_node_then_is_requeued_continues_in_one_w_and_b_run
         "the first last.ckpt",
     )
     fail_node(job_id)  # no record: the restart is known by SLURM_RESTART_COUNT only
-    wait_until(lambda: "BeginTime" in squeue(job_id), proc, tmp_path, "the node-failure requeue")
+    wait_until(
+        lambda: "BeginTime" in squeue(job_id) and node_idle(),
+        proc,
+        tmp_path,
+        "the node-failure requeue",
+    )
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     run_log = next(tmp_path.glob("sweep/0_*")) / "run.log"
     history = run_log.parent / "history.csv"
     wait_until(
-        lambda: "job restarted by SLURM without a record" in run_log.read_text(),
+        lambda: (
+            release_if_launch_failed(job_id)
+            or "job restarted by SLURM without a record" in run_log.read_text()
+        ),
         proc,
         tmp_path,
         "the restart after the node failure",
