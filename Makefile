@@ -47,7 +47,7 @@ smoke: $(STAMP)
 	$(BIN)/python run.py experiment=smoke
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # ruff's lint rules and formatting (pyproject.toml: [tool.ruff]); CI runs it before the tests.
 lint: $(STAMP)
@@ -56,7 +56,7 @@ lint: $(STAMP)
 
 # The tests not marked slow (no training runs or subprocesses); CI runs the full suite.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) outputs multirun .cache

@@ -12,6 +12,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The longest tests first (those marked slurm, which wait on SLURM jobs, then those marked
+    slow), so that under xdist the short ones fill the end and no long test starts last."""
+
+    def rank(item) -> int:
+        return (
+            0 if item.get_closest_marker("slurm") else 1 if item.get_closest_marker("slow") else 2
+        )
+
+    items.sort(key=rank)
+
+
 HEADER_TEMPLATE = """<?xml version="1.0" encoding="utf-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
   <encoding>
