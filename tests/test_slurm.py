@@ -151,16 +151,27 @@ def finish_releasing(job_id: str, proc: subprocess.Popen, timeout: float = 420) 
         time.sleep(0.5)
 
 
+def job_step_daemons(job_id: str) -> list[int]:
+    """The pids of the job's ``slurmstepd`` processes (``slurmstepd: [ID.batch]``, ...)."""
+    out = subprocess.run(
+        ["pgrep", "-f", f"slurmstepd: \\[{job_id}\\."], capture_output=True, text=True
+    )
+    return [int(pid) for pid in out.stdout.split()]
+
+
 def fail_node(job_id: str) -> None:
-    """What a node failure does to a job: every process of it stops at once (SIGSTOP, so none
-    can handle what follows), the node goes DOWN (SLURM requeues the job), and the processes die
-    by SIGKILL, leaving no record of the stop. The node comes back (ReturnToService=2 or
-    ``State=RESUME``)."""
+    """What a node failure does to a job: every process of it, and SLURM's step daemons that
+    watch them, stop at once (SIGSTOP, so none can handle what follows), the node goes DOWN
+    (SLURM requeues the job), and they die by SIGKILL, leaving no record of the stop. The node
+    comes back (ReturnToService=2 or ``State=RESUME``) once nothing of the job is left on it, as
+    after a reboot: a step daemon still alive would report the job, and SLURM would drain the
+    node for a duplicate job id when the job starts again."""
     rows = subprocess.run(
         ["scontrol", "listpids", job_id], capture_output=True, text=True, check=True
     ).stdout.splitlines()[1:]  # after the header: PID JOBID STEPID LOCALID GLOBALID
     pids = [int(row.split()[0]) for row in rows if row.split() and row.split()[0].isdigit()]
     assert pids, f"scontrol listpids {job_id} listed no process"
+    pids += job_step_daemons(job_id)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     down = ["scontrol", "update", "NodeName=vm", "State=DOWN", "Reason=cmfnet-test-node-failure"]
@@ -170,6 +181,10 @@ def fail_node(job_id: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.time() + 60
+    while time.time() < deadline and job_step_daemons(job_id):
+        time.sleep(0.5)
+    assert not job_step_daemons(job_id), f"a slurmstepd of job {job_id} outlived its SIGKILL"
     deadline = time.time() + 60
     while time.time() < deadline and cluster_problem():
         subprocess.run(["scontrol", "update", "NodeName=vm", "State=RESUME"], capture_output=True)
