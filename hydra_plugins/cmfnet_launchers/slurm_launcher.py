@@ -34,13 +34,17 @@ class CmfnetSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.cmfnet_launchers.slurm_launcher.CmfnetSlurmLauncher"
     # Seconds between two squeue calls while the launching process waits for its jobs.
     poll_interval_s: float = 10.0
+    # Seconds a job must stay out of squeue, with no result file, before it counts as ended: a
+    # job that submitit requeues can drop out of squeue for a moment between its run's end and
+    # its requeue (squeue does not list the REQUEUED state).
+    settle_s: float = 30.0
 
 
 ConfigStore.instance().store(
     group="hydra/launcher", name="cmfnet_slurm", node=CmfnetSlurmConf, provider="cmfnet"
 )
 
-OWN_PARAMS = ("poll_interval_s",)
+OWN_PARAMS = ("poll_interval_s", "settle_s")
 
 
 class CmfnetSlurmLauncher(SlurmLauncher):
@@ -52,6 +56,9 @@ class CmfnetSlurmLauncher(SlurmLauncher):
             raise ValueError(
                 f"hydra.launcher.poll_interval_s must be > 0, got {self.poll_interval_s}"
             )
+        self.settle_s = float(params.pop("settle_s"))
+        if self.settle_s < 0:
+            raise ValueError(f"hydra.launcher.settle_s must be >= 0, got {self.settle_s}")
         super().__init__(**params)
 
     def launch(
@@ -92,6 +99,7 @@ class CmfnetSlurmLauncher(SlurmLauncher):
         """Wait until SLURM holds none of ``jobs``; log each state change; the jobs' returns."""
         returns: Dict[str, JobReturn] = {}
         seen: Dict[str, Any] = {}
+        gone_since: Dict[str, float] = {}
         squeue_failed = False
         while len(returns) < len(jobs):
             held = held_jobs(job.job_id for job in jobs if job.job_id not in returns)
@@ -103,10 +111,15 @@ class CmfnetSlurmLauncher(SlurmLauncher):
                     continue
                 state = None if held is None else held.get(job.job_id)
                 if state is not None:
+                    gone_since.pop(job.job_id, None)
                     if state[1:] != seen.get(job.job_id):
                         seen[job.job_id] = state[1:]
                         log.info("job #%d: %s", num, state.describe())
-                elif held is not None or job.paths.result_pickle.exists():
+                elif job.paths.result_pickle.exists() or (
+                    held is not None
+                    and time.monotonic() - gone_since.setdefault(job.job_id, time.monotonic())
+                    >= self.settle_s
+                ):
                     returns[job.job_id] = job_return(num, job)
             if len(returns) < len(jobs):
                 time.sleep(self.poll_interval_s)
