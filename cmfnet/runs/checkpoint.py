@@ -230,12 +230,13 @@ def readable_fallback(last: Path) -> Optional[Path]:
     """The newest complete checkpoint beside an unreadable ``last``, or None. The unreadable
     file is kept, renamed ``<name>.unreadable`` (numbered if that exists), so that Lightning's
     next ``last.ckpt`` does not replace it."""
-    others = sorted(
-        (p for p in last.parent.glob("*.ckpt") if p != last and archive_defect(p) is None),
+    newest_first = sorted(
+        (p for p in last.parent.glob("*.ckpt") if p != last),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
-    )
-    if not others:
+    )  # checked one by one: a CRC check reads the whole file
+    readable = next((p for p in newest_first if archive_defect(p) is None), None)
+    if readable is None:
         return None
     kept = last.with_name(f"{last.name}.unreadable")
     number = 1
@@ -247,9 +248,9 @@ def readable_fallback(last: Path) -> Optional[Path]:
         "this run (the epochs after it are trained again)",
         last,
         kept.name,
-        others[0].name,
+        readable.name,
     )
-    return others[0]
+    return readable
 
 
 def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: nn.Module) -> Optional[str]:
@@ -267,7 +268,8 @@ def resolve_ckpt_path(ckpt_path: Optional[str], out: Path, module: nn.Module) ->
     defect = archive_defect(path)
     if defect is not None and ckpt_path == "last":
         fallback = readable_fallback(path)
-        path, defect = (path, defect) if fallback is None else (fallback, None)
+        if fallback is not None:
+            path, defect = fallback, None
     if defect is not None:
         raise DataError(f"ckpt_path={ckpt_path}: {path} is {defect}")
     try:
