@@ -340,6 +340,29 @@ def test_another_librarys_handler_is_kept_and_the_signal_noted(clean_signals):
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_the_requeue_signals_slurm_sends_a_requeueing_job_reach_no_handler(
+    clean_signals, monkeypatch
+):
+    monkeypatch.setenv("SUBMITIT_FOLDER", "job")
+    handled, requeued = [], []
+
+    def submitits_requeue(signum, frame):  # scontrol requeue: SLURM signals the job at once
+        requeued.append(signum)
+        for sent in (signal.SIGCONT, signal.SIGTERM):
+            os.kill(os.getpid(), sent)
+        time.sleep(0.1)
+
+    monkeypatch.setattr(signals, "_submitit_requeue", submitits_requeue)
+    monkeypatch.setattr(signals, "_received", signal.SIGUSR2)
+    before = {s: signal.signal(s, lambda n, f: handled.append(n)) for s in signals.REQUEUE_SIGNALS}
+    try:
+        signals.requeue_if_timed_out()
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert requeued == [signal.SIGUSR2] and handled == []
+
+
 def make_job(
     sweep: Path, name: str, status: str | None, overrides: list[str], last_ckpt: bool = False
 ) -> Path:

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Functions during which a stop waits (an exception there could leave a checkpoint half-written).
 HOLD_IN = frozenset({"save_checkpoint", "_atomic_save"})
+#: What ``scontrol requeue`` sends the job it requeues, ignored by the job that asked for it: it is
+#: ending anyway, and submitit's handlers for them log from inside the requeue's own log write (a
+#: reentrant write into run.log, which logging reports as an error with a traceback).
+REQUEUE_SIGNALS = (signal.SIGCONT, signal.SIGTERM)
 
 _received: Optional[int] = None  # the last stop signal this process saw (raised on or only noted)
 _stopping = False  # an Interrupted was raised, or waits for the end of a deferred() block
@@ -207,11 +211,14 @@ def _is_submitits(handler: Any) -> bool:
 def requeue_if_timed_out() -> None:
     """After a job stopped by submitit's time-limit signal has written its record: let submitit
     requeue it (its handler checkpoints the submission, calls ``scontrol requeue`` and exits).
+    SIGCONT and SIGTERM, which the requeue makes SLURM send this job, are ignored from here on.
     Nothing happens after any other stop."""
     global _submitit_requeue
     requeue, _submitit_requeue = _submitit_requeue, None
     if requeue is not None and _received in _submitit_signal():
         log.info("requeueing the job (submitit)")
+        for signum in REQUEUE_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         requeue(_received, None)
 
 
