@@ -3,6 +3,7 @@ tiny NIfTI volumes, and the repository paths."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import h5py
@@ -11,6 +12,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
+
+
+def pytest_configure(config) -> None:
+    """Ctrl-C as a terminal gives it: a shell without job control starts a background command
+    (``make test &``) with SIGINT ignored, which every ``run.py`` a test starts would inherit, and
+    the tests of what SIGINT does would fail."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list) -> None:
