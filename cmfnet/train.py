@@ -1,8 +1,8 @@
 """The training task: compose objects from the config, fit, test, and write metrics.json.
 
 ``run.py`` is a thin Hydra entry point over :func:`run_task`. Every object is built with
-``hydra.utils.instantiate`` from its config group; nothing a researcher would sweep is a
-constant here.
+``hydra.utils.instantiate`` from its own config node; what a node is given beyond its config is
+said once, in :mod:`cmfnet.lit.injections`. Nothing a researcher would sweep is a constant here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cmfnet.lit.datamodule import datamodule_from_config
+from cmfnet.lit import injections
 from cmfnet.lit.images import save_examples
 from cmfnet.lit.loggers import (
     build_loggers,
@@ -32,7 +32,6 @@ from cmfnet.lit.loggers import (
     redact_console_until_finish,
 )
 from cmfnet.lit.startup import startup_times
-from cmfnet.models import build_model
 from cmfnet.models.summary import format_summary, model_summary
 from cmfnet.mri.metrics import (
     METRIC_KEYS,
@@ -43,7 +42,6 @@ from cmfnet.mri.metrics import (
 )
 from cmfnet.runs import signals
 from cmfnet.runs.checkpoint import resolve_ckpt_path, tested_checkpoint
-from cmfnet.runs.checkpoint_io import AtomicCheckpointIO
 from cmfnet.runs.config import redacted_argv, sanitize_config
 from cmfnet.runs.errors import one_line
 from cmfnet.runs.io import write_json_atomic, write_text_atomic
@@ -84,16 +82,14 @@ def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
     run_config = sanitize_config(OmegaConf.to_container(cfg))
     OmegaConf.save(OmegaConf.create(run_config), out / "config.yaml")
 
-    datamodule = datamodule_from_config(cfg)
-    model = build_model(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data, **injections.data_kwargs(cfg))
+    model = hydra.utils.instantiate(cfg.model)
     summary = model_summary(model, input_hw=tuple(cfg.summary_input_hw), scale=cfg.scale)
     log.info("model summary\n%s", format_summary(summary))
     model = hydra.utils.instantiate(cfg.performance)(model)
     loss = hydra.utils.instantiate(cfg.loss)
-    # Built as a partial, then called: Hydra would merge a run_config passed to instantiate
-    # into the config and build every _target_ in it.
     module = hydra.utils.instantiate(cfg.module, _partial_=True)(
-        model=model, loss=loss, run_config=run_config
+        **injections.module_kwargs(model, loss, run_config)
     )
     if cfg.ckpt_path == "last":  # the run continues in its own folder: and in its own W&B run
         continue_wandb_run(cfg.get("logger"), out)
@@ -101,11 +97,7 @@ def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=trainer_plugins(cfg.trainer),
-        default_root_dir=str(out),
+        cfg.trainer, **injections.trainer_kwargs(cfg, loggers, callbacks, out)
     )
     with redacted_argv():  # the first log starts the W&B run, which records the command line
         log_run_header(loggers, run_config, summary)
@@ -145,13 +137,6 @@ def train(cfg: DictConfig) -> tuple[dict, Optional[float]]:
     metrics["skipped_batches"] = module.skipped_batches
     metrics.update(startup_times(callbacks))
     return metrics, score
-
-
-def trainer_plugins(trainer_cfg: DictConfig) -> list:
-    """The trainer's plugins: those its config names (``launcher=slurm``'s cluster environment)
-    and, always, :class:`~cmfnet.runs.checkpoint_io.AtomicCheckpointIO`, so that no kill leaves
-    a half-written checkpoint."""
-    return [*hydra.utils.instantiate(trainer_cfg.get("plugins") or []), AtomicCheckpointIO()]
 
 
 def finite_or_none(value: Any) -> Optional[float]:

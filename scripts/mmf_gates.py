@@ -18,11 +18,13 @@ import json
 import sys
 from pathlib import Path
 
+import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from cmfnet.lit.datamodule import collate_samples, datamodule_from_config
+from cmfnet.lit.datamodule import collate_samples
+from cmfnet.lit.injections import data_kwargs
 from cmfnet.models.cmfnet import MutualFusion
 from cmfnet.runs.checkpoint import build_model_from_checkpoint
 
@@ -41,7 +43,7 @@ def job_gates(job: Path, batch_size: int = 4) -> list[tuple[float, float]]:
     ckpt = sorted((job / "checkpoints").glob("best-*.ckpt"))[-1]
     model, config = build_model_from_checkpoint(ckpt)
     cfg = OmegaConf.create(config)
-    datamodule = datamodule_from_config(cfg, num_workers=0)
+    datamodule = hydra.utils.instantiate(cfg.data, **data_kwargs(cfg), num_workers=0)
     datamodule.setup("test")
     dataset = datamodule.datasets["test"]
     sums: list[list[float]] = [[0.0, 0.0] for _ in model.mutual_fusions]

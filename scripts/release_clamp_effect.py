@@ -21,10 +21,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import hydra
 import torch
 from hydra import compose, initialize_config_dir
 
-from cmfnet.lit.datamodule import datamodule_from_config
+from cmfnet.lit.injections import data_kwargs
 from cmfnet.mri.scoring import Scoring
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ def clamp_effect(overrides: list[str]) -> dict:
     scale = int(cfg.scale)
     release = Scoring("release", outputs=("sr",), target_clamp=6.0, stats_gain=scale)
     unscaled = Scoring("gain1", outputs=("sr",), target_clamp=6.0, stats_gain=1.0)
-    datamodule = datamodule_from_config(cfg.copy(), num_workers=0)
+    datamodule = hydra.utils.instantiate(cfg.data, **data_kwargs(cfg), num_workers=0)
     datamodule.prepare_data()
     datamodule.setup("test")
     dataset = datamodule.datasets["test"]

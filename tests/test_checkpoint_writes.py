@@ -13,11 +13,11 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from torch import nn
 
+from cmfnet.lit.injections import trainer_plugins
 from cmfnet.runs import checkpoint_io
 from cmfnet.runs.checkpoint import resolve_ckpt_path
 from cmfnet.runs.checkpoint_io import AtomicCheckpointIO, stale_partials
 from cmfnet.runs.errors import DataError
-from cmfnet.train import trainer_plugins
 
 
 class Wrapped(nn.Module):

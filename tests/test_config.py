@@ -13,7 +13,8 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 from cmfnet.commands.report.records import METHOD_ORDER
-from cmfnet.models import JointModel, build_model
+from cmfnet.lit import injections
+from cmfnet.models import JointModel
 from cmfnet.runs.config import sanitize_config
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -59,17 +60,23 @@ def test_every_combination_instantiates(model, data, mask, tmp_path):
     ]
     if data != "synthetic":
         overrides.append(f"data.root={tmp_path}")
-    cfg = _compose(*overrides)
-    mask_func = hydra.utils.instantiate(cfg.mask)
+    cfg = _compose(*overrides, "seed=7")
+    datamodule = hydra.utils.instantiate(cfg.data, **injections.data_kwargs(cfg))
+    mask_func = datamodule.mask_func
     assert mask_func.accelerations == [8] and mask_func.center_fractions == [0.04]
-    datamodule = hydra.utils.instantiate(
-        cfg.data, mask_func=mask_func, scale=cfg.scale, seed=cfg.seed
-    )
+    assert (datamodule.scale, datamodule.seed) == (2, 7)
     assert set(datamodule.splits) == {"train", "val", "test"}
-    net = build_model(cfg.model)
+    net = hydra.utils.instantiate(cfg.model)
     assert getattr(net, "scale", 2) == 2
-    hydra.utils.instantiate(cfg.module, model=net, loss=hydra.utils.instantiate(cfg.loss))
-    hydra.utils.instantiate(cfg.trainer, logger=False)
+    loss = hydra.utils.instantiate(cfg.loss)
+    module = hydra.utils.instantiate(cfg.module, _partial_=True)(
+        **injections.module_kwargs(net, loss, {"seed": 7})
+    )
+    assert module.model is net and module.loss is loss
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, **injections.trainer_kwargs(cfg, [], [], tmp_path / "run")
+    )
+    assert trainer.default_root_dir == str(tmp_path / "run") and trainer.loggers == []
 
 
 @pytest.mark.parametrize(

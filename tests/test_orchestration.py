@@ -18,6 +18,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf, open_dict
 
 from cmfnet.data.synth_cache import GENERATOR, SYNTH_RECORD
+from cmfnet.lit import injections
 from cmfnet.lit.module import JointRecSRModule
 from cmfnet.lit.startup import STARTUP_KEYS, StartupTimer, startup_times
 from cmfnet.runs.settings import run_identity
@@ -150,7 +151,7 @@ def test_the_module_keeps_the_run_config_it_is_given_in_its_checkpoints(job_conf
     cfg = job_config()
     run_config = {"model": {"_target_": "cmfnet.models.CMFNet", "width": 4}, "seed": 42}
     module = hydra.utils.instantiate(cfg.module, _partial_=True)(
-        model=torch.nn.Linear(1, 1), loss=torch.nn.L1Loss(), run_config=run_config
+        **injections.module_kwargs(torch.nn.Linear(1, 1), torch.nn.L1Loss(), run_config)
     )
     assert isinstance(module, JointRecSRModule) and module.run_config is run_config
     checkpoint = {}

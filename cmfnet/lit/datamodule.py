@@ -308,17 +308,3 @@ def suggest_data_choice(folder: Path) -> str:
         "data=fastmri_knee (fastMRI layout), data=isles (ISLES 2015 subject folders) or "
         f"data=ixi (IXI NIfTI files) with data.root={folder}"
     )
-
-
-def datamodule_from_config(cfg, **settings) -> JointDataModule:
-    """The run's data module from a composed run config: ``cfg.data`` with the mask function of
-    ``cfg.mask``, ``cfg.scale`` and ``cfg.seed``; ``settings`` replace data settings."""
-    import hydra
-
-    return hydra.utils.instantiate(
-        cfg.data,
-        mask_func=hydra.utils.instantiate(cfg.mask),
-        scale=cfg.scale,
-        seed=cfg.seed,
-        **settings,
-    )

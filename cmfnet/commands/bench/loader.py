@@ -28,9 +28,11 @@ def measure_data_path(cfg, worker_counts: list[int]) -> dict[str, Any]:
     training_process_ms)``. (Without workers the process's CPU time also counts its intra-op
     threads, so there is no projection: the wall-clock rate is the figure.)
     """
-    from cmfnet.lit.datamodule import datamodule_from_config
+    import hydra
 
-    datamodule = datamodule_from_config(cfg, fill_cache=False)
+    from cmfnet.lit.injections import data_kwargs
+
+    datamodule = hydra.utils.instantiate(cfg.data, **data_kwargs(cfg), fill_cache=False)
     datamodule.prepare_data()
     probe = datamodule.build_dataset("train")
     count = min(int(cfg.data_samples), len(probe))

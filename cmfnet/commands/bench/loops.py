@@ -35,8 +35,7 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
 
     from cmfnet.data.transforms import JointSample
     from cmfnet.data.workers import collate_as_is
-    from cmfnet.lit.datamodule import datamodule_from_config
-    from cmfnet.models import build_model
+    from cmfnet.lit import injections
 
     torch.manual_seed(0)
     base_rss = PeakRSS.current()
@@ -54,15 +53,18 @@ def measure_fit_loop(cfg, device: str, with_data: bool = False) -> dict[str, Any
             sync(device)
             self.timed_to = time.perf_counter()
 
-    model = hydra.utils.instantiate(cfg.performance)(build_model(cfg.model))
-    module = hydra.utils.instantiate(
-        cfg.module, model=model, loss=hydra.utils.instantiate(cfg.loss)
+    model = hydra.utils.instantiate(cfg.performance)(hydra.utils.instantiate(cfg.model))
+    loss = hydra.utils.instantiate(cfg.loss)
+    module = hydra.utils.instantiate(cfg.module, _partial_=True)(
+        **injections.module_kwargs(model, loss, run_config=None)
     )
     timer = StepTimer()
     bar = (cfg.get("callbacks") or {}).get("progress_bar")
     progress_bar = [hydra.utils.instantiate(bar)] if bar else []
     if with_data:
-        datamodule = datamodule_from_config(cfg, batch_size=batch)
+        datamodule = hydra.utils.instantiate(
+            cfg.data, **injections.data_kwargs(cfg), batch_size=batch
+        )
         datamodule.prepare_data()
         datamodule.setup("fit")
         datamodule.datasets["train"] = RepeatedSlices(datamodule.datasets["train"], steps * batch)
