@@ -210,8 +210,11 @@ def test_a_fractional_acceleration_is_recorded_as_given(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["accel"] == 2.5
 
 
-def test_help_lists_the_groups(tmp_path):
-    out = run_py(tmp_path, "--help", env=WANDB, check=True).stdout
+def test_help_lists_the_groups_without_importing_lightning(tmp_path):
+    proc = run_py(tmp_path, "--help", env={**WANDB, "PYTHONPROFILEIMPORTTIME": "1"}, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "hydra" in imported and not {"lightning", "torch"} & imported
+    out = proc.stdout
     for group in (
         "model:",
         "data:",

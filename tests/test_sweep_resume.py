@@ -3,12 +3,15 @@ submitit job continues from its last.ckpt. docs/reliability.md lists each fault 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -338,6 +341,49 @@ def test_another_librarys_handler_is_kept_and_the_signal_noted(clean_signals):
         assert seen == [signal.SIGTERM] and signals.received() == signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_signal_during_a_log_write_is_logged_after_it(clean_signals):
+    class SignalledFile(io.RawIOBase):
+        """A log file whose first write is interrupted by SIGTERM."""
+
+        def __init__(self):
+            self.data, self.sent = bytearray(), False
+
+        def writable(self):
+            return True
+
+        def write(self, chunk):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                sum(range(10))  # the handler runs here, inside the buffered write
+            self.data += bytes(chunk)
+            return len(chunk)
+
+    log_file = SignalledFile()
+    handler = logging.StreamHandler(
+        io.TextIOWrapper(io.BufferedWriter(log_file), write_through=True)
+    )
+    failed = []
+    handler.handleError = failed.append  # what logging does with a reentrant write
+    logger = logging.getLogger("cmfnet")
+    logger.addHandler(handler)
+    try:
+        with signals.stop_on_signals():
+            with pytest.raises(signals.Interrupted):
+                with signals.deferred():
+                    logging.getLogger("cmfnet.lit.progress").warning("epoch 3 done")
+        for thread in threading.enumerate():
+            if thread.name == signals.LOG_THREAD:
+                thread.join(10)
+    finally:
+        logger.removeHandler(handler)
+    assert not failed
+    assert log_file.data.decode().splitlines() == [
+        "epoch 3 done",
+        "SIGTERM: stopping (a job in progress is recorded as interrupted)",
+    ]
 
 
 def test_the_requeue_signals_slurm_sends_a_requeueing_job_reach_no_handler(

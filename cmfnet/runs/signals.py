@@ -38,6 +38,8 @@ HOLD_IN = frozenset({"save_checkpoint", "_atomic_save"})
 #: ending anyway, and submitit's handlers for them log from inside the requeue's own log write (a
 #: reentrant write into run.log, which logging reports as an error with a traceback).
 REQUEUE_SIGNALS = (signal.SIGCONT, signal.SIGTERM)
+#: The name of the threads that log what a signal handler saw (:func:`_log_soon`).
+LOG_THREAD = "cmfnet-signal-log"
 
 _received: Optional[int] = None  # the last stop signal this process saw (raised on or only noted)
 _stopping = False  # an Interrupted was raised, or waits for the end of a deferred() block
@@ -104,10 +106,10 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
         raise Interrupted(signum)
     _received = signum
     if _stopping and not _dropped:
-        log.warning("%s: already stopping", signal_name(signum))
+        _log_soon("%s: already stopping", signal_name(signum))
         return
     if not _stopping:
-        log.warning(
+        _log_soon(
             "%s: stopping (a job in progress is recorded as interrupted)", signal_name(signum)
         )
     _stopping, _dropped = True, False
@@ -118,6 +120,16 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
         _retry(signum)
         return
     raise Interrupted(signum)
+
+
+def _log_soon(message: str, *args: Any) -> None:
+    """A warning logged from a signal handler, in a thread of its own: the handler may have
+    interrupted the main thread inside a write to the same log file or console, where a second
+    write is a reentrant call that logging reports as an error with a traceback. The thread
+    writes once that write is done (it is not a daemon, so the process waits for it)."""
+    threading.Thread(
+        target=log.warning, args=(message, *args), name=LOG_THREAD, daemon=False
+    ).start()
 
 
 def _saving_checkpoint(frame: Optional[FrameType]) -> bool:
