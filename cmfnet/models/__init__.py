@@ -52,10 +52,12 @@ __all__ = [
 
 
 def build_model(model_cfg: DictConfig | Mapping[str, Any]) -> nn.Module:
-    """Instantiate a composed ``model`` config node (``_target_`` plus keyword arguments).
+    """Instantiate a saved run's ``model`` config (``_target_`` plus keyword arguments), as a
+    checkpoint or config.yaml holds it; a freshly composed config is built with
+    ``hydra.utils.instantiate(cfg.model)``.
 
     Interpolations such as ``scale: ${scale}`` and ``width: ${scaled_width:64}`` are resolved
-    against the node's root config.
+    against the node's root config; a key that earlier layouts kept in the model node is dropped.
     """
     if isinstance(model_cfg, DictConfig):
         cfg = OmegaConf.to_container(model_cfg, resolve=True)

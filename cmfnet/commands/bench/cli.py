@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import hydra
     import torch
 
-    from cmfnet.models import build_model
     from cmfnet.models.summary import model_summary
 
     cfg = compose_bench_config(list(args.overrides))
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     choices = [o for o in cfg.options if device == "cuda" or "cudnn_benchmark" not in o.split("+")]
     h, w = lowres_size(cfg)
-    macs = model_summary(build_model(cfg.model), input_hw=(h, w), scale=cfg.scale).macs
+    macs = model_summary(hydra.utils.instantiate(cfg.model), input_hw=(h, w), scale=cfg.scale).macs
     results: dict[str, Any] = {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "scale": cfg.scale,

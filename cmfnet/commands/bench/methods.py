@@ -38,16 +38,16 @@ def available_memory_bytes(device: str) -> int:
 def count_method(overrides: list[str], method: str) -> dict[str, Any]:
     """Parameters, MACs per sample at the LR size and the training-memory floor of ``method``,
     from a model built on the meta device."""
+    import hydra
     import torch
 
     from cmfnet.commands.bench.settings import compose_bench_config
-    from cmfnet.models import build_model
     from cmfnet.models.summary import model_summary
     from cmfnet.runs.config import lowres_size
 
     cfg = compose_bench_config([*overrides, f"model={method}"])
     with torch.device("meta"):
-        model = build_model(cfg.model)
+        model = hydra.utils.instantiate(cfg.model)
     summary = model_summary(model, input_hw=lowres_size(cfg), scale=cfg.scale)
     return {
         "method": method,

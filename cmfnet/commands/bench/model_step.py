@@ -41,8 +41,6 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     import hydra
     import torch
 
-    from cmfnet.models import build_model
-
     torch.manual_seed(0)
     base_rss = PeakRSS.current()
     h, w = lowres_size(cfg)
@@ -51,7 +49,8 @@ def measure_model(cfg, option: str, device: str) -> dict[str, Any]:
     switches = {
         name: name in parts for name in ("channels_last", "compile", "activation_checkpointing")
     }
-    model = hydra.utils.instantiate(cfg.performance, **switches)(build_model(cfg.model).to(device))
+    model = hydra.utils.instantiate(cfg.model).to(device)
+    model = hydra.utils.instantiate(cfg.performance, **switches)(model)
     if device == "cuda":
         torch.backends.cudnn.benchmark = "cudnn_benchmark" in parts
         torch.cuda.reset_peak_memory_stats()
