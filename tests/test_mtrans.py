@@ -163,12 +163,15 @@ def test_super_resolution_refuses_non_power_of_two_scale():
 
 
 @pytest.mark.parametrize(
-    "model",
-    [MTransReconstruction(16, **TINY), MTransSuperResolution(16, scale=2, **TINY)],
+    "build",
+    [lambda: MTransReconstruction(16, **TINY), lambda: MTransSuperResolution(16, scale=2, **TINY)],
     ids=["guided", "sr"],
 )
-def test_guided_models_use_the_auxiliary(model):
-    model.eval()
+def test_guided_models_use_the_auxiliary(build):
+    # Seeded: at 2 channels a few random initialisations (2 of seeds 0-59 for SR) give an
+    # output that does not change with the auxiliary at all; seed 0 is not one of them.
+    torch.manual_seed(0)
+    model = build().eval()
     image, aux = images(16)
     with torch.no_grad():
         assert not torch.allclose(model(image, aux), model(image, aux + 1.0))
