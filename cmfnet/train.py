@@ -45,6 +45,7 @@ from cmfnet.runs.checkpoint import resolve_ckpt_path, tested_checkpoint
 from cmfnet.runs.config import redacted_argv, sanitize_config
 from cmfnet.runs.errors import one_line
 from cmfnet.runs.io import write_json_atomic, write_text_atomic
+from cmfnet.runs.queued_logging import queued_logging
 from cmfnet.runs.quiet import silence_third_party_noise
 from cmfnet.runs.settings import check_settings, run_identity
 from cmfnet.sweeps.rerun import interrupted_record, resume_requeued_job
@@ -185,13 +186,14 @@ def run_task(cfg: DictConfig) -> Optional[float]:
     (:func:`cmfnet.sweeps.rerun.resume_requeued_job`). Returns the best validation SR PSNR (what
     ModelCheckpoint monitors; an optimising sweeper maximises it, ``hparams_search``), or None
     for a failed job or one with no finite score, which the Optuna sweeper records as a failed
-    trial.
+    trial. While the job runs, logs are written from a thread of their own
+    (:mod:`cmfnet.runs.queued_logging`), so a signal handler that logs cannot break a write.
     """
     out = output_dir()
     failure: Optional[BaseException] = None
     score: Optional[float] = None
     stop: Optional[BaseException] = None
-    with signals.stop_on_signals():
+    with signals.stop_on_signals(), queued_logging():
         try:
             resume_requeued_job(cfg, out, HydraConfig.get().overrides.task)
             metrics, score = train(cfg)

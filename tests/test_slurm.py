@@ -9,6 +9,7 @@ process does. Skipped, with the reason, where no cluster answers."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -60,6 +61,26 @@ def cluster():
     problem = cluster_problem()
     if problem:
         pytest.skip(problem)
+
+
+def hold_the_node(tmp_path_factory, exclusive: bool):
+    """The one node, held while a test has jobs on it (a lock in the session's folder, which
+    xdist's workers share): shared by the tests whose jobs can run side by side, alone by the
+    test that fails the node, which makes SLURM requeue every job on it."""
+    lock = tmp_path_factory.getbasetemp().parent / "cmfnet-slurm-node.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
+@pytest.fixture
+def node(tmp_path_factory, cluster):
+    yield from hold_the_node(tmp_path_factory, exclusive=False)
+
+
+@pytest.fixture
+def node_alone(tmp_path_factory, cluster):
+    yield from hold_the_node(tmp_path_factory, exclusive=True)
 
 
 def env_for(cwd: Path) -> dict:
@@ -218,7 +239,7 @@ def check_continued(cwd: Path, proc: subprocess.Popen, reference: dict, signal_n
 
 
 def test_a_job_that_loses_its_node_then_is_requeued_continues_in_one_w_and_b_run(
-    tmp_path, reference
+    tmp_path, reference, node_alone
 ):
     proc = start_sweep(tmp_path, f"+hf_token={SECRET}")
     job_id = slurm_id(tmp_path)
@@ -284,7 +305,7 @@ def test_a_job_that_loses_its_node_then_is_requeued_continues_in_one_w_and_b_run
     assert not leaked and SECRET not in job.name
 
 
-def test_a_job_past_its_time_limit_is_requeued_and_continues(tmp_path, reference):
+def test_a_job_past_its_time_limit_is_requeued_and_continues(tmp_path, reference, node):
     proc = start_sweep(
         tmp_path,
         "logger=csv",
@@ -299,7 +320,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_continues(tmp_path, reference
     assert log.count(": RUNNING") >= 2, log
 
 
-def test_a_two_task_ddp_job_runs_under_slurm_and_scores_as_one_process(tmp_path, cluster):
+def test_a_two_task_ddp_job_runs_under_slurm_and_scores_as_one_process(tmp_path, node):
     """trainer=ddp with hydra.launcher.tasks_per_node=2: SLURM starts both processes and
     Lightning's SLURM environment gives them their ranks (no process of Lightning's own)."""
     proc = start_sweep(

@@ -3,7 +3,6 @@ submitit job continues from its last.ckpt. docs/reliability.md lists each fault 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, descendant_pids, pid_alive
+from helpers.signalled_file import SignalledFile, handler_into
 
 from cmfnet.lit.history import read_history
 from cmfnet.runs import signals
@@ -344,29 +344,8 @@ def test_another_librarys_handler_is_kept_and_the_signal_noted(clean_signals):
 
 
 def test_a_stop_signal_during_a_log_write_is_logged_after_it(clean_signals):
-    class SignalledFile(io.RawIOBase):
-        """A log file whose first write is interrupted by SIGTERM."""
-
-        def __init__(self):
-            self.data, self.sent = bytearray(), False
-
-        def writable(self):
-            return True
-
-        def write(self, chunk):
-            if not self.sent:
-                self.sent = True
-                os.kill(os.getpid(), signal.SIGTERM)
-                sum(range(10))  # the handler runs here, inside the buffered write
-            self.data += bytes(chunk)
-            return len(chunk)
-
-    log_file = SignalledFile()
-    handler = logging.StreamHandler(
-        io.TextIOWrapper(io.BufferedWriter(log_file), write_through=True)
-    )
-    failed = []
-    handler.handleError = failed.append  # what logging does with a reentrant write
+    log_file, failed = SignalledFile(), []
+    handler = handler_into(log_file, failed)
     logger = logging.getLogger("cmfnet")
     logger.addHandler(handler)
     try:
@@ -380,7 +359,7 @@ def test_a_stop_signal_during_a_log_write_is_logged_after_it(clean_signals):
     finally:
         logger.removeHandler(handler)
     assert not failed
-    assert log_file.data.decode().splitlines() == [
+    assert log_file.lines() == [
         "epoch 3 done",
         "SIGTERM: stopping (a job in progress is recorded as interrupted)",
     ]

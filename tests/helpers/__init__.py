@@ -1,1 +1,2 @@
-"""What several test files share: the ``run.py`` subprocess runner (:mod:`helpers.run`)."""
+"""What several test files share: the ``run.py`` subprocess runner (:mod:`helpers.run`), a log
+stream interrupted by a signal (:mod:`helpers.signalled_file`)."""
