@@ -46,8 +46,9 @@ run: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/python run.py experiment=smoke
 
+# --durations: the slowest tests are listed at the end, where the suite's time goes.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 # ruff's lint rules and formatting (pyproject.toml: [tool.ruff]); CI runs it before the tests.
 lint: $(STAMP)

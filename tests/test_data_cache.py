@@ -143,6 +143,7 @@ def test_a_bad_slice_found_by_a_fill_worker_is_a_one_line_error_naming_the_file(
     assert message.endswith("file0_pdfs.h5: slice 1 k-space contains NaN or inf"), message
 
 
+@pytest.mark.slow
 def test_errors_re_raised_from_dataloader_workers_read_as_the_original(fastmri_pairs):
     dataset = _datamodule(fastmri_pairs, workers=0, fill_cache=False)
     _break_nan_slice(fastmri_pairs)  # in training only: set-up reads every validation slice

@@ -150,6 +150,7 @@ def test_a_valid_set_loads_finite_samples(tmp_path):
     assert_sound(samples)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(name=files, slices=slice_counts, cut=st.floats(0.0, 0.999))
 def test_truncated_hdf5_is_a_clear_error(name, slices, cut):

@@ -59,6 +59,7 @@ def test_activation_checkpointing_wraps_the_unet_blocks_and_stores_fewer_activat
     assert saved_bytes(model) < 0.7 * saved_bytes(_tiny())
 
 
+@pytest.mark.slow
 def test_bench_prints_ratios_against_eager_and_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CMFNET_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"

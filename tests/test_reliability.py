@@ -625,6 +625,7 @@ def test_a_sweep_logs_a_jobs_overrides_without_its_secrets(monkeypatch):
     assert shown == "model=cmfnet +hf_token=<redacted> data.root=/x/<redacted>"
 
 
+@pytest.mark.slow
 def test_a_secret_typed_on_the_command_line_is_in_no_file_wandb_would_upload(tmp_path):
     """W&B records the command line in its run file; the secret-looking override and a secret
     environment value typed as a value must appear there, and in the logged config, only redacted.
